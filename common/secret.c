@@ -1,0 +1,114 @@
+#include "common/secret.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#define SECRET_MAX (64 * 1024)
+
+static int check_stat(const char *path, const struct stat *st, char *err, size_t errlen)
+{
+    if (!S_ISREG(st->st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        return -1;
+    }
+    if (st->st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(err, errlen,
+                 "%s: mode %04o is readable or writable by group/others; "
+                 "run: chmod 600 %s",
+                 path, (unsigned)(st->st_mode & 07777), path);
+        return -1;
+    }
+    return 0;
+}
+
+int secret_check_file(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    return check_stat(path, &st, err, errlen);
+}
+
+int secret_read_file(const char *path, char **out, char *err, size_t errlen)
+{
+    int ret = -1;
+    char *buf = NULL;
+    size_t len = 0;
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* fstat on the opened file: no window between the check and the read. */
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (check_stat(path, &st, err, errlen) != 0)
+        goto out;
+    if (st.st_size > SECRET_MAX) {
+        snprintf(err, errlen, "%s: larger than %d bytes", path, SECRET_MAX);
+        goto out;
+    }
+    buf = calloc(1, (size_t)st.st_size + 1);
+    if (!buf) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    while (len < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = '\0';
+    if (len == 0) {
+        snprintf(err, errlen, "%s: file is empty", path);
+        goto out;
+    }
+    if (strlen(buf) != len) {
+        snprintf(err, errlen, "%s: contains a NUL byte", path);
+        goto out;
+    }
+    *out = buf;
+    buf = NULL;
+    ret = 0;
+out:
+    if (buf) {
+        OPENSSL_cleanse(buf, (size_t)st.st_size + 1);
+        free(buf);
+    }
+    if (fd >= 0)
+        close(fd);
+    return ret;
+}
+
+char *secret_dup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+void secret_free(char *s)
+{
+    if (!s)
+        return;
+    OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}

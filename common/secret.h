@@ -1,0 +1,18 @@
+/* Secrets that wipe themselves, and secret files that must not be readable by others. */
+#ifndef SOP_SECRET_H
+#define SOP_SECRET_H
+
+#include <stddef.h>
+
+/* Refuse a secret file that is not a regular file or is group/world readable or writable.
+ * 0 ok; -1 with a message in err (never the file's content). */
+int secret_check_file(const char *path, char *err, size_t errlen);
+/* Read a whole secret file (at most 64 KiB), checked as above, trailing CR/LF stripped.
+ * 0 and *out (NUL-terminated, free with secret_free) or -1 with a message in err. */
+int secret_read_file(const char *path, char **out, char *err, size_t errlen);
+/* strdup that the caller frees with secret_free. */
+char *secret_dup(const char *s);
+/* Wipe the string's bytes, then free it. Accepts NULL. */
+void secret_free(char *s);
+
+#endif

@@ -1,0 +1,94 @@
+/* The config file (INI via libinih): load, validate everything, report every problem as
+ * "FILE:LINE: message" with what would be valid. Names here are the user interface. */
+#ifndef SOP_CONFIG_H
+#define SOP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+#include "proxy/cidr.h"
+#include "proxy/smtp_data.h"
+
+struct cfg_endpoint {
+    char *host; /* "0.0.0.0", "::", "127.0.0.1", "*" (all); brackets of [v6] removed */
+    char *port; /* numeric, 1..65535 */
+    int line;
+};
+
+struct cfg_upstream {
+    char *host;    /* DNS name (or IP literal, checked against the certificate's IP SAN) */
+    uint16_t port;
+    char *ca_file; /* NULL: the system trust store */
+};
+
+enum sender_rewrite {
+    SENDER_REWRITE_OFF,      /* MAIL FROM passed as the device sent it */
+    SENDER_REWRITE_ENVELOPE, /* MAIL FROM becomes the account's mailbox */
+    SENDER_REWRITE_HEADER,   /* also From: becomes the mailbox, the original kept as Reply-To */
+};
+
+struct cfg_account {
+    char *name;
+    char *provider;           /* "microsoft" | "oauth2" */
+    char *grant;              /* "client_credentials" (the default; more grants come later) */
+    char *tenant;             /* microsoft */
+    char *client_id;
+    char *client_secret_file;
+    char *client_secret;      /* loaded by config_load; wiped by config_free */
+    char *mailbox;            /* XOAUTH2 user= and the rewritten sender */
+    enum sender_rewrite sender_rewrite;
+    char *token_url;          /* resolved: explicit, or the provider's default from tenant */
+    char *scope;              /* resolved: explicit, or the provider's default (may be NULL) */
+    struct cfg_upstream upstream; /* resolved: [upstream] defaults + upstream_* overrides */
+    int line;
+};
+
+struct cfg_device {
+    char *name;
+    struct cidr *addrs; /* empty: any address (then username is required) */
+    size_t naddrs;
+    char *username;      /* NULL: identified by address only */
+    char *password_hash; /* crypt(3) hash, required with username */
+    struct cfg_account *account;
+    int line;
+};
+
+struct config {
+    char *path;
+    /* [proxy] */
+    struct cfg_endpoint *listen;
+    size_t nlisten;
+    struct cfg_endpoint *listen_tls;
+    size_t nlisten_tls;
+    char *hostname;
+    char *tls_cert;
+    char *tls_key;
+    int tls_min_version; /* OpenSSL's TLS1_VERSION .. TLS1_3_VERSION; default TLS1_2_VERSION */
+    uint64_t max_message_size;
+    unsigned max_recipients;
+    unsigned max_connections;
+    unsigned max_errors;      /* bad commands before the session is closed */
+    unsigned command_timeout; /* seconds */
+    unsigned data_timeout;    /* seconds */
+    enum log_level log_level;
+    char *state_dir;
+    enum bare_lf_policy bare_lf;
+    /* [upstream] */
+    struct cfg_upstream upstream;
+    unsigned upstream_connect_timeout; /* seconds */
+    unsigned upstream_timeout;         /* seconds per reply */
+    /* [account NAME], [device NAME] in file order */
+    struct cfg_account *accounts;
+    size_t naccounts;
+    struct cfg_device *devices;
+    size_t ndevices;
+};
+
+/* Load and validate. On success the config; on failure NULL and *errors (malloc'd text, one
+ * "FILE:LINE: message" per line, every problem found, not just the first). */
+struct config *config_load(const char *path, char **errors);
+void config_free(struct config *cfg);
+struct cfg_account *config_account(const struct config *cfg, const char *name);
+
+#endif

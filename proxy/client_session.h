@@ -1,0 +1,68 @@
+/* The upstream side: one SMTP client connection to the submission server.
+ * Connect, greeting, EHLO, STARTTLS (mandatory), TLS 1.2+ verified, EHLO, AUTH XOAUTH2, then
+ * commands and a streamed DATA body. Callbacks are never called from inside an API call: they
+ * always run from the event loop, so a caller may free the session from inside a callback. */
+#ifndef SOP_CLIENT_SESSION_H
+#define SOP_CLIENT_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+
+#include "proxy/smtp_reply.h"
+
+struct event_base;
+struct evdns_base;
+struct client_session;
+
+struct client_cfg {
+    const char *host;       /* DNS name or IP literal */
+    uint16_t port;
+    const char *helo;       /* our name in EHLO */
+    SSL_CTX *ssl_ctx;       /* from tls_client_ctx_new */
+    unsigned connect_timeout; /* seconds, covers connect + greeting + TLS */
+    unsigned reply_timeout;   /* seconds per reply; the final '.' gets 10 minutes (RFC 5321) */
+    const char *log_id;     /* session id for log lines */
+};
+
+/* r: the server's reply (valid during the call), or NULL when there was none (connect failed,
+ * TLS or certificate failure, connection lost, timeout, protocol violation); then err says why. */
+typedef void (*client_reply_cb)(void *arg, const struct smtp_reply *r, const char *err);
+
+/* cfg strings are copied. dns may be NULL (then host must be an IP literal). */
+struct client_session *client_session_new(struct event_base *base, struct evdns_base *dns,
+                                          const struct client_cfg *cfg);
+/* Close at once; no callback runs afterwards. Accepts NULL. */
+void client_session_free(struct client_session *c);
+/* Connect and get ready to authenticate: greeting, EHLO, STARTTLS, handshake (certificate and
+ * name verified), EHLO again. cb once: the last EHLO reply (2xx) on success; otherwise the
+ * refusing reply, or NULL and err. A server without STARTTLS is refused. */
+void client_session_open(struct client_session *c, client_reply_cb cb, void *arg);
+/* Capabilities of the last EHLO; valid after open succeeded. */
+const struct smtp_caps *client_session_caps(const struct client_session *c);
+/* AUTH XOAUTH2: the initial response on the AUTH line only when the whole line fits in 512
+ * octets (RFC 4954 4), else "AUTH XOAUTH2", 334, then the response. A 334 error challenge (JSON)
+ * is answered with an empty line and the final reply is reported. cb gets the final reply
+ * (235 on success). user and token are not kept after the call. */
+void client_session_auth_xoauth2(struct client_session *c, const char *user, const char *token,
+                                 client_reply_cb cb, void *arg);
+/* Send one command line (no CRLF; at most 510 bytes) and report its reply. */
+void client_session_command(struct client_session *c, const char *line, client_reply_cb cb,
+                            void *arg);
+/* After a 354 to DATA: queue wire-form body bytes (CRLF lines, dot-stuffed). */
+void client_session_write(struct client_session *c, const char *data, size_t len);
+/* Body bytes queued but not yet handed to the kernel: the caller stops reading its device
+ * above a high mark and resumes from the drain callback. */
+size_t client_session_pending(const struct client_session *c);
+/* cb runs when pending falls to or below low_mark (after having been above it). */
+void client_session_set_drain_cb(struct client_session *c, size_t low_mark, void (*cb)(void *arg),
+                                 void *arg);
+/* End the body (".\r\n") and report the final reply. */
+void client_session_data_end(struct client_session *c, client_reply_cb cb, void *arg);
+/* Send QUIT (if the connection is usable) and close once it is answered or after a short time;
+ * the session frees itself. The caller must not use c afterwards. */
+void client_session_quit(struct client_session *c);
+/* 0 once the connection is lost or a protocol error happened. */
+int client_session_usable(const struct client_session *c);
+
+#endif

@@ -18,11 +18,11 @@ char *sasl_xoauth2_encode(const char *user, const char *token);
  * host NULL or port 0 leaves that field out. ',' and '=' in user are escaped as =2C and =3D. */
 char *sasl_oauthbearer_encode(const char *user, const char *host, unsigned port,
                               const char *token);
-/* Server side of XOAUTH2 (for tests and stand-ins): 0 and *user/*token (secret_free), or -1. */
+/* Server side of XOAUTH2 (for tests and stand-ins): 0 and *user, *token (secret_free), or -1. */
 int sasl_xoauth2_decode(const char *b64, size_t len, char **user, char **token);
 
 /* AUTH PLAIN response: base64(authzid NUL authcid NUL passwd). authzid must be empty or equal
- * authcid; authcid and passwd non-empty, no NUL inside. 0 and *user/*pass, or -1. */
+ * authcid; authcid and passwd non-empty, no NUL inside. 0 and *user, *pass, or -1. */
 int sasl_plain_decode(const char *b64, size_t len, char **user, char **pass);
 /* AUTH LOGIN step: base64 of one field (user name or password), non-empty. 0 and *out, or -1. */
 int sasl_login_decode(const char *b64, size_t len, char **out);

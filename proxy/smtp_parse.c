@@ -13,10 +13,13 @@
 
 #define SMTP_PARSE_BUF SMTP_AUTH_LINE_MAX
 
+_Static_assert(SMTP_PARSE_BUF >= 2 * SMTP_CMD_LINE_MAX, "room for a copy of a MAIL/RCPT line");
+
 struct smtp_parser {
     enum smtp_parse_mode mode;
     char buf[SMTP_PARSE_BUF]; /* the line, then its NUL terminator */
     size_t len;               /* bytes stored in buf (a trailing CR included) */
+    size_t wipe;              /* bytes of buf written beyond len (the MAIL/RCPT copy) */
     int done;                 /* a line was returned: wipe it at the next call */
     int too_long;             /* the current line overflowed: count, do not store */
     int has_nul;              /* the current line holds a NUL byte */
@@ -66,8 +69,9 @@ struct smtp_parser *smtp_parse_new(void)
 static void smtp_parse_clear_line(struct smtp_parser *p)
 {
     /* len <= sizeof(buf) - 1, and finish() may have written a NUL at buf[len]. */
-    OPENSSL_cleanse(p->buf, p->len + 1);
+    OPENSSL_cleanse(p->buf, p->wipe > p->len + 1 ? p->wipe : p->len + 1);
     p->len = 0;
+    p->wipe = 0;
     p->done = 0;
     p->too_long = 0;
     p->has_nul = 0;
@@ -311,7 +315,7 @@ static int smtp_parse_params(char *s, struct smtp_cmd *cmd, const char **err)
     return 0;
 }
 
-/* MAIL FROM:<path> [params] / RCPT TO:<path> [params]. */
+/* MAIL FROM:<path> [params] / RCPT TO:<path> [params]. arg is a copy that may be cut up. */
 static int smtp_parse_path_cmd(char *arg, struct smtp_cmd *cmd, const char **err)
 {
     int is_mail = cmd->verb == SMTP_MAIL;
@@ -354,8 +358,8 @@ static int smtp_parse_path_cmd(char *arg, struct smtp_cmd *cmd, const char **err
     return smtp_parse_params(s, cmd, err);
 }
 
-/* Checks that depend on the verb. */
-static int smtp_parse_args(struct smtp_cmd *cmd, const char **err)
+/* Checks that depend on the verb. scratch has room for a copy of cmd->arg. */
+static int smtp_parse_args(struct smtp_cmd *cmd, char *scratch, const char **err)
 {
     switch (cmd->verb) {
     case SMTP_EHLO:
@@ -367,7 +371,9 @@ static int smtp_parse_args(struct smtp_cmd *cmd, const char **err)
         return 0;
     case SMTP_MAIL:
     case SMTP_RCPT:
-        return smtp_parse_path_cmd(cmd->arg, cmd, err);
+        /* Path and parameters are cut out of a copy, so that arg stays whole for logs. */
+        strcpy(scratch, cmd->arg);
+        return smtp_parse_path_cmd(scratch, cmd, err);
     case SMTP_DATA:
     case SMTP_RSET:
     case SMTP_QUIT:
@@ -389,9 +395,11 @@ static int smtp_parse_args(struct smtp_cmd *cmd, const char **err)
     }
 }
 
-/* A complete command line, NUL-terminated, CR stripped, no NUL inside. */
-static int smtp_parse_command(char *line, size_t len, struct smtp_cmd *cmd, const char **err)
+/* A complete command line in p->buf, NUL-terminated, CR stripped, no NUL inside. */
+static int smtp_parse_command(struct smtp_parser *p, size_t len, struct smtp_cmd *cmd,
+                              const char **err)
 {
+    char *line = p->buf;
     size_t i;
     char *sp;
 
@@ -427,7 +435,10 @@ static int smtp_parse_command(char *line, size_t len, struct smtp_cmd *cmd, cons
         cmd->verb = SMTP_UNKNOWN;
         return 1;
     }
-    if (smtp_parse_args(cmd, err) != 0)
+    /* Only AUTH lines are longer than SMTP_CMD_LINE_MAX, so a copy of any other fits. */
+    if (cmd->verb == SMTP_MAIL || cmd->verb == SMTP_RCPT)
+        p->wipe = 2 * (len + 1);
+    if (smtp_parse_args(cmd, line + len + 1, err) != 0)
         return -1;
     return 1;
 }
@@ -459,7 +470,7 @@ static int smtp_parse_finish(struct smtp_parser *p, struct smtp_cmd *cmd, const 
         *cmd = tmp;
         return 1;
     }
-    r = smtp_parse_command(p->buf, len, &tmp, err);
+    r = smtp_parse_command(p, len, &tmp, err);
     if (r == 1)
         *cmd = tmp;
     return r;

@@ -1,0 +1,43 @@
+/* The table of grant types: provider_new() picks the constructor for cfg->grant. */
+#include "oauth/provider.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oauth/grant.h"
+
+static const struct {
+    const char *grant;
+    struct provider *(*create)(const struct oauth_client_cfg *cfg, struct http *http, char *err,
+                               size_t errlen);
+} provider_grants[] = {
+    {"client_credentials", grant_client_secret_new},
+};
+
+struct provider *provider_new(const struct oauth_client_cfg *cfg, struct http *http, char *err,
+                              size_t errlen)
+{
+    const char *grant;
+    if (!cfg) {
+        snprintf(err, errlen, "no account configuration");
+        return NULL;
+    }
+    /* client_credentials is the default grant (config.h says so too). */
+    grant = cfg->grant && *cfg->grant ? cfg->grant : "client_credentials";
+    for (size_t i = 0; i < sizeof(provider_grants) / sizeof(provider_grants[0]); i++) {
+        if (strcmp(grant, provider_grants[i].grant) == 0)
+            return provider_grants[i].create(cfg, http, err, errlen);
+    }
+    snprintf(err, errlen, "grant \"%.64s\" is not supported (valid: client_credentials)", grant);
+    return NULL;
+}
+
+void provider_free(struct provider *p)
+{
+    if (!p)
+        return;
+    if (p->ops && p->ops->destroy)
+        p->ops->destroy(p);
+    free(p);
+}

@@ -1,7 +1,160 @@
+/* smtp-oauth-proxy: lets devices that speak plain SMTP or AUTH PLAIN/LOGIN send mail through
+ * a submission server that wants OAuth2 (Exchange Online, Gmail), as a service account. */
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-int main(void)
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "common/log.h"
+#include "proxy/config.h"
+#include "proxy/server.h"
+
+#define DEFAULT_CONFIG "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf"
+#define SHUTDOWN_GRACE_SECONDS 30
+
+static void usage(FILE *f)
 {
-    fprintf(stderr, "smtp-oauth-proxy: under construction\n");
-    return 1;
+    fprintf(f, "usage: smtp-oauth-proxy [--config FILE] [--check]\n"
+               "       smtp-oauth-proxy --version | --help\n"
+               "\n"
+               "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
+               "      --check        validate the configuration, print \"ok\" or every problem\n"
+               "                     with file:line, and exit\n");
+}
+
+struct runtime {
+    struct event_base *base;
+    struct server *srv;
+    int signals;
+};
+
+static void on_grace_expired(evutil_socket_t fd, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    (void)fd;
+    (void)what;
+    log_warn("event=shutdown_forced sessions_open=%u", rt->srv->sessions_open);
+    event_base_loopexit(rt->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    (void)what;
+    if (++rt->signals > 1) {
+        log_warn("event=shutdown_now signal=%d", (int)sig);
+        event_base_loopexit(rt->base, NULL);
+        return;
+    }
+    /* Stop accepting; sessions in flight finish (bounded by the grace time). */
+    log_info("event=stopping signal=%d sessions_open=%u", (int)sig, rt->srv->sessions_open);
+    sd_notify(0, "STOPPING=1");
+    server_stop_listening(rt->srv);
+    if (rt->srv->sessions_open == 0) {
+        event_base_loopexit(rt->base, NULL);
+        return;
+    }
+    struct timeval grace = {.tv_sec = SHUTDOWN_GRACE_SECONDS};
+    event_base_once(rt->base, -1, EV_TIMEOUT, on_grace_expired, rt, &grace);
+}
+
+static int run(struct config *cfg, int check_only)
+{
+    int ret = 1;
+    char err[1024];
+    struct event *sigs[2] = {NULL, NULL};
+    struct runtime rt = {0};
+    rt.base = event_base_new();
+    if (!rt.base) {
+        fprintf(stderr, "smtp-oauth-proxy: cannot create the event loop\n");
+        config_free(cfg);
+        return 1;
+    }
+    /* server_new takes cfg; it also loads certificates and sets up each account's provider,
+     * so --check finds those problems too. */
+    rt.srv = server_new(rt.base, cfg, err, sizeof(err));
+    if (!rt.srv) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (check_only) {
+        printf("ok\n");
+        ret = 0;
+        goto out;
+    }
+    if (server_listen(rt.srv, err, sizeof(err)) != 0) {
+        log_error("event=listen_failed reason=\"%s\"", err);
+        goto out;
+    }
+    int signums[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; i++) {
+        sigs[i] = evsignal_new(rt.base, signums[i], on_signal, &rt);
+        if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
+            log_error("event=signal_setup_failed");
+            goto out;
+        }
+    }
+    log_info("event=ready listeners=%zu accounts=%zu devices=%zu", rt.srv->nlisteners,
+             rt.srv->cfg->naccounts, rt.srv->cfg->ndevices);
+    sd_notify(0, "READY=1\nSTATUS=serving");
+    event_base_dispatch(rt.base);
+    log_info("event=stopped sessions_total=%lu", rt.srv->sessions_total);
+    ret = 0;
+out:
+    for (int i = 0; i < 2; i++)
+        if (sigs[i])
+            event_free(sigs[i]);
+    server_free(rt.srv);
+    event_base_free(rt.base);
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = DEFAULT_CONFIG;
+    int check_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            config_path = argv[i] + 9;
+        } else if (strcmp(argv[i], "--check") == 0) {
+            check_only = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("smtp-oauth-proxy 0.1.0\n");
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "smtp-oauth-proxy: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    char *errors = NULL;
+    struct config *cfg = config_load(config_path, &errors);
+    if (!cfg) {
+        fprintf(stderr, "%s", errors ? errors : "cannot load configuration\n");
+        if (errors && errors[0] && errors[strlen(errors) - 1] != '\n')
+            fputc('\n', stderr);
+        free(errors);
+        return 1;
+    }
+    free(errors);
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "smtp-oauth-proxy: curl_global_init failed\n");
+        config_free(cfg);
+        return 1;
+    }
+    int ret = run(cfg, check_only);
+    curl_global_cleanup();
+    return ret;
 }

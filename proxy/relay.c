@@ -1,0 +1,623 @@
+#include "proxy/relay.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/secret.h"
+#include "oauth/token_cache.h"
+#include "proxy/client_session.h"
+#include "proxy/config.h"
+#include "proxy/server.h"
+#include "proxy/smtp_data.h"
+#include "proxy/smtp_parse.h"
+
+/* A header section larger than this cannot be rewritten (sender_rewrite = header). */
+#define RELAY_HEADER_MAX (256 * 1024)
+#define RELAY_REPLY_MAX 4096
+
+enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_DATA_END, OP_RSET };
+
+struct relay {
+    struct server *srv;
+    const struct cfg_account *acct;
+    char device[128];
+    char log_id[32];
+
+    struct client_session *up;
+    int up_ready; /* opened and authenticated */
+    int opened;   /* open finished, waiting for the token */
+    struct token_cache *tokens;
+    struct token_wait *token_wait;
+    char *token; /* the token used for AUTH, kept until AUTH is answered (to invalidate it) */
+    int auth_retried;
+
+    enum relay_op op;
+    relay_reply_cb cb;
+    void *cb_arg;
+    struct relay_mail_opts mail_opts;
+    char *mail_from; /* as sent upstream */
+
+    /* the current transaction, for the log line */
+    int in_tx;
+    unsigned rcpts_ok;
+    uint64_t size;
+    struct timespec t_start;
+    char *fail_reply; /* set when the body can no longer be delivered */
+
+    /* sender_rewrite = header */
+    int in_headers;
+    char *hdr;
+    size_t hdr_len, hdr_cap;
+
+    void (*drain_cb)(void *arg);
+    void *drain_arg;
+    size_t low_mark;
+};
+
+static const char *op_str(enum relay_op op)
+{
+    static const char *const names[] = {"none", "MAIL", "RCPT", "DATA", "DATA-END", "RSET"};
+    return names[op];
+}
+
+/* Finish the pending operation: hand the device its reply. */
+static void finish(struct relay *r, const char *reply)
+{
+    relay_reply_cb cb = r->cb;
+    void *arg = r->cb_arg;
+    r->op = OP_NONE;
+    r->cb = NULL;
+    r->cb_arg = NULL;
+    if (cb)
+        cb(arg, reply);
+}
+
+/* "250-a\r\n250 b" from a parsed reply, control characters removed. */
+static void reply_text(const struct smtp_reply *rep, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < rep->nlines && o + 8 < outlen; i++) {
+        int w = snprintf(out + o, outlen - o, "%s%03d%c", i ? "\r\n" : "", rep->code,
+                         i + 1 == rep->nlines ? ' ' : '-');
+        if (w < 0)
+            break;
+        o += (size_t)w;
+        for (const char *p = rep->lines[i]; *p && o + 3 < outlen; p++)
+            out[o++] = (*p >= 0x20 && *p != 0x7f) ? *p : '?';
+        out[o] = '\0';
+    }
+    if (o == 0)
+        snprintf(out, outlen, "%03d ", rep->code);
+}
+
+static double elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void log_message(struct relay *r, const char *result, const char *reply)
+{
+    char from[300], up[300];
+    log_safe(from, sizeof(from), r->mail_from ? r->mail_from : "", r->mail_from ? strlen(r->mail_from) : 0);
+    /* only the first line of a multi-line reply */
+    size_t n = strcspn(reply, "\r\n");
+    log_safe(up, sizeof(up), reply, n);
+    log_info("event=message session=%s device=%s account=%s from=%s rcpts=%u size=%llu "
+             "result=%s upstream=%s duration_ms=%.0f",
+             r->log_id, r->device, r->acct->name, from, r->rcpts_ok, (unsigned long long)r->size,
+             result, up, elapsed_ms(&r->t_start));
+}
+
+static void drop_token(struct relay *r)
+{
+    secret_free(r->token);
+    r->token = NULL;
+}
+
+/* Close the upstream connection: politely when it is idle and healthy, at once otherwise. */
+static void drop_upstream(struct relay *r, int polite)
+{
+    if (r->token_wait) {
+        token_cache_cancel(r->token_wait);
+        r->token_wait = NULL;
+    }
+    drop_token(r);
+    if (r->up) {
+        if (polite && r->up_ready && client_session_usable(r->up))
+            client_session_quit(r->up);
+        else
+            client_session_free(r->up);
+    }
+    r->up = NULL;
+    r->up_ready = 0;
+    r->opened = 0;
+}
+
+static void fail_op(struct relay *r, const char *reply, const char *why)
+{
+    log_warn("event=upstream_failed session=%s account=%s op=%s reason=\"%s\"", r->log_id,
+             r->acct->name, op_str(r->op), why);
+    drop_upstream(r, 0);
+    finish(r, reply);
+}
+
+static void send_mail(struct relay *r);
+static void start_auth(struct relay *r);
+
+static void on_token(void *arg, const char *token, const char *err)
+{
+    struct relay *r = arg;
+    r->token_wait = NULL;
+    if (!token) {
+        char why[512];
+        snprintf(why, sizeof(why), "no access token: %s", err ? err : "unknown error");
+        fail_op(r, "451 4.7.0 Temporary authentication failure upstream (no access token), try "
+                   "again later",
+                why);
+        return;
+    }
+    drop_token(r);
+    r->token = secret_dup(token);
+    if (!r->token) {
+        fail_op(r, "451 4.3.0 Out of memory", "out of memory");
+        return;
+    }
+    if (r->opened)
+        start_auth(r);
+}
+
+static void request_token(struct relay *r)
+{
+    /* May call on_token before returning. */
+    struct token_wait *w = token_cache_get(r->tokens, on_token, r);
+    if (w)
+        r->token_wait = w;
+}
+
+static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
+{
+    struct relay *r = arg;
+    if (!rep) {
+        fail_op(r, "451 4.4.2 Upstream connection lost, try again later", err ? err : "lost");
+        return;
+    }
+    if (rep->code == 235) {
+        r->up_ready = 1;
+        drop_token(r);
+        log_debug("event=upstream_auth_ok session=%s account=%s", r->log_id, r->acct->name);
+        send_mail(r);
+        return;
+    }
+    char text[RELAY_REPLY_MAX];
+    reply_text(rep, text, sizeof(text));
+    if (rep->code == 535 && !r->auth_retried) {
+        /* The token may have been revoked or be for the wrong audience: one fresh token. */
+        log_warn("event=upstream_auth_retry session=%s account=%s upstream=\"%.200s\"", r->log_id,
+                 r->acct->name, text);
+        r->auth_retried = 1;
+        token_cache_invalidate(r->tokens, r->token);
+        drop_token(r);
+        request_token(r);
+        return;
+    }
+    /* Never 5xx for a token problem: the device should try again later. */
+    char why[RELAY_REPLY_MAX + 64];
+    snprintf(why, sizeof(why), "AUTH XOAUTH2 refused: %s", text);
+    fail_op(r, "454 4.7.0 Temporary authentication failure upstream, try again later", why);
+}
+
+static void start_auth(struct relay *r)
+{
+    if (!r->token)
+        return;
+    client_session_auth_xoauth2(r->up, r->acct->mailbox, r->token, on_auth, r);
+}
+
+static void on_open(void *arg, const struct smtp_reply *rep, const char *err)
+{
+    struct relay *r = arg;
+    if (!rep || rep->code / 100 != 2) {
+        char why[RELAY_REPLY_MAX];
+        if (rep)
+            reply_text(rep, why, sizeof(why));
+        else
+            snprintf(why, sizeof(why), "%s", err ? err : "connect failed");
+        fail_op(r, "451 4.4.1 Upstream server unavailable, try again later", why);
+        return;
+    }
+    r->opened = 1;
+    if (r->token)
+        start_auth(r);
+}
+
+static void open_upstream(struct relay *r)
+{
+    const struct config *cfg = r->srv->cfg;
+    struct client_cfg cc = {
+        .host = r->acct->upstream.host,
+        .port = r->acct->upstream.port,
+        .helo = cfg->hostname,
+        .ssl_ctx = server_tls_client(r->srv, r->acct),
+        .connect_timeout = cfg->upstream_connect_timeout,
+        .reply_timeout = cfg->upstream_timeout,
+        .log_id = r->log_id,
+    };
+    r->auth_retried = 0;
+    r->up = client_session_new(r->srv->base, r->srv->dns, &cc);
+    if (!r->up) {
+        fail_op(r, "451 4.3.0 Cannot start upstream session", "client_session_new failed");
+        return;
+    }
+    client_session_open(r->up, on_open, r);
+    request_token(r);
+}
+
+struct relay *relay_new(struct server *srv, const struct cfg_account *acct, const char *device,
+                        const char *log_id)
+{
+    struct relay *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->srv = srv;
+    r->acct = acct;
+    r->tokens = server_token_cache(srv, acct);
+    snprintf(r->device, sizeof(r->device), "%s", device);
+    snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
+    return r;
+}
+
+void relay_free(struct relay *r)
+{
+    if (!r)
+        return;
+    drop_upstream(r, r->op == OP_NONE && !r->in_tx);
+    free(r->mail_from);
+    free(r->fail_reply);
+    free(r->hdr);
+    free(r);
+}
+
+static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
+{
+    struct relay *r = arg;
+    if (!rep) {
+        r->in_tx = 0;
+        if (r->op == OP_RSET) { /* nothing is lost: the next MAIL reconnects */
+            drop_upstream(r, 0);
+            finish(r, "250 2.0.0 OK");
+            return;
+        }
+        fail_op(r, "451 4.4.2 Upstream connection lost, try again later", err ? err : "lost");
+        return;
+    }
+    char text[RELAY_REPLY_MAX];
+    reply_text(rep, text, sizeof(text));
+    int ok = rep->code / 100 == 2;
+    switch (r->op) {
+    case OP_MAIL:
+        r->in_tx = ok;
+        if (!ok)
+            log_info("event=mail_refused session=%s account=%s upstream=\"%.200s\"", r->log_id,
+                     r->acct->name, text);
+        break;
+    case OP_RCPT:
+        if (ok)
+            r->rcpts_ok++;
+        break;
+    case OP_DATA:
+        if (rep->code == 354) {
+            r->size = 0;
+            r->in_headers = r->acct->sender_rewrite == SENDER_REWRITE_HEADER;
+            r->hdr_len = 0;
+        }
+        break;
+    case OP_RSET:
+        r->in_tx = 0;
+        break;
+    default:
+        break;
+    }
+    finish(r, text);
+}
+
+static void send_mail(struct relay *r)
+{
+    const struct smtp_caps *caps = client_session_caps(r->up);
+    const struct relay_mail_opts *o = &r->mail_opts;
+    if (o->smtputf8 && !caps->smtputf8) {
+        finish(r, "555 5.6.7 SMTPUTF8 is not supported by the upstream server");
+        return;
+    }
+    if (o->body_8bit && !caps->eightbitmime) {
+        finish(r, "555 5.6.3 8BITMIME is not supported by the upstream server");
+        return;
+    }
+    if (caps->has_size && caps->size && o->size > caps->size) {
+        finish(r, "552 5.3.4 Message size exceeds the upstream server's limit");
+        return;
+    }
+    char line[SMTP_PATH_MAX + 128];
+    int n = snprintf(line, sizeof(line), "MAIL FROM:<%s>", r->mail_from);
+    if (o->size && caps->has_size)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, " SIZE=%llu",
+                      (unsigned long long)o->size);
+    if (o->body_8bit)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, " BODY=8BITMIME");
+    if (o->smtputf8)
+        snprintf(line + n, sizeof(line) - (size_t)n, " SMTPUTF8");
+    client_session_command(r->up, line, on_reply, r);
+}
+
+void relay_mail(struct relay *r, const char *from, const struct relay_mail_opts *o,
+                relay_reply_cb cb, void *arg)
+{
+    r->op = OP_MAIL;
+    r->cb = cb;
+    r->cb_arg = arg;
+    r->mail_opts = *o;
+    r->rcpts_ok = 0;
+    r->size = 0;
+    r->in_tx = 0;
+    free(r->fail_reply);
+    r->fail_reply = NULL;
+    clock_gettime(CLOCK_MONOTONIC, &r->t_start);
+    free(r->mail_from);
+    /* A null sender stays null: it marks a bounce, which must never bounce again. */
+    int rewrite = r->acct->sender_rewrite != SENDER_REWRITE_OFF && from[0] != '\0';
+    r->mail_from = strdup(rewrite ? r->acct->mailbox : from);
+    if (!r->mail_from) {
+        finish(r, "451 4.3.0 Out of memory");
+        return;
+    }
+    if (r->up && r->up_ready && client_session_usable(r->up)) {
+        send_mail(r);
+        return;
+    }
+    drop_upstream(r, 0);
+    open_upstream(r);
+}
+
+/* A transaction verb needs a live, authenticated upstream (it may have died since MAIL). */
+static int upstream_alive(struct relay *r)
+{
+    if (r->up && r->up_ready && client_session_usable(r->up))
+        return 1;
+    r->in_tx = 0;
+    drop_upstream(r, 0);
+    finish(r, "451 4.4.2 Upstream connection lost, try again later");
+    return 0;
+}
+
+void relay_rcpt(struct relay *r, const char *to, relay_reply_cb cb, void *arg)
+{
+    r->op = OP_RCPT;
+    r->cb = cb;
+    r->cb_arg = arg;
+    if (!upstream_alive(r))
+        return;
+    char line[SMTP_PATH_MAX + 16];
+    snprintf(line, sizeof(line), "RCPT TO:<%s>", to);
+    client_session_command(r->up, line, on_reply, r);
+}
+
+void relay_data(struct relay *r, relay_reply_cb cb, void *arg)
+{
+    r->op = OP_DATA;
+    r->cb = cb;
+    r->cb_arg = arg;
+    if (!upstream_alive(r))
+        return;
+    client_session_command(r->up, "DATA", on_reply, r);
+}
+
+static void emit_line(struct relay *r, const char *line, size_t len)
+{
+    char buf[SMTP_TEXT_LINE_MAX + 8];
+    if (len > SMTP_TEXT_LINE_MAX)
+        len = SMTP_TEXT_LINE_MAX; /* the decoder never passes longer lines; belt and braces */
+    size_t n = smtp_data_encode_line(buf, line, len);
+    client_session_write(r->up, buf, n);
+}
+
+/* Does the header starting at h (len bytes, one or more lines joined by CRLF) have this name? */
+static int header_is(const char *h, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    return len > n && strncasecmp(h, name, n) == 0 && h[n] == ':';
+}
+
+/* Emit the buffered header section with From: replaced by the mailbox and the original From
+ * kept as Reply-To (unless the message has a Reply-To already). */
+static void flush_headers(struct relay *r)
+{
+    const char *p = r->hdr, *end = r->hdr + r->hdr_len;
+    int has_reply_to = 0;
+    /* headers are stored as lines each followed by "\n" (lines cannot contain LF) */
+    for (const char *q = p; q < end;) {
+        const char *nl = memchr(q, '\n', (size_t)(end - q));
+        if (header_is(q, (size_t)(nl - q), "Reply-To"))
+            has_reply_to = 1;
+        q = nl + 1;
+    }
+    while (p < end) {
+        /* one header: its first line plus continuation lines (starting with SP or HTAB) */
+        const char *h = p;
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *hend = nl + 1;
+        while (hend < end && (*hend == ' ' || *hend == '\t'))
+            hend = (const char *)memchr(hend, '\n', (size_t)(end - hend)) + 1;
+        if (header_is(h, (size_t)(nl - h), "From")) {
+            char from[SMTP_PATH_MAX + 16];
+            int n = snprintf(from, sizeof(from), "From: <%s>", r->acct->mailbox);
+            emit_line(r, from, (size_t)n);
+            if (!has_reply_to) {
+                /* "Reply-To:" + everything after "From:", lines kept as they were */
+                char first[SMTP_TEXT_LINE_MAX + 16];
+                size_t vlen = (size_t)(nl - h) - 5;
+                int m = snprintf(first, sizeof(first), "Reply-To:%.*s", (int)vlen, h + 5);
+                emit_line(r, first, (size_t)m < sizeof(first) ? (size_t)m : sizeof(first) - 1);
+                for (const char *c = nl + 1; c < hend;) {
+                    const char *cn = memchr(c, '\n', (size_t)(hend - c));
+                    emit_line(r, c, (size_t)(cn - c));
+                    c = cn + 1;
+                }
+            }
+        } else {
+            for (const char *c = h; c < hend;) {
+                const char *cn = memchr(c, '\n', (size_t)(hend - c));
+                emit_line(r, c, (size_t)(cn - c));
+                c = cn + 1;
+            }
+        }
+        p = hend;
+    }
+    r->hdr_len = 0;
+    r->in_headers = 0;
+}
+
+static int header_line_ok(const char *line, size_t len)
+{
+    if (len && (line[0] == ' ' || line[0] == '\t'))
+        return 1; /* continuation */
+    const char *colon = memchr(line, ':', len);
+    if (!colon || colon == line)
+        return 0;
+    for (const char *c = line; c < colon; c++)
+        if (*c <= 0x20 || *c >= 0x7f)
+            return 0;
+    return 1;
+}
+
+static void buffer_header(struct relay *r, const char *line, size_t len)
+{
+    if (r->hdr_len + len + 1 > RELAY_HEADER_MAX) {
+        if (!r->fail_reply)
+            r->fail_reply = strdup("552 5.3.4 Header section too large to rewrite the sender");
+        return;
+    }
+    if (r->hdr_len + len + 1 > r->hdr_cap) {
+        size_t cap = r->hdr_cap ? r->hdr_cap * 2 : 8192;
+        while (cap < r->hdr_len + len + 1)
+            cap *= 2;
+        char *n = realloc(r->hdr, cap);
+        if (!n) {
+            if (!r->fail_reply)
+                r->fail_reply = strdup("451 4.3.0 Out of memory");
+            return;
+        }
+        r->hdr = n;
+        r->hdr_cap = cap;
+    }
+    memcpy(r->hdr + r->hdr_len, line, len);
+    r->hdr[r->hdr_len + len] = '\n';
+    r->hdr_len += len + 1;
+}
+
+void relay_data_line(struct relay *r, const char *line, size_t len)
+{
+    r->size += len + 2;
+    if (r->fail_reply || !r->up)
+        return;
+    if (r->in_headers) {
+        if (len > 0 && header_line_ok(line, len)) {
+            buffer_header(r, line, len);
+            return;
+        }
+        /* the blank line, or a body line with no blank line before it */
+        flush_headers(r);
+    }
+    emit_line(r, line, len);
+}
+
+size_t relay_data_pending(const struct relay *r)
+{
+    if (!r->up || !client_session_usable(r->up))
+        return 0;
+    return client_session_pending(r->up);
+}
+
+static void on_drain(void *arg)
+{
+    struct relay *r = arg;
+    if (r->drain_cb)
+        r->drain_cb(r->drain_arg);
+}
+
+void relay_set_drain_cb(struct relay *r, size_t low_mark, void (*cb)(void *arg), void *arg)
+{
+    r->drain_cb = cb;
+    r->drain_arg = arg;
+    r->low_mark = low_mark;
+    if (r->up)
+        client_session_set_drain_cb(r->up, low_mark, on_drain, r);
+}
+
+static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err)
+{
+    struct relay *r = arg;
+    r->in_tx = 0;
+    if (!rep) {
+        const char *reply = "451 4.4.2 Upstream connection lost before it accepted the message, "
+                            "try again later";
+        log_message(r, "deferred", err ? err : "connection lost");
+        fail_op(r, reply, err ? err : "lost");
+        return;
+    }
+    char text[RELAY_REPLY_MAX];
+    reply_text(rep, text, sizeof(text));
+    const char *result = rep->code / 100 == 2 ? "delivered" : rep->code / 100 == 4 ? "deferred"
+                                                                                   : "refused";
+    log_message(r, result, text);
+    finish(r, text);
+}
+
+void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
+{
+    r->op = OP_DATA_END;
+    r->cb = cb;
+    r->cb_arg = arg;
+    if (r->in_headers && !r->fail_reply && r->up)
+        flush_headers(r);
+    if (r->fail_reply) {
+        char reply[256];
+        snprintf(reply, sizeof(reply), "%s", r->fail_reply);
+        log_message(r, reply[0] == '4' ? "deferred" : "refused", reply);
+        r->in_tx = 0;
+        drop_upstream(r, 0); /* nothing partial may be delivered */
+        finish(r, reply);
+        return;
+    }
+    if (!r->up || !client_session_usable(r->up)) {
+        on_data_end(r, NULL, "upstream connection lost during DATA");
+        return;
+    }
+    client_session_data_end(r->up, on_data_end, r);
+}
+
+void relay_data_abort(struct relay *r, const char *reason)
+{
+    log_message(r, "refused", reason);
+    r->in_tx = 0;
+    drop_upstream(r, 0);
+}
+
+void relay_rset(struct relay *r, relay_reply_cb cb, void *arg)
+{
+    r->op = OP_RSET;
+    r->cb = cb;
+    r->cb_arg = arg;
+    if (r->in_tx && r->up && r->up_ready && client_session_usable(r->up)) {
+        client_session_command(r->up, "RSET", on_reply, r);
+        return;
+    }
+    r->in_tx = 0;
+    finish(r, "250 2.0.0 OK");
+}

@@ -1,0 +1,894 @@
+/* The device side of the proxy: one SMTP conversation with a copier, scanner or application.
+ * Shape after OpenSMTPD's smtp_session.c: a state enum, one enter_state(), a table of
+ * {verb, allowed states, handler}, one reply(). Commands are handled one at a time in order; a
+ * command that waits for the upstream pauses reading, so PIPELINING needs nothing special and
+ * replies always come out in order. */
+#include "proxy/server_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#include "common/log.h"
+#include "common/secret.h"
+#include "proxy/config.h"
+#include "proxy/device.h"
+#include "proxy/relay.h"
+#include "proxy/sasl.h"
+#include "proxy/server.h"
+#include "proxy/smtp_data.h"
+#include "proxy/smtp_parse.h"
+
+/* Stop reading from the device while this much of its body waits to go upstream. */
+#define SS_BODY_HIGH_MARK (1024 * 1024)
+#define SS_BODY_LOW_MARK (256 * 1024)
+/* libevent stops reading the socket when this much input is buffered (pipelined commands). */
+#define SS_INPUT_HIGH_MARK (256 * 1024)
+#define SS_WRITE_TIMEOUT 300
+
+enum ss_state {
+    SS_INIT,       /* greeting sent: EHLO/HELO first */
+    SS_HELO,       /* no transaction */
+    SS_MAIL,       /* MAIL accepted, no recipient yet */
+    SS_RCPT,       /* at least one recipient accepted */
+    SS_DATA,       /* reading the body */
+    SS_AUTH_PLAIN, /* waiting for the PLAIN response */
+    SS_AUTH_USER,  /* LOGIN: waiting for the user name */
+    SS_AUTH_PASS,  /* LOGIN: waiting for the password */
+};
+
+#define S(x) (1u << (x))
+
+struct server_session {
+    struct server *srv;
+    struct bufferevent *bev;
+    struct event *resume_ev;
+    struct sockaddr_storage peer;
+    char ip[INET6_ADDRSTRLEN];
+    char id[17];
+    char listener[64];
+    struct timespec t_connect;
+
+    enum ss_state state;
+    int tls;
+    int busy;    /* waiting for the upstream: input is not processed */
+    int paused;  /* body backpressure */
+    int closing; /* close once the output is flushed */
+    unsigned errors;
+    unsigned long messages;
+    unsigned rcpts; /* accepted recipients of the current transaction */
+
+    struct smtp_parser *parser;
+    struct smtp_data_dec *dec;
+
+    const struct cfg_device *auth_device; /* set by a successful AUTH */
+    char *login_user;                     /* AUTH LOGIN between its two steps */
+    const struct cfg_device *tx_device;   /* the device of the current transaction */
+    struct relay *relay;
+    int ehlo_after_rset; /* EHLO inside a transaction: reply once the upstream is reset */
+    int ehlo_esmtp;
+};
+
+struct ss_command {
+    enum smtp_verb verb;
+    unsigned states;
+    void (*handler)(struct server_session *s, const struct smtp_cmd *cmd);
+};
+
+static void process_input(struct server_session *s);
+static void session_free(struct server_session *s);
+
+static const char *state_str(enum ss_state st)
+{
+    static const char *const names[] = {"INIT", "HELO", "MAIL",      "RCPT",
+                                        "DATA", "AUTH-PLAIN", "AUTH-USER", "AUTH-PASS"};
+    return names[st];
+}
+
+static void enter_state(struct server_session *s, enum ss_state st)
+{
+    if (s->state == st)
+        return;
+    log_debug("event=state session=%s from=%s to=%s", s->id, state_str(s->state), state_str(st));
+    s->state = st;
+    unsigned t = st == SS_DATA ? s->srv->cfg->data_timeout : s->srv->cfg->command_timeout;
+    struct timeval rt = {.tv_sec = t}, wt = {.tv_sec = SS_WRITE_TIMEOUT};
+    bufferevent_set_timeouts(s->bev, &rt, &wt);
+    smtp_parse_set_mode(s->parser, st >= SS_AUTH_PLAIN ? SMTP_PARSE_LINE : SMTP_PARSE_COMMAND);
+}
+
+/* The one place replies are written. */
+static void vreply(struct server_session *s, const char *fmt, va_list ap)
+{
+    char buf[4096];
+    int n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(buf) - 2 ? (size_t)n : sizeof(buf) - 3;
+    if (log_get_level() >= LOGL_DEBUG) {
+        char safe[600];
+        log_debug("event=reply session=%s reply=%s", s->id, log_safe(safe, sizeof(safe), buf, len));
+    }
+    buf[len++] = '\r';
+    buf[len++] = '\n';
+    bufferevent_write(s->bev, buf, len);
+}
+
+static void reply(struct server_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reply(struct server_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreply(s, fmt, ap);
+    va_end(ap);
+}
+
+/* A reply to a device's mistake (syntax, sequence, failed login): these are counted, and a
+ * session that keeps making them is closed. */
+static void reply_error(struct server_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reply_error(struct server_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreply(s, fmt, ap);
+    va_end(ap);
+    if (++s->errors >= s->srv->cfg->max_errors && !s->closing) {
+        log_info("event=too_many_errors session=%s ip=%s errors=%u", s->id, s->ip, s->errors);
+        reply(s, "421 4.7.0 Too many errors, closing connection");
+        s->closing = 1;
+        bufferevent_disable(s->bev, EV_READ);
+        event_active(s->resume_ev, 0, 0);
+    }
+}
+
+static void close_after_flush(struct server_session *s)
+{
+    s->closing = 1;
+    event_active(s->resume_ev, 0, 0);
+}
+
+static size_t output_pending(struct server_session *s)
+{
+    size_t n = evbuffer_get_length(bufferevent_get_output(s->bev));
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under)
+        n += evbuffer_get_length(bufferevent_get_output(under));
+    return n;
+}
+
+/* Continue with the next pipelined command from the event loop, never from inside a callback
+ * chain: relay callbacks may run before the relay call that caused them returns. */
+static void resume_later(struct server_session *s)
+{
+    event_active(s->resume_ev, 0, 0);
+}
+
+static void set_busy(struct server_session *s, int busy)
+{
+    s->busy = busy;
+    /* While the upstream works, the device is not expected to talk: no read timeout. */
+    if (busy || s->paused)
+        bufferevent_disable(s->bev, EV_READ);
+    else if (!s->closing)
+        bufferevent_enable(s->bev, EV_READ);
+    if (!busy)
+        resume_later(s);
+}
+
+static void reset_transaction(struct server_session *s)
+{
+    s->tx_device = NULL;
+    s->rcpts = 0;
+    if (s->state == SS_MAIL || s->state == SS_RCPT || s->state == SS_DATA)
+        enter_state(s, SS_HELO);
+}
+
+/* ---- EHLO / HELO ---- */
+
+static void send_ehlo(struct server_session *s)
+{
+    const struct config *cfg = s->srv->cfg;
+    if (!s->ehlo_esmtp) {
+        reply(s, "250 %s", cfg->hostname);
+        return;
+    }
+    char caps[1024];
+    int n = snprintf(caps, sizeof(caps),
+                     "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+                     "250-SMTPUTF8\r\n",
+                     cfg->hostname, (unsigned long long)cfg->max_message_size);
+    if (s->srv->tls_server && !s->tls)
+        n += snprintf(caps + n, sizeof(caps) - (size_t)n, "250-STARTTLS\r\n");
+    if (device_has_logins(s->srv->devices) && !s->auth_device &&
+        (s->tls || device_address_known(s->srv->devices, (struct sockaddr *)&s->peer)))
+        n += snprintf(caps + n, sizeof(caps) - (size_t)n, "250-AUTH PLAIN LOGIN\r\n");
+    snprintf(caps + n, sizeof(caps) - (size_t)n, "250 ENHANCEDSTATUSCODES");
+    reply(s, "%s", caps);
+}
+
+static void on_rset_then_ehlo(void *arg, const char *upstream_reply)
+{
+    struct server_session *s = arg;
+    (void)upstream_reply;
+    reset_transaction(s);
+    send_ehlo(s);
+    set_busy(s, 0);
+}
+
+static void cmd_helo(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    s->ehlo_esmtp = cmd->verb == SMTP_EHLO;
+    if (s->state == SS_MAIL || s->state == SS_RCPT) {
+        set_busy(s, 1);
+        relay_rset(s->relay, on_rset_then_ehlo, s);
+        return;
+    }
+    enter_state(s, SS_HELO);
+    send_ehlo(s);
+}
+
+/* ---- STARTTLS ---- */
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+static void cmd_starttls(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    if (!s->srv->tls_server) {
+        reply_error(s, "502 5.5.1 STARTTLS not available");
+        return;
+    }
+    if (s->tls) {
+        reply_error(s, "503 5.5.1 TLS already active");
+        return;
+    }
+    SSL *ssl = SSL_new(s->srv->tls_server);
+    if (!ssl) {
+        reply(s, "454 4.7.0 TLS not available due to temporary reason");
+        return;
+    }
+    reply(s, "220 2.0.0 Ready to start TLS");
+    /* Anything the client sent after STARTTLS was sent in the clear: throw it away
+     * (CVE-2011-0411 class), and forget everything said before TLS (RFC 3207 4.2). */
+    evbuffer_drain(bufferevent_get_input(s->bev),
+                   evbuffer_get_length(bufferevent_get_input(s->bev)));
+    smtp_parse_reset(s->parser);
+    struct bufferevent *tls = bufferevent_openssl_filter_new(
+        s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!tls) {
+        SSL_free(ssl);
+        log_error("event=starttls_failed session=%s reason=\"cannot create TLS filter\"", s->id);
+        close_after_flush(s);
+        return;
+    }
+    s->bev = tls;
+    s->tls = 1;
+    s->auth_device = NULL;
+    bufferevent_setcb(tls, on_read, on_write, on_event, s);
+    bufferevent_setwatermark(tls, EV_READ, 0, SS_INPUT_HIGH_MARK);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
+    s->state = SS_HELO; /* force enter_state to apply timeouts to the new bufferevent */
+    enter_state(s, SS_INIT);
+}
+
+/* ---- AUTH ---- */
+
+static int auth_allowed_here(struct server_session *s)
+{
+    return s->tls || device_address_known(s->srv->devices, (struct sockaddr *)&s->peer);
+}
+
+static void auth_check(struct server_session *s, const char *user, const char *pass)
+{
+    const char *why = NULL;
+    const struct cfg_device *d =
+        device_authenticate(s->srv->devices, (struct sockaddr *)&s->peer, user, pass, &why);
+    char u[200];
+    log_safe(u, sizeof(u), user, strlen(user));
+    enter_state(s, SS_HELO);
+    if (!d) {
+        log_warn("event=auth_failed session=%s ip=%s user=%s reason=\"%s\"", s->id, s->ip, u,
+                 why ? why : "refused");
+        reply_error(s, "535 5.7.8 Authentication credentials invalid");
+        return;
+    }
+    s->auth_device = d;
+    log_info("event=auth_ok session=%s ip=%s device=%s user=%s", s->id, s->ip, d->name, u);
+    reply(s, "235 2.7.0 Authentication successful");
+}
+
+static void auth_plain_response(struct server_session *s, const char *b64)
+{
+    char *user = NULL, *pass = NULL;
+    if (sasl_plain_decode(b64, strlen(b64), &user, &pass) != 0) {
+        enter_state(s, SS_HELO);
+        reply_error(s, "501 5.5.2 Cannot decode AUTH PLAIN response");
+        return;
+    }
+    auth_check(s, user, pass);
+    secret_free(user);
+    secret_free(pass);
+}
+
+static void cmd_auth(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    if (!device_has_logins(s->srv->devices)) {
+        reply_error(s, "503 5.5.1 AUTH not available: devices are identified by address");
+        return;
+    }
+    if (s->auth_device) {
+        reply_error(s, "503 5.5.1 Already authenticated");
+        return;
+    }
+    if (!auth_allowed_here(s)) {
+        reply_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return;
+    }
+    char mech[32];
+    const char *ir = NULL;
+    size_t ml = strcspn(cmd->arg, " ");
+    if (ml == 0 || ml >= sizeof(mech)) {
+        reply_error(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+        return;
+    }
+    memcpy(mech, cmd->arg, ml);
+    mech[ml] = '\0';
+    if (cmd->arg[ml] == ' ')
+        ir = cmd->arg + ml + 1;
+    if (strcasecmp(mech, "PLAIN") == 0) {
+        if (ir) {
+            auth_plain_response(s, ir);
+            return;
+        }
+        enter_state(s, SS_AUTH_PLAIN);
+        reply(s, "334 ");
+    } else if (strcasecmp(mech, "LOGIN") == 0) {
+        if (ir) {
+            if (sasl_login_decode(ir, strlen(ir), &s->login_user) != 0) {
+                reply_error(s, "501 5.5.2 Cannot decode AUTH LOGIN response");
+                return;
+            }
+            enter_state(s, SS_AUTH_PASS);
+            reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
+            return;
+        }
+        enter_state(s, SS_AUTH_USER);
+        reply(s, "334 VXNlcm5hbWU6"); /* "Username:": some copiers accept no other prompt */
+    } else {
+        reply_error(s, "504 5.5.4 Unrecognized authentication type");
+    }
+}
+
+static void auth_line(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    if (strcmp(cmd->arg, "*") == 0) {
+        secret_free(s->login_user);
+        s->login_user = NULL;
+        enter_state(s, SS_HELO);
+        reply_error(s, "501 5.7.0 Authentication cancelled");
+        return;
+    }
+    if (s->state == SS_AUTH_PLAIN) {
+        auth_plain_response(s, cmd->arg);
+        return;
+    }
+    char *field = NULL;
+    if (sasl_login_decode(cmd->arg, strlen(cmd->arg), &field) != 0) {
+        secret_free(s->login_user);
+        s->login_user = NULL;
+        enter_state(s, SS_HELO);
+        reply_error(s, "501 5.5.2 Cannot decode AUTH LOGIN response");
+        return;
+    }
+    if (s->state == SS_AUTH_USER) {
+        s->login_user = field;
+        enter_state(s, SS_AUTH_PASS);
+        reply(s, "334 UGFzc3dvcmQ6");
+        return;
+    }
+    auth_check(s, s->login_user, field);
+    secret_free(field);
+    secret_free(s->login_user);
+    s->login_user = NULL;
+}
+
+/* ---- the transaction ---- */
+
+static int has_8bit(const char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            return 1;
+    return 0;
+}
+
+static void on_mail_reply(void *arg, const char *upstream_reply)
+{
+    struct server_session *s = arg;
+    if (upstream_reply[0] == '2')
+        enter_state(s, SS_MAIL);
+    else
+        s->tx_device = NULL;
+    reply(s, "%s", upstream_reply);
+    set_busy(s, 0);
+}
+
+static void cmd_mail(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    const struct config *cfg = s->srv->cfg;
+    const struct cfg_device *d = s->auth_device;
+    if (!d)
+        d = device_by_address(s->srv->devices, (struct sockaddr *)&s->peer);
+    if (!d) {
+        if (device_has_logins(s->srv->devices)) {
+            reply_error(s, "530 5.7.0 Authentication required");
+        } else {
+            log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
+            reply_error(s, "550 5.7.1 Client host [%s] is not a configured device", s->ip);
+        }
+        return;
+    }
+    struct relay_mail_opts o = {0};
+    for (size_t i = 0; i < cmd->nparams; i++) {
+        const struct smtp_param *p = &cmd->params[i];
+        if (strcmp(p->key, "SIZE") == 0 && p->value) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(p->value, &end, 10);
+            if (*end || errno || p->value[0] < '0' || p->value[0] > '9') {
+                reply_error(s, "501 5.5.4 Bad SIZE parameter");
+                return;
+            }
+            if (v > cfg->max_message_size) {
+                reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+                return;
+            }
+            o.size = v;
+        } else if (strcmp(p->key, "BODY") == 0 && p->value) {
+            if (strcasecmp(p->value, "8BITMIME") == 0)
+                o.body_8bit = 1;
+            else if (strcasecmp(p->value, "7BIT") != 0) {
+                reply_error(s, "501 5.5.4 Unsupported BODY type");
+                return;
+            }
+        } else if (strcmp(p->key, "SMTPUTF8") == 0 && !p->value) {
+            o.smtputf8 = 1;
+        } else if (strcmp(p->key, "AUTH") == 0) {
+            /* RFC 4954 5: the submitter's identity; we authenticate as the account instead */
+        } else {
+            reply_error(s, "555 5.5.4 Unsupported MAIL parameter %s", p->key);
+            return;
+        }
+    }
+    if (!o.smtputf8 && has_8bit(cmd->path)) {
+        reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
+        return;
+    }
+    if (s->relay && s->tx_device && s->tx_device->account != d->account) {
+        relay_free(s->relay);
+        s->relay = NULL;
+    }
+    if (!s->relay) {
+        s->relay = relay_new(s->srv, d->account, d->name, s->id);
+        if (!s->relay) {
+            reply(s, "451 4.3.0 Out of memory");
+            return;
+        }
+    }
+    s->tx_device = d;
+    set_busy(s, 1);
+    relay_mail(s->relay, cmd->path, &o, on_mail_reply, s);
+}
+
+static void on_rcpt_reply(void *arg, const char *upstream_reply)
+{
+    struct server_session *s = arg;
+    if (upstream_reply[0] == '2') {
+        s->rcpts++;
+        enter_state(s, SS_RCPT);
+    }
+    else if (strncmp(upstream_reply, "451 4.4.2", 9) == 0)
+        reset_transaction(s); /* the upstream is gone: the transaction with it */
+    reply(s, "%s", upstream_reply);
+    set_busy(s, 0);
+}
+
+static void cmd_rcpt(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    if (s->rcpts >= s->srv->cfg->max_recipients) {
+        reply(s, "452 4.5.3 Too many recipients");
+        return;
+    }
+    if (cmd->path[0] == '\0') {
+        reply_error(s, "501 5.1.3 Empty recipient");
+        return;
+    }
+    if (cmd->nparams > 0) {
+        reply_error(s, "555 5.5.4 Unsupported RCPT parameter %s", cmd->params[0].key);
+        return;
+    }
+    if (has_8bit(cmd->path)) {
+        reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
+        return;
+    }
+    set_busy(s, 1);
+    relay_rcpt(s->relay, cmd->path, on_rcpt_reply, s);
+}
+
+static void on_drain(void *arg)
+{
+    struct server_session *s = arg;
+    if (!s->paused)
+        return;
+    s->paused = 0;
+    set_busy(s, s->busy);
+}
+
+static void on_data_reply(void *arg, const char *upstream_reply)
+{
+    struct server_session *s = arg;
+    if (strncmp(upstream_reply, "354", 3) == 0) {
+        smtp_data_dec_reset(s->dec);
+        relay_set_drain_cb(s->relay, SS_BODY_LOW_MARK, on_drain, s);
+        enter_state(s, SS_DATA);
+        reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    } else {
+        if (strncmp(upstream_reply, "451 4.4.2", 9) == 0)
+            reset_transaction(s);
+        reply(s, "%s", upstream_reply);
+    }
+    set_busy(s, 0);
+}
+
+static void cmd_data(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    if (s->state == SS_MAIL) {
+        reply_error(s, "554 5.5.1 No valid recipients");
+        return;
+    }
+    set_busy(s, 1);
+    relay_data(s->relay, on_data_reply, s);
+}
+
+static void on_data_end(void *arg, const char *upstream_reply)
+{
+    struct server_session *s = arg;
+    /* The device hears the upstream's own verdict: a 5xx shows as a failure on its screen, a
+     * 4xx as try-later. */
+    s->messages++;
+    reply(s, "%s", upstream_reply);
+    reset_transaction(s);
+    set_busy(s, 0);
+}
+
+static void data_line(void *arg, const char *line, size_t len)
+{
+    struct server_session *s = arg;
+    relay_data_line(s->relay, line, len);
+}
+
+static void data_finished(struct server_session *s, int rc, const char *err)
+{
+    if (rc < 0) {
+        relay_data_abort(s->relay, err);
+        reply(s, "%s", err);
+        reset_transaction(s);
+        return;
+    }
+    set_busy(s, 1);
+    relay_data_end(s->relay, on_data_end, s);
+}
+
+static void on_rset(void *arg, const char *upstream_reply)
+{
+    struct server_session *s = arg;
+    (void)upstream_reply;
+    reset_transaction(s);
+    reply(s, "250 2.0.0 OK");
+    set_busy(s, 0);
+}
+
+static void cmd_rset(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    if (s->relay && (s->state == SS_MAIL || s->state == SS_RCPT)) {
+        set_busy(s, 1);
+        relay_rset(s->relay, on_rset, s);
+        return;
+    }
+    reset_transaction(s);
+    reply(s, "250 2.0.0 OK");
+}
+
+/* ---- small verbs ---- */
+
+static void cmd_noop(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    reply(s, "250 2.0.0 OK");
+}
+
+static void cmd_help(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    reply(s, "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
+}
+
+static void cmd_vrfy(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_not_implemented(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    reply_error(s, "502 5.5.1 %s not implemented", smtp_verb_str(cmd->verb));
+}
+
+static void cmd_quit(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    reply(s, "221 2.0.0 Bye");
+    close_after_flush(s);
+}
+
+static const unsigned ANY = S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT);
+static const unsigned AFTER_HELO = S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT);
+
+static const struct ss_command commands[] = {
+    {SMTP_EHLO, S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT), cmd_helo},
+    {SMTP_HELO, S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT), cmd_helo},
+    {SMTP_STARTTLS, S(SS_INIT) | S(SS_HELO), cmd_starttls},
+    {SMTP_AUTH, S(SS_HELO), cmd_auth},
+    {SMTP_MAIL, S(SS_HELO), cmd_mail},
+    {SMTP_RCPT, S(SS_MAIL) | S(SS_RCPT), cmd_rcpt},
+    {SMTP_DATA, S(SS_MAIL) | S(SS_RCPT), cmd_data},
+    {SMTP_RSET, ANY, cmd_rset},
+    {SMTP_NOOP, ANY, cmd_noop},
+    {SMTP_HELP, ANY, cmd_help},
+    {SMTP_VRFY, ANY, cmd_vrfy},
+    {SMTP_EXPN, ANY, cmd_not_implemented},
+    {SMTP_BDAT, ANY, cmd_not_implemented},
+    {SMTP_QUIT, ANY, cmd_quit},
+};
+
+static void dispatch(struct server_session *s, const struct smtp_cmd *cmd)
+{
+    if (s->state >= SS_AUTH_PLAIN) {
+        auth_line(s, cmd);
+        return;
+    }
+    if (log_get_level() >= LOGL_DEBUG) {
+        char v[64];
+        log_debug("event=command session=%s verb=%s", s->id,
+                  log_safe(v, sizeof(v), cmd->verb_text, strlen(cmd->verb_text)));
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (commands[i].verb != cmd->verb)
+            continue;
+        if (!(commands[i].states & S(s->state))) {
+            if (s->state == SS_INIT)
+                reply_error(s, "503 5.5.1 Send EHLO or HELO first");
+            else if (cmd->verb == SMTP_MAIL)
+                reply_error(s, "503 5.5.1 Nested MAIL command");
+            else if (cmd->verb == SMTP_AUTH)
+                reply_error(s, "503 5.5.1 AUTH not allowed during a mail transaction");
+            else if (cmd->verb == SMTP_STARTTLS)
+                reply_error(s, "503 5.5.1 STARTTLS not allowed during a mail transaction");
+            else
+                reply_error(s, "503 5.5.1 Bad sequence of commands: need MAIL first");
+            return;
+        }
+        commands[i].handler(s, cmd);
+        return;
+    }
+    reply_error(s, "500 5.5.1 Command unrecognized");
+}
+
+static void process_input(struct server_session *s)
+{
+    while (!s->busy && !s->paused && !s->closing) {
+        struct evbuffer *in = bufferevent_get_input(s->bev);
+        struct evbuffer_iovec v;
+        if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            return;
+        size_t consumed = 0;
+        const char *err = NULL;
+        if (s->state == SS_DATA) {
+            int rc = smtp_data_dec_feed(s->dec, v.iov_base, v.iov_len, &consumed, &err);
+            evbuffer_drain(in, consumed);
+            if (rc != 0) {
+                data_finished(s, rc, err);
+            } else if (relay_data_pending(s->relay) > SS_BODY_HIGH_MARK) {
+                s->paused = 1;
+                bufferevent_disable(s->bev, EV_READ);
+            }
+            continue;
+        }
+        struct smtp_cmd cmd;
+        int rc = smtp_parse_next(s->parser, v.iov_base, v.iov_len, &consumed, &cmd, &err);
+        evbuffer_drain(in, consumed);
+        if (rc < 0) {
+            if (s->state >= SS_AUTH_PLAIN) { /* a broken AUTH response ends the exchange */
+                secret_free(s->login_user);
+                s->login_user = NULL;
+                enter_state(s, SS_HELO);
+            }
+            reply_error(s, "%s", err);
+        } else if (rc > 0) {
+            dispatch(s, &cmd);
+        }
+    }
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_session *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->closing) {
+        if (output_pending(s) == 0)
+            session_free(s);
+        return;
+    }
+    process_input(s);
+    if (s->closing && output_pending(s) == 0)
+        session_free(s);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    on_resume(-1, 0, arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct server_session *s = arg;
+    (void)bev;
+    if (s->closing && output_pending(s) == 0)
+        session_free(s);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct server_session *s = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if (what & BEV_EVENT_TIMEOUT) {
+        log_info("event=timeout session=%s ip=%s state=%s", s->id, s->ip, state_str(s->state));
+        static const char msg[] = "421 4.4.2 Timeout, closing connection\r\n";
+        bufferevent_write(bev, msg, sizeof(msg) - 1);
+        bufferevent_disable(bev, EV_READ);
+        s->closing = 1;
+        /* give the 421 a moment; if the peer is gone the write timeout ends it */
+        struct timeval wt = {.tv_sec = 5};
+        bufferevent_set_timeouts(bev, NULL, &wt);
+        if (what & BEV_EVENT_WRITING)
+            session_free(s);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        if (e) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof(buf));
+            log_info("event=tls_failed session=%s ip=%s reason=\"%s\"", s->id, s->ip, buf);
+        } else if (EVUTIL_SOCKET_ERROR()) {
+            log_debug("event=socket_error session=%s reason=\"%s\"", s->id,
+                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        }
+    }
+    session_free(s);
+}
+
+static void session_free(struct server_session *s)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - s->t_connect.tv_sec) * 1e3 +
+                (double)(t1.tv_nsec - s->t_connect.tv_nsec) / 1e6;
+    log_info("event=disconnect session=%s ip=%s messages=%lu duration_ms=%.0f", s->id, s->ip,
+             s->messages, ms);
+    relay_free(s->relay);
+    secret_free(s->login_user);
+    smtp_parse_free(s->parser);
+    smtp_data_dec_free(s->dec);
+    if (s->bev)
+        bufferevent_free(s->bev);
+    if (s->resume_ev)
+        event_free(s->resume_ev);
+    server_session_closed(s->srv);
+    free(s);
+}
+
+struct server_session *server_session_start(struct server *srv, int fd, const struct sockaddr *sa,
+                                            socklen_t salen, int tls, const char *listener)
+{
+    struct server_session *s = calloc(1, sizeof(*s));
+    SSL *ssl = NULL;
+    if (!s) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    s->srv = srv;
+    srv->sessions_open++;
+    srv->sessions_total++;
+    clock_gettime(CLOCK_MONOTONIC, &s->t_connect);
+    memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof(s->ip));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->ip, sizeof(s->ip));
+    unsigned char rnd[8];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        memset(rnd, 0, sizeof(rnd));
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(s->id + 2 * i, 3, "%02x", rnd[i]);
+    snprintf(s->listener, sizeof(s->listener), "%s", listener);
+    s->tls = tls;
+    s->parser = smtp_parse_new();
+    s->dec = smtp_data_dec_new(srv->cfg->bare_lf, srv->cfg->max_message_size, data_line, s);
+    s->resume_ev = event_new(srv->base, -1, 0, on_resume, s);
+    if (tls) {
+        ssl = SSL_new(srv->tls_server);
+        if (ssl)
+            s->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    BEV_OPT_CLOSE_ON_FREE);
+    } else {
+        s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!s->parser || !s->dec || !s->resume_ev || !s->bev) {
+        log_error("event=session_failed ip=%s reason=\"out of memory\"", s->ip);
+        if (!s->bev) {
+            if (ssl)
+                SSL_free(ssl);
+            evutil_closesocket(fd);
+        }
+        session_free(s);
+        return NULL;
+    }
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, SS_INPUT_HIGH_MARK);
+    s->state = SS_HELO; /* so that enter_state applies the timeouts */
+    enter_state(s, SS_INIT);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    log_info("event=connect session=%s ip=%s listener=%s tls=%d", s->id, s->ip, s->listener, tls);
+
+    const struct config *cfg = srv->cfg;
+    if (srv->sessions_open > cfg->max_connections) {
+        log_warn("event=refused session=%s ip=%s reason=\"max_connections reached\"", s->id,
+                 s->ip);
+        reply(s, "421 4.7.0 Too many connections, try again later");
+        close_after_flush(s);
+        return s;
+    }
+    if (!device_may_match(srv->devices, sa)) {
+        /* No device could ever match: say so at once, clearly, and relay nothing. */
+        log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
+        reply(s, "554 5.7.1 Client host [%s] is not a configured device of this relay", s->ip);
+        close_after_flush(s);
+        return s;
+    }
+    reply(s, "220 %s ESMTP smtp-oauth-proxy", cfg->hostname);
+    return s;
+}

@@ -1,0 +1,15 @@
+/* The device side: one SMTP server session with a copier, scanner or application. */
+#ifndef SOP_SERVER_SESSION_H
+#define SOP_SERVER_SESSION_H
+
+#include <sys/socket.h>
+
+struct server;
+struct server_session;
+
+/* Takes the accepted socket. tls: implicit TLS (SMTPS) from the first byte.
+ * The session frees itself when the conversation ends. */
+struct server_session *server_session_start(struct server *srv, int fd, const struct sockaddr *sa,
+                                            socklen_t salen, int tls, const char *listener);
+
+#endif

@@ -1,0 +1,320 @@
+#!/usr/bin/python3
+"""A stand-in for Microsoft Entra ID's token endpoint (client credentials grant).
+
+Runs alone:
+    /usr/bin/python3 idp_standin.py --port 8400 --keydir /tmp/keys \
+        --client 11111111-2222-3333-4444-555555555555:SECRET:scanners@contoso.test
+
+Serves (threaded http.server, 127.0.0.1 only):
+  POST /<tenant>/oauth2/v2.0/token   form: grant_type=client_credentials, client_id,
+                                     client_secret, scope
+       ok    -> 200 {"token_type":"Bearer","expires_in":N,"ext_expires_in":N,"access_token":JWT}
+       wrong secret -> 401 {"error":"invalid_client","error_description":"AADSTS7000215: ...",
+                             "error_codes":[7000215], ...}
+  POST /_control  JSON {"mode": "ok"|"down"|"error500"|"bad_first_token", "expires_in": N}
+       "down": token requests get their connection closed without any reply;
+       "error500": token requests get HTTP 500 with an Entra-shaped JSON error;
+       "bad_first_token": the next token is signed with a key Dovecot does not trust (same kid,
+       other RSA key), later ones are good again.
+  GET  /_stats    JSON {"requests": {client_id: count}, "issued": [tokens...], "mode": ...}
+  POST /_reset    counters and issued tokens cleared, mode back to "ok".
+
+The JWT: RS256, header kid (and x5t like Entra), claims iss/aud/exp/nbf/iat, "appid", "tid",
+"roles", and the claim Dovecot maps to the user ("email" = the client's mailbox). Entra-like
+padding keeps the whole token near 2 KB, so a client must use the AUTH 334 continuation.
+
+At start the public key is written where Dovecot's oauth2 passdb looks for it with
+local_validation_key_dict = fs:posix:prefix=KEYDIR/ :  KEYDIR/default/RS256/<kid>
+(tokens carry no "azp", so Dovecot uses "default"). Stop it with SIGTERM/SIGINT.
+"""
+import argparse
+import base64
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+KID = "rigKey1-Q0lHX2tleV9pZA"
+AUDIENCE = "https://outlook.office365.com"
+
+
+def _new_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem_public(key):
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class IdpState:
+    def __init__(self, keydir, clients, expires_in=3599):
+        self.lock = threading.Lock()
+        self.good_key = _new_key()
+        self.bad_key = _new_key()  # same kid, a key nobody trusts
+        self.clients = clients     # client_id -> (secret, mailbox)
+        self.mode = "ok"
+        self.expires_in = expires_in
+        self.delay = 0.0
+        self.requests = {}         # client_id -> count (every token request, good or bad)
+        self.issued = []           # every access token handed out
+        self.errors = []           # (client_id, error) for refused requests
+        self.keydir = keydir
+        if keydir:
+            d = os.path.join(keydir, "default", "RS256")
+            os.makedirs(d, exist_ok=True)
+            path = os.path.join(d, KID)
+            with open(path + ".tmp", "wb") as f:
+                f.write(_pem_public(self.good_key))
+            os.chmod(path + ".tmp", 0o644)
+            os.replace(path + ".tmp", path)
+            for p in (keydir, os.path.join(keydir, "default"), d):
+                os.chmod(p, 0o755)
+
+    def make_token(self, tenant, client_id, mailbox, key, expires_in):
+        now = int(time.time())
+        tid = str(uuid.uuid5(uuid.NAMESPACE_DNS, tenant))
+        claims = {
+            "aud": AUDIENCE,
+            "iss": "https://sts.windows.net/%s/" % tid,
+            "iat": now - 5,
+            "nbf": now - 5,
+            "exp": now + expires_in,
+            "aio": _b64url(os.urandom(60)),
+            "app_displayname": "smtp-oauth-proxy test rig",
+            "appid": client_id,
+            "appidacr": "1",
+            "email": mailbox,
+            "idp": "https://sts.windows.net/%s/" % tid,
+            "idtyp": "app",
+            "oid": str(uuid.uuid4()),
+            "rh": "0." + _b64url(os.urandom(90)) + ".",
+            "roles": ["SMTP.SendAsApp"],
+            "sid": str(uuid.uuid4()),
+            "sub": str(uuid.uuid4()),
+            "tid": tid,
+            "uti": _b64url(os.urandom(16)),
+            "ver": "1.0",
+            "wids": ["0997a1d0-0d1d-4acb-b408-d5ca73121e90"],
+            "xms_ftd": _b64url(os.urandom(48)),
+            "xms_idrel": "7 14",
+            "xms_pdl": "EUR",
+            # Entra tokens carry a few hundred bytes of opaque claims; this keeps the size real.
+            "xms_rd": "0.42" + _b64url(os.urandom(270)),
+        }
+        x5t = _b64url(hashlib.sha1(KID.encode()).digest())
+        return jwt.encode(claims, key, algorithm="RS256",
+                          headers={"kid": KID, "x5t": x5t, "typ": "JWT"})
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "idp-standin/1"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet unless asked
+        if self.server.verbose:
+            sys.stderr.write("idp: " + (fmt % args) + "\n")
+
+    def _send_json(self, code, obj, extra_headers=()):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store, no-cache")
+        for k, v in extra_headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n > 1 << 20:
+            raise ValueError("body too large")
+        return self.rfile.read(n) if n else b""
+
+    def do_GET(self):
+        st = self.server.state
+        if self.path == "/_stats":
+            with st.lock:
+                obj = {"requests": dict(st.requests), "issued": list(st.issued),
+                       "errors": list(st.errors), "mode": st.mode,
+                       "total": sum(st.requests.values())}
+            return self._send_json(200, obj)
+        if self.path == "/_health":
+            return self._send_json(200, {"ok": True})
+        self._send_json(404, {"error": "not_found"})
+
+    def do_POST(self):
+        st = self.server.state
+        path = urllib.parse.urlsplit(self.path).path
+        try:
+            body = self._body()
+        except ValueError:
+            return self._send_json(413, {"error": "too_large"})
+        if path == "/_control":
+            try:
+                req = json.loads(body or b"{}")
+            except ValueError:
+                return self._send_json(400, {"error": "bad json"})
+            with st.lock:
+                if "mode" in req:
+                    if req["mode"] not in ("ok", "down", "error500", "bad_first_token"):
+                        return self._send_json(400, {"error": "unknown mode"})
+                    st.mode = req["mode"]
+                if "expires_in" in req:
+                    st.expires_in = int(req["expires_in"])
+                if "delay" in req:
+                    st.delay = float(req["delay"])
+                obj = {"mode": st.mode, "expires_in": st.expires_in, "delay": st.delay}
+            return self._send_json(200, obj)
+        if path == "/_reset":
+            with st.lock:
+                st.requests.clear()
+                st.issued.clear()
+                st.errors.clear()
+                st.mode = "ok"
+                st.delay = 0.0
+            return self._send_json(200, {"ok": True})
+
+        parts = path.strip("/").split("/")
+        if len(parts) != 4 or parts[1:] != ["oauth2", "v2.0", "token"]:
+            return self._send_json(404, {"error": "not_found"})
+        tenant = parts[0]
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        f = {k: v[0] for k, v in form.items()}
+        client_id = f.get("client_id", "")
+        with st.lock:
+            st.requests[client_id] = st.requests.get(client_id, 0) + 1
+            mode, delay, expires_in = st.mode, st.delay, st.expires_in
+        if delay:
+            time.sleep(min(delay, 30.0))
+        if mode == "down":
+            # Like a dead load balancer: accept, read, close without a byte.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        trace = str(uuid.uuid4())
+        corr = str(uuid.uuid4())
+        ts = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+
+        def err(code, error, aadsts, text, codes):
+            with st.lock:
+                st.errors.append([client_id, error])
+            return self._send_json(code, {
+                "error": error,
+                "error_description": "AADSTS%d: %s Trace ID: %s Correlation ID: %s "
+                                     "Timestamp: %s" % (aadsts, text, trace, corr, ts),
+                "error_codes": codes, "timestamp": ts, "trace_id": trace,
+                "correlation_id": corr,
+                "error_uri": "https://login.microsoftonline.com/error?code=%d" % aadsts})
+
+        if mode == "error500":
+            return err(500, "temporarily_unavailable", 90033,
+                       "A transient error has occurred. Please try again.", [90033])
+        if ctype != "application/x-www-form-urlencoded":
+            return err(400, "invalid_request", 900144,
+                       "The request body must contain the following parameter: 'grant_type'.",
+                       [900144])
+        if f.get("grant_type") != "client_credentials":
+            return err(400, "unsupported_grant_type", 70003,
+                       "The app requested an unsupported grant type.", [70003])
+        if client_id not in st.clients:
+            return err(400, "unauthorized_client", 700016,
+                       "Application with identifier '%s' was not found in the directory '%s'."
+                       % (client_id, tenant), [700016])
+        secret, mailbox = st.clients[client_id]
+        if f.get("client_secret") != secret:
+            return err(401, "invalid_client", 7000215,
+                       "Invalid client secret provided. Ensure the secret being sent in the "
+                       "request is the client secret value, not the client secret ID, for a "
+                       "secret added to app '%s'." % client_id, [7000215])
+        scope = f.get("scope", "")
+        if scope != AUDIENCE + "/.default":
+            return err(400, "invalid_scope", 1002012,
+                       "The provided value for scope %s is not valid. Client credential flows "
+                       "must have a scope value with /.default suffixed to the resource "
+                       "identifier (application ID URI)." % scope, [1002012])
+        with st.lock:
+            key = st.good_key
+            if st.mode == "bad_first_token":
+                key = st.bad_key
+                st.mode = "ok"
+        token = st.make_token(tenant, client_id, mailbox, key, expires_in)
+        with st.lock:
+            st.issued.append(token)
+        self._send_json(200, {"token_type": "Bearer", "expires_in": expires_in,
+                              "ext_expires_in": expires_in, "access_token": token})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def make_server(host, port, keydir, clients, verbose=False, expires_in=3599):
+    srv = Server((host, port), Handler)
+    srv.state = IdpState(keydir, clients, expires_in)
+    srv.verbose = verbose
+    return srv
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True, help="0 picks a free port")
+    ap.add_argument("--keydir", required=True,
+                    help="Dovecot local_validation_key_dict fs:posix prefix directory")
+    ap.add_argument("--client", action="append", default=[],
+                    help="CLIENT_ID:SECRET:MAILBOX (repeatable); SECRET may be @FILE")
+    ap.add_argument("--expires-in", type=int, default=3599)
+    ap.add_argument("--port-file", help="write the bound port here once listening")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    if not a.host.startswith("127.") and a.host != "::1":
+        ap.error("loopback only")
+    clients = {}
+    for c in a.client:
+        cid, secret, mailbox = c.split(":", 2)
+        if secret.startswith("@"):
+            with open(secret[1:]) as f:
+                secret = f.read().strip()
+        clients[cid] = (secret, mailbox)
+    srv = make_server(a.host, a.port, a.keydir, clients, a.verbose, a.expires_in)
+    port = srv.server_address[1]
+    if a.port_file:
+        with open(a.port_file + ".tmp", "w") as f:
+            f.write("%d\n" % port)
+        os.replace(a.port_file + ".tmp", a.port_file)
+    sys.stderr.write("idp-standin listening on %s:%d\n" % (a.host, port))
+    sys.stderr.flush()
+
+    def stop(signum, frame):
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    srv.serve_forever(poll_interval=0.2)
+    srv.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

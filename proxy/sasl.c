@@ -188,7 +188,7 @@ out:
 int sasl_xoauth2_decode(const char *b64, size_t len, char **user, char **token)
 {
     static const char auth[] = "\001auth=Bearer ";
-    char *buf = NULL, *u, *t, *end;
+    char *buf = NULL, *u, *t, *end, *uout = NULL, *tout = NULL;
     long n;
     int ret = -1;
 
@@ -210,15 +210,17 @@ int sasl_xoauth2_decode(const char *b64, size_t len, char **user, char **token)
     *end = '\0';
     if (!sasl_printable(t))
         goto out;
-    *user = secret_dup(u);
-    *token = secret_dup(t);
-    if (!*user || !*token) {
-        secret_free(*user);
-        secret_free(*token);
+    uout = secret_dup(u);
+    tout = secret_dup(t);
+    if (!uout || !tout)
         goto out;
-    }
+    *user = uout;
+    *token = tout;
+    uout = tout = NULL;
     ret = 0;
 out:
+    secret_free(uout);
+    secret_free(tout);
     if (buf)
         sasl_wipe_free(buf, (size_t)n + 1);
     return ret;

@@ -860,7 +860,11 @@ static int config_hash_ok(const char *hash)
         size_t tail; /* characters after the last '$' */
     } kinds[] = {{"$y$", 43}, {"$gy$", 43}, {"$7$", 43}, {"$6$", 86}, {"$5$", 43}, {"$2b$", 53}};
     const char *tail = strrchr(hash, '$');
-    if (!tail || crypt_checksalt(hash) != CRYPT_SALT_OK)
+    int salt = crypt_checksalt(hash);
+    /* libxcrypt rates sha256crypt "legacy"; it is still accepted for devices whose hashes were
+     * made elsewhere, as the documentation says (yescrypt is the recommendation). */
+    if (!tail || (salt != CRYPT_SALT_OK &&
+                  !(salt == CRYPT_SALT_METHOD_LEGACY && strncmp(hash, "$5$", 3) == 0)))
         return 0;
     tail++;
     for (const char *p = tail; *p; p++)

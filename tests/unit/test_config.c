@@ -1,0 +1,793 @@
+/* config_load: a full config read right, defaults, and the exact message for each kind of
+ * mistake. Files live in a mkdtemp directory; "$D" in texts below stands for that directory. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/ssl.h>
+
+#include "proxy/config.h"
+
+#define HASH_YESCRYPT "$y$j9T$Mn9kUlTWyccgQle3yqbGA1$mM9.Vqpz4CKClA05nLnkeHjaNaQgJRcXFA6/ePxapm0"
+#define HASH_SHA512                                                                                \
+    "$6$PlPQ5Wc6g8QCpMgK$iMXHCmdYwZsBIZaRyJBXlu1O015cqv.ohTh0eXrOTby/pzxgY.RkswlWAq2lNxLAOmTPaLEC" \
+    "lhgChelZCMy7E."
+
+static char test_dir[] = "/tmp/test_config.XXXXXX";
+
+/* text with every "$D" replaced by the test directory; the caller frees. */
+static char *subst(const char *text)
+{
+    size_t dl = strlen(test_dir), n = 1;
+    for (const char *p = text; *p; p++)
+        n += (p[0] == '$' && p[1] == 'D') ? dl : 1;
+    char *out = malloc(n), *o = out;
+    assert_non_null(out);
+    for (const char *p = text; *p;) {
+        if (p[0] == '$' && p[1] == 'D') {
+            memcpy(o, test_dir, dl);
+            o += dl;
+            p += 2;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static void write_file(const char *name, const char *content, mode_t mode)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", test_dir, name);
+    unlink(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    assert_true(fd >= 0);
+    assert_int_equal(fchmod(fd, mode), 0);
+    size_t len = strlen(content);
+    assert_int_equal(write(fd, content, len), (ssize_t)len);
+    close(fd);
+}
+
+/* Load text (after $D substitution) as $D/c.conf. Returns the config or NULL with *errs set to
+ * the error text with the directory written as $D again, so expectations stay readable. */
+static struct config *load(const char *text, char **errs)
+{
+    char path[256], *body = subst(text), *raw = NULL;
+    struct config *cfg;
+    write_file("c.conf", body, 0644);
+    free(body);
+    snprintf(path, sizeof(path), "%s/c.conf", test_dir);
+    cfg = config_load(path, &raw);
+    *errs = NULL;
+    if (raw) {
+        size_t dl = strlen(test_dir);
+        char *out = malloc(strlen(raw) + 1), *o = out;
+        assert_non_null(out);
+        for (const char *p = raw; *p;) {
+            if (strncmp(p, test_dir, dl) == 0) {
+                *o++ = '$';
+                *o++ = 'D';
+                p += dl;
+            } else {
+                *o++ = *p++;
+            }
+        }
+        *o = '\0';
+        free(raw);
+        *errs = out;
+    }
+    return cfg;
+}
+
+/* The config must fail with exactly these errors. */
+static void expect_errors(const char *text, const char *want)
+{
+    char *errs;
+    struct config *cfg = load(text, &errs);
+    if (cfg || !errs || strcmp(errs, want) != 0)
+        fprintf(stderr, "got:\n%s\nwant:\n%s\n", errs ? errs : "(none)", want);
+    assert_null(cfg);
+    assert_non_null(errs);
+    assert_string_equal(errs, want);
+    free(errs);
+}
+
+static struct config *expect_ok(const char *text)
+{
+    char *errs;
+    struct config *cfg = load(text, &errs);
+    if (!cfg)
+        fprintf(stderr, "unexpected errors:\n%s\n", errs ? errs : "(none)");
+    assert_non_null(cfg);
+    assert_null(errs);
+    return cfg;
+}
+
+/* The smallest valid config; tests append to or edit around it. */
+#define MIN_PROXY "[proxy]\nlisten = 127.0.0.1:2525\n"
+#define MIN_ACCOUNT                                                                                \
+    "[account a]\nprovider = microsoft\ntenant = contoso.onmicrosoft.com\nclient_id = cid\n"       \
+    "client_secret_file = $D/a.secret\nmailbox = scan@contoso.edu\n"
+#define MIN_DEVICE "[device d]\naddress = 10.0.0.1\naccount = a\n"
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!mkdtemp(test_dir))
+        return -1;
+    write_file("a.secret", "s3cr3t-value\n", 0600);
+    write_file("b.secret", "other-secret", 0600);
+    write_file("open.secret", "leaked-secret\n", 0640);
+    write_file("cert.pem", "-----BEGIN CERTIFICATE-----\n", 0644);
+    write_file("key.pem", "-----BEGIN PRIVATE KEY-----\n", 0600);
+    write_file("openkey.pem", "-----BEGIN PRIVATE KEY-----\n", 0644);
+    write_file("ca.pem", "-----BEGIN CERTIFICATE-----\n", 0644);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    const char *names[] = {"a.secret", "b.secret",    "open.secret", "cert.pem",
+                           "key.pem",  "openkey.pem", "ca.pem",      "c.conf"};
+    char path[256];
+    (void)state;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", test_dir, names[i]);
+        unlink(path);
+    }
+    rmdir(test_dir);
+    return 0;
+}
+
+static void test_full_valid(void **state)
+{
+    char buf[64];
+    (void)state;
+    struct config *cfg = expect_ok("; a full config, every key\n"
+                                   "[proxy]\n"
+                                   "listen = 0.0.0.0:2525          ; plain\n"
+                                   "listen = [::1]:2526\n"
+                                   "listen_tls = *:4650\n"
+                                   "hostname = relay.example.edu\n"
+                                   "tls_cert = $D/cert.pem\n"
+                                   "tls_key = $D/key.pem\n"
+                                   "tls_min_version = 1.0\n"
+                                   "max_message_size = 20M\n"
+                                   "max_recipients = 100\n"
+                                   "max_connections = 50\n"
+                                   "max_errors = 3\n"
+                                   "command_timeout = 5m\n"
+                                   "data_timeout = 1h\n"
+                                   "log_level = debug\n"
+                                   "state_dir = /srv/sop\n"
+                                   "bare_lf = reject\n"
+                                   "\n"
+                                   "[upstream]\n"
+                                   "host = smtp.example.net\n"
+                                   "port = 2587\n"
+                                   "ca_file = $D/ca.pem\n"
+                                   "connect_timeout = 10\n"
+                                   "timeout = 90s\n"
+                                   "\n"
+                                   "[device copier-3f]\n"
+                                   "address = 10.20.3.15, 10.20.4.0/24\n"
+                                   "address = 2001:db8::/48\n"
+                                   "username = copier3f\n"
+                                   "password_hash = " HASH_YESCRYPT "\n"
+                                   "account = scanners     ; defined below\n"
+                                   "\n"
+                                   "[device lab]\n"
+                                   "username = lab\n"
+                                   "password_hash = " HASH_SHA512 "\n"
+                                   "account = generic\n"
+                                   "\n"
+                                   "[account scanners]\n"
+                                   "provider = microsoft\n"
+                                   "grant = client_credentials\n"
+                                   "tenant = contoso.onmicrosoft.com\n"
+                                   "client_id = 11111111-2222-3333-4444-555555555555\n"
+                                   "client_secret_file = $D/a.secret\n"
+                                   "mailbox = scanners@contoso.edu\n"
+                                   "sender_rewrite = envelope\n"
+                                   "token_url =\n"
+                                   "scope =\n"
+                                   "\n"
+                                   "[account generic]\n"
+                                   "provider = oauth2\n"
+                                   "client_id = gen\n"
+                                   "client_secret_file = $D/b.secret\n"
+                                   "mailbox = gen@example.org\n"
+                                   "sender_rewrite = header\n"
+                                   "token_url = http://127.0.0.1:8080/token?x=1\n"
+                                   "scope = a b\n"
+                                   "upstream_host = [::1]\n"
+                                   "upstream_port = 1025\n"
+                                   "upstream_ca_file = $D/ca.pem\n");
+
+    assert_int_equal(cfg->nlisten, 2);
+    assert_string_equal(cfg->listen[0].host, "0.0.0.0");
+    assert_string_equal(cfg->listen[0].port, "2525");
+    assert_int_equal(cfg->listen[0].line, 3);
+    assert_string_equal(cfg->listen[1].host, "::1");
+    assert_string_equal(cfg->listen[1].port, "2526");
+    assert_int_equal(cfg->nlisten_tls, 1);
+    assert_string_equal(cfg->listen_tls[0].host, "*");
+    assert_string_equal(cfg->listen_tls[0].port, "4650");
+    assert_string_equal(cfg->hostname, "relay.example.edu");
+    assert_non_null(strstr(cfg->tls_cert, "/cert.pem"));
+    assert_non_null(strstr(cfg->tls_key, "/key.pem"));
+    assert_int_equal(cfg->tls_min_version, TLS1_VERSION);
+    assert_int_equal(cfg->max_message_size, 20u * 1024 * 1024);
+    assert_int_equal(cfg->max_recipients, 100);
+    assert_int_equal(cfg->max_connections, 50);
+    assert_int_equal(cfg->max_errors, 3);
+    assert_int_equal(cfg->command_timeout, 300);
+    assert_int_equal(cfg->data_timeout, 3600);
+    assert_int_equal(cfg->log_level, LOGL_DEBUG);
+    assert_string_equal(cfg->state_dir, "/srv/sop");
+    assert_int_equal(cfg->bare_lf, BARE_LF_REJECT);
+
+    assert_string_equal(cfg->upstream.host, "smtp.example.net");
+    assert_int_equal(cfg->upstream.port, 2587);
+    assert_non_null(strstr(cfg->upstream.ca_file, "/ca.pem"));
+    assert_int_equal(cfg->upstream_connect_timeout, 10);
+    assert_int_equal(cfg->upstream_timeout, 90);
+
+    assert_int_equal(cfg->naccounts, 2);
+    struct cfg_account *a = config_account(cfg, "scanners");
+    assert_ptr_equal(a, &cfg->accounts[0]);
+    assert_string_equal(a->name, "scanners");
+    assert_string_equal(a->provider, "microsoft");
+    assert_string_equal(a->grant, "client_credentials");
+    assert_string_equal(a->tenant, "contoso.onmicrosoft.com");
+    assert_string_equal(a->client_id, "11111111-2222-3333-4444-555555555555");
+    assert_non_null(strstr(a->client_secret_file, "/a.secret"));
+    assert_string_equal(a->client_secret, "s3cr3t-value");
+    assert_string_equal(a->mailbox, "scanners@contoso.edu");
+    assert_int_equal(a->sender_rewrite, SENDER_REWRITE_ENVELOPE);
+    assert_string_equal(
+        a->token_url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
+    assert_string_equal(a->scope, "https://outlook.office365.com/.default");
+    assert_string_equal(a->upstream.host, "smtp.example.net");
+    assert_int_equal(a->upstream.port, 2587);
+    assert_non_null(strstr(a->upstream.ca_file, "/ca.pem"));
+    assert_int_equal(a->line, 39);
+
+    struct cfg_account *g = config_account(cfg, "generic");
+    assert_ptr_equal(g, &cfg->accounts[1]);
+    assert_string_equal(g->provider, "oauth2");
+    assert_string_equal(g->grant, "client_credentials");
+    assert_null(g->tenant);
+    assert_string_equal(g->client_secret, "other-secret");
+    assert_int_equal(g->sender_rewrite, SENDER_REWRITE_HEADER);
+    assert_string_equal(g->token_url, "http://127.0.0.1:8080/token?x=1");
+    assert_string_equal(g->scope, "a b");
+    assert_string_equal(g->upstream.host, "::1");
+    assert_int_equal(g->upstream.port, 1025);
+    assert_non_null(strstr(g->upstream.ca_file, "/ca.pem"));
+    assert_null(config_account(cfg, "nope"));
+
+    assert_int_equal(cfg->ndevices, 2);
+    struct cfg_device *d = &cfg->devices[0];
+    assert_string_equal(d->name, "copier-3f");
+    assert_int_equal(d->line, 27);
+    assert_int_equal(d->naddrs, 3);
+    assert_string_equal(cidr_str(&d->addrs[0], buf, sizeof(buf)), "10.20.3.15/32");
+    assert_string_equal(cidr_str(&d->addrs[1], buf, sizeof(buf)), "10.20.4.0/24");
+    assert_string_equal(cidr_str(&d->addrs[2], buf, sizeof(buf)), "2001:db8::/48");
+    assert_string_equal(d->username, "copier3f");
+    assert_string_equal(d->password_hash, HASH_YESCRYPT);
+    assert_ptr_equal(d->account, a);
+    d = &cfg->devices[1];
+    assert_string_equal(d->name, "lab");
+    assert_int_equal(d->naddrs, 0);
+    assert_null(d->addrs);
+    assert_string_equal(d->username, "lab");
+    assert_string_equal(d->password_hash, HASH_SHA512);
+    assert_ptr_equal(d->account, g);
+    config_free(cfg);
+}
+
+static void test_defaults(void **state)
+{
+    char host[256] = "";
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    gethostname(host, sizeof(host));
+    assert_string_equal(cfg->hostname, host);
+    assert_null(cfg->tls_cert);
+    assert_null(cfg->tls_key);
+    assert_int_equal(cfg->nlisten_tls, 0);
+    assert_int_equal(cfg->tls_min_version, TLS1_2_VERSION);
+    assert_int_equal(cfg->max_message_size, 35u * 1024 * 1024);
+    assert_int_equal(cfg->max_recipients, 500);
+    assert_int_equal(cfg->max_connections, 1000);
+    assert_int_equal(cfg->max_errors, 10);
+    assert_int_equal(cfg->command_timeout, 300);
+    assert_int_equal(cfg->data_timeout, 600);
+    assert_int_equal(cfg->log_level, LOGL_INFO);
+    assert_string_equal(cfg->state_dir, "/var/lib/smtp-oauth-proxy");
+    assert_int_equal(cfg->bare_lf, BARE_LF_NORMALIZE);
+    assert_string_equal(cfg->upstream.host, "smtp.office365.com");
+    assert_int_equal(cfg->upstream.port, 587);
+    assert_null(cfg->upstream.ca_file);
+    assert_int_equal(cfg->upstream_connect_timeout, 30);
+    assert_int_equal(cfg->upstream_timeout, 300);
+    struct cfg_account *a = &cfg->accounts[0];
+    assert_string_equal(a->grant, "client_credentials");
+    assert_int_equal(a->sender_rewrite, SENDER_REWRITE_OFF);
+    assert_string_equal(
+        a->token_url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
+    assert_string_equal(a->scope, "https://outlook.office365.com/.default");
+    assert_string_equal(a->upstream.host, "smtp.office365.com");
+    assert_int_equal(a->upstream.port, 587);
+    assert_null(a->upstream.ca_file);
+    assert_null(cfg->devices[0].username);
+    assert_null(cfg->devices[0].password_hash);
+    config_free(cfg);
+
+    /* oauth2: no default scope; an explicit token_url for microsoft replaces the tenant's. */
+    cfg = expect_ok(MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
+                                         "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                         "token_url = https://idp.example.org/token\n"
+                                         "[account ms]\nprovider = microsoft\nclient_id = c\n"
+                                         "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                         "token_url = https://localhost/t\n");
+    assert_null(cfg->accounts[0].scope);
+    assert_string_equal(cfg->accounts[0].token_url, "https://idp.example.org/token");
+    assert_null(cfg->accounts[1].tenant);
+    assert_string_equal(cfg->accounts[1].token_url, "https://localhost/t");
+    assert_string_equal(cfg->accounts[1].scope, "https://outlook.office365.com/.default");
+    config_free(cfg);
+}
+
+static void test_lexical(void **state)
+{
+    (void)state;
+    /* BOM, CRLF, indented lines (never continuations), comments, "key: value", blank lines. */
+    struct config *cfg = expect_ok("\xEF\xBB\xBF# comment\r\n"
+                                   "[proxy]\r\n"
+                                   "  listen = 127.0.0.1:25 ; inline\r\n"
+                                   "\tmax_recipients: 7\r\n"
+                                   "\r\n"
+                                   "[ upstream ]\r\n"
+                                   "    port = 25\r\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->nlisten, 1);
+    assert_string_equal(cfg->listen[0].port, "25");
+    assert_int_equal(cfg->max_recipients, 7);
+    assert_int_equal(cfg->upstream.port, 25);
+    config_free(cfg);
+}
+
+static void test_unknown_key(void **state)
+{
+    (void)state;
+    expect_errors(MIN_PROXY "max_size = 10M\n" MIN_ACCOUNT MIN_DEVICE "colour = blue\n",
+                  "$D/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
+                  "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
+                  "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
+                  "log_level, state_dir, bare_lf\n"
+                  "$D/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
+                  "username, password_hash, account\n");
+}
+
+static void test_unknown_section(void **state)
+{
+    (void)state;
+    /* Keys under an unknown section are not reported again one by one. */
+    expect_errors(MIN_PROXY "[devices d]\naddress = 10.0.0.1\n[account]\nx = 1\n[proxy x]\n"
+                            "[device bad name]\n[device a/b]\n" MIN_ACCOUNT MIN_DEVICE,
+                  "$D/c.conf:3: unknown section [devices d]; valid sections: [proxy], "
+                  "[upstream], [account NAME], [device NAME]\n"
+                  "$D/c.conf:5: [account] needs a name: [account NAME]\n"
+                  "$D/c.conf:7: section [proxy] takes no name; write [proxy]\n"
+                  "$D/c.conf:8: invalid device name 'bad name'; use 1..64 letters, digits, '.', "
+                  "'_' or '-'\n"
+                  "$D/c.conf:9: invalid device name 'a/b'; use 1..64 letters, digits, '.', '_' "
+                  "or '-'\n");
+}
+
+static void test_bad_listen(void **state)
+{
+    (void)state;
+    expect_errors("[proxy]\n"
+                  "listen = 0.0.0.0\n"
+                  "listen = ::1:25\n"
+                  "listen = 0.0.0.0:0\n"
+                  "listen = 0.0.0.0:65536\n"
+                  "listen = relay.example.edu:25\n"
+                  "listen = [::1:25\n"
+                  "listen = [::1]25\n"
+                  "listen = [10.0.0.1]:25\n"
+                  "listen = 1.2.3.4:25x\n"
+                  "listen_tls = :25\n" MIN_ACCOUNT MIN_DEVICE,
+                  "$D/c.conf:1: [proxy]: at least one listen or listen_tls is required, e.g. "
+                  "listen = 0.0.0.0:2525\n"
+                  "$D/c.conf:2: listen: invalid address '0.0.0.0' (no port); expected "
+                  "IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:3: listen: invalid address '::1:25' (IPv6 addresses need brackets, "
+                  "as in [::1]:2525); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:4: listen: invalid address '0.0.0.0:0' (the port must be "
+                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:5: listen: invalid address '0.0.0.0:65536' (the port must be "
+                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:6: listen: invalid address 'relay.example.edu:25' (the host must be "
+                  "an IP address or *); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:7: listen: invalid address '[::1:25' (missing ']'); expected "
+                  "IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:8: listen: invalid address '[::1]25' (no port); expected "
+                  "IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:9: listen: invalid address '[10.0.0.1]:25' (the host must be an IP "
+                  "address or *); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:10: listen: invalid address '1.2.3.4:25x' (the port must be "
+                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:11: listen_tls: invalid address ':25' (no host); expected "
+                  "IPv4:port, [IPv6]:port or *:port\n");
+    expect_errors(
+        "[proxy]\nlisten = 127.0.0.1:25\nlisten_tls = 127.0.0.1:25\n" MIN_ACCOUNT MIN_DEVICE,
+        "$D/c.conf:3: listen_tls needs tls_cert and tls_key in [proxy]\n"
+        "$D/c.conf:3: 127.0.0.1:25 is already listened on (line 2)\n");
+}
+
+static void test_bad_cidr(void **state)
+{
+    (void)state;
+    expect_errors(MIN_PROXY MIN_ACCOUNT "[device d]\naccount = a\n"
+                                        "address = 10.20.4.5/24, 10.0.0.1,, 2001:db8::1/64\n"
+                                        "address = printer.example.edu\n"
+                                        "address = 10.0.0.0/33\n",
+                  "$D/c.conf:11: address: '10.20.4.5/24' has host bits set; did you mean "
+                  "10.20.4.0/24?\n"
+                  "$D/c.conf:11: address: empty address; expected an IPv4 or IPv6 address or "
+                  "CIDR block\n"
+                  "$D/c.conf:11: address: '2001:db8::1/64' has host bits set; did you mean "
+                  "2001:db8::/64?\n"
+                  "$D/c.conf:12: address: invalid address 'printer.example.edu'; expected an "
+                  "IPv4 or IPv6 address or CIDR block such as 10.20.4.0/24 or 2001:db8::/32\n"
+                  "$D/c.conf:13: address: invalid prefix length '/33' in '10.0.0.0/33'; valid: "
+                  "/0../32 for IPv4\n");
+}
+
+static void test_secret_files(void **state)
+{
+    char *errs;
+    (void)state;
+    /* The secret never appears in a message. */
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t\n"
+                                       "client_id = c\nclient_secret_file = $D/open.secret\n"
+                                       "mailbox = m@x.org\n",
+                  "$D/c.conf:10: client_secret_file: $D/open.secret: mode 0640 is readable or "
+                  "writable by group/others; run: chmod 600 $D/open.secret\n");
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t\n"
+                                       "client_id = c\nclient_secret_file = $D/missing.secret\n"
+                                       "mailbox = m@x.org\n",
+                  "$D/c.conf:10: client_secret_file: $D/missing.secret: No such file or "
+                  "directory\n");
+    assert_null(load(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t\n"
+                                          "client_id = c\nclient_secret_file = $D/open.secret\n"
+                                          "mailbox = m@x.org\n",
+                     &errs));
+    assert_null(strstr(errs, "leaked"));
+    free(errs);
+}
+
+static void test_tls_files(void **state)
+{
+    (void)state;
+    expect_errors("[proxy]\nlisten = 127.0.0.1:25\ntls_cert = $D/cert.pem\n" MIN_ACCOUNT MIN_DEVICE,
+                  "$D/c.conf:3: tls_cert is set but tls_key is not; set both\n");
+    expect_errors("[proxy]\nlisten = 127.0.0.1:25\ntls_cert = $D/nope.pem\n"
+                  "tls_key = $D/openkey.pem\n" MIN_ACCOUNT MIN_DEVICE,
+                  "$D/c.conf:3: tls_cert: $D/nope.pem: No such file or directory\n"
+                  "$D/c.conf:4: tls_key: $D/openkey.pem: mode 0644 is readable or writable by "
+                  "group/others; run: chmod 600 $D/openkey.pem\n");
+    expect_errors(
+        "[proxy]\nlisten = 127.0.0.1:25\ntls_cert = $D\n"
+        "tls_key = $D/key.pem\n[upstream]\nca_file = $D/none.pem\n" MIN_ACCOUNT MIN_DEVICE,
+        "$D/c.conf:3: tls_cert: $D: not a regular file\n"
+        "$D/c.conf:6: ca_file: $D/none.pem: No such file or directory\n");
+}
+
+static void test_account_reference(void **state)
+{
+    (void)state;
+    expect_errors(MIN_PROXY "[device d]\naddress = 10.0.0.1\naccount = scanners\n" MIN_ACCOUNT
+                            "[account b]\nprovider = oauth2\nclient_id = c\n"
+                            "client_secret_file = $D/b.secret\nmailbox = b@x.org\n"
+                            "token_url = https://idp/t\n",
+                  "$D/c.conf:5: account: no [account scanners] section; defined accounts: a, b\n");
+    expect_errors(MIN_PROXY "[device d]\naddress = 10.0.0.1\naccount = scanners\n",
+                  "$D/c.conf:5: account: no [account scanners] section; defined accounts: none\n");
+}
+
+static void test_bad_hash(void **state)
+{
+    (void)state;
+    expect_errors(MIN_PROXY MIN_ACCOUNT
+                  "[device d]\naccount = a\nusername = u\n"
+                  "password_hash = $1$abc$0123456789012345678901\n"
+                  "[device e]\naccount = a\nusername = v\n"
+                  "password_hash = $y$j9T$Mn9kUlTWyccgQle3yqbGA1\n"
+                  "[device f]\naccount = a\nusername = w\npassword_hash = secret\n"
+                  "[device g]\naccount = a\nusername = x\n"
+                  "password_hash = " HASH_SHA512 "x\n",
+                  "$D/c.conf:12: password_hash: not a complete crypt(3) hash of a supported "
+                  "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
+                  "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
+                  "yescrypt\n"
+                  "$D/c.conf:16: password_hash: not a complete crypt(3) hash of a supported "
+                  "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
+                  "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
+                  "yescrypt\n"
+                  "$D/c.conf:20: password_hash: not a complete crypt(3) hash of a supported "
+                  "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
+                  "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
+                  "yescrypt\n"
+                  "$D/c.conf:24: password_hash: not a complete crypt(3) hash of a supported "
+                  "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
+                  "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
+                  "yescrypt\n");
+    /* Every supported kind is accepted (made with mkpasswd -m ...). */
+    struct config *cfg = expect_ok(
+        MIN_PROXY MIN_ACCOUNT
+        "[device a]\naccount = a\nusername = a\npassword_hash = "
+        "$5$Jk4RMjtu4eXD0b9Q$EIuscqjPsz3uSd2qXUGWevWCliNbqLBNBHlstgM6CcA\n"
+        "[device b]\naccount = a\nusername = b\npassword_hash = "
+        "$2b$05$bm0yv4ZggFRT6elxjDC6YeU6rUA3euDHLy1LspMuJclKlZu0GtHii\n"
+        "[device c]\naccount = a\nusername = c\npassword_hash = "
+        "$7$CU..../....C8KjYMRgGW36Ot/fBNvt70$OW5fneEZblrHlHSJ9mPaOe/351GMYfWNGajdcqMJSU7\n"
+        "[device d]\naccount = a\nusername = d\npassword_hash = "
+        "$gy$j9T$x5YCa9BFsDZ.gFfaTB56v.$wLoApeODoXPeHYAkxr3gSyRCKEvcE53Hup4vUAJ5qfA\n");
+    assert_int_equal(cfg->ndevices, 4);
+    config_free(cfg);
+}
+
+static void test_missing_required(void **state)
+{
+    (void)state;
+    expect_errors(MIN_PROXY "[account a]\ntenant = t\n"
+                            "[account b]\nprovider = oauth2\nclient_id = c\n"
+                            "client_secret_file = $D/b.secret\nmailbox = b@x.org\n"
+                            "[account c]\nprovider = microsoft\nclient_id = c\n"
+                            "client_secret_file = $D/b.secret\nmailbox = b@x.org\n"
+                            "[device d]\naddress = 10.0.0.1\n"
+                            "[device e]\naccount = a\n"
+                            "[device f]\naccount = a\nusername = f\n"
+                            "[device g]\naccount = a\naddress = 10.0.0.2\n"
+                            "password_hash = " HASH_YESCRYPT "\n",
+                  "$D/c.conf:3: [account a]: missing required key 'provider'; valid: microsoft, "
+                  "oauth2\n"
+                  "$D/c.conf:3: [account a]: missing required key 'client_id' (the application "
+                  "(client) id)\n"
+                  "$D/c.conf:3: [account a]: missing required key 'client_secret_file' (a file "
+                  "of mode 0600)\n"
+                  "$D/c.conf:3: [account a]: missing required key 'mailbox' (local@domain)\n"
+                  "$D/c.conf:5: [account b]: missing required key 'token_url' (required with "
+                  "provider = oauth2)\n"
+                  "$D/c.conf:10: [account c]: missing required key 'tenant' (the tenant id or "
+                  "domain; required with provider = microsoft unless token_url is set)\n"
+                  "$D/c.conf:15: [device d]: missing required key 'account' (the name of an "
+                  "[account NAME] section)\n"
+                  "$D/c.conf:17: [device e]: needs address, username, or both\n"
+                  "$D/c.conf:19: [device f]: missing required key 'password_hash' (required "
+                  "with username; make one with: mkpasswd -m yescrypt)\n"
+                  "$D/c.conf:25: password_hash is set but username is not; add username or "
+                  "remove password_hash\n");
+}
+
+static void test_bad_size_duration(void **state)
+{
+    (void)state;
+    expect_errors("[proxy]\nlisten = 127.0.0.1:25\n"
+                  "max_message_size = 35MB\n"
+                  "command_timeout = 5x\n"
+                  "data_timeout = -1\n"
+                  "max_recipients = lots\n"
+                  "[upstream]\nconnect_timeout = 1.5s\ntimeout = \n" MIN_ACCOUNT MIN_DEVICE,
+                  "$D/c.conf:3: max_message_size: invalid size '35MB'; expected a number with an "
+                  "optional K, M or G suffix (1K = 1024), 1K..2G\n"
+                  "$D/c.conf:4: command_timeout: invalid duration '5x'; expected seconds, or a "
+                  "number with an s, m or h suffix, 1s..1h\n"
+                  "$D/c.conf:5: data_timeout: invalid duration '-1'; expected seconds, or a "
+                  "number with an s, m or h suffix, 1s..1h\n"
+                  "$D/c.conf:6: max_recipients: invalid number 'lots'; expected an integer "
+                  "1..10000\n"
+                  "$D/c.conf:8: connect_timeout: invalid duration '1.5s'; expected seconds, or a "
+                  "number with an s, m or h suffix, 1s..1h\n"
+                  "$D/c.conf:9: timeout: empty value\n");
+}
+
+static void test_out_of_range(void **state)
+{
+    (void)state;
+    expect_errors("[proxy]\nlisten = 127.0.0.1:25\n"
+                  "max_message_size = 3G\n"
+                  "max_message_size = 1\n"
+                  "max_recipients = 0\n"
+                  "max_connections = 100001\n"
+                  "max_errors = 99999999999999999999999\n"
+                  "command_timeout = 2h\n"
+                  "data_timeout = 0\n"
+                  "tls_min_version = 1.4\n"
+                  "log_level = verbose\n"
+                  "bare_lf = keep\n"
+                  "state_dir = var/lib\n"
+                  "[upstream]\nport = 0\n" MIN_ACCOUNT "sender_rewrite = yes\ngrant = password\n"
+                  "upstream_port = 70000\n" MIN_DEVICE,
+                  "$D/c.conf:3: max_message_size: 3G is out of range; valid: 1K..2G\n"
+                  "$D/c.conf:4: duplicate key 'max_message_size' (first set at line 3)\n"
+                  "$D/c.conf:5: max_recipients: 0 is out of range; valid: 1..10000\n"
+                  "$D/c.conf:6: max_connections: 100001 is out of range; valid: 1..100000\n"
+                  "$D/c.conf:7: max_errors: invalid number '99999999999999999999999'; expected "
+                  "an integer 1..1000\n"
+                  "$D/c.conf:8: command_timeout: 2h is out of range; valid: 1s..1h\n"
+                  "$D/c.conf:9: data_timeout: 0 is out of range; valid: 1s..1h\n"
+                  "$D/c.conf:10: tls_min_version: invalid value '1.4'; valid: 1.0, 1.1, 1.2, "
+                  "1.3\n"
+                  "$D/c.conf:11: log_level: invalid value 'verbose'; valid: error, warn, info, "
+                  "debug\n"
+                  "$D/c.conf:12: bare_lf: invalid value 'keep'; valid: normalize, reject\n"
+                  "$D/c.conf:13: state_dir: 'var/lib' is not an absolute path; expected "
+                  "/like/this\n"
+                  "$D/c.conf:15: port: 0 is out of range; valid: 1..65535\n"
+                  "$D/c.conf:22: sender_rewrite: invalid value 'yes'; valid: off, envelope, "
+                  "header\n"
+                  "$D/c.conf:23: grant: invalid value 'password'; valid: client_credentials\n"
+                  "$D/c.conf:24: upstream_port: 70000 is out of range; valid: 1..65535\n");
+    expect_errors(
+        "[proxy]\nlisten = 127.0.0.1:25\nmax_message_size = 1023\n" MIN_ACCOUNT MIN_DEVICE,
+        "$D/c.conf:3: max_message_size: 1023 is out of range; valid: 1K..2G\n");
+    /* The edges themselves are fine. */
+    struct config *cfg =
+        expect_ok("[proxy]\nlisten = 127.0.0.1:25\nmax_message_size = 2G\nmax_recipients = 1\n"
+                  "command_timeout = 3600\ndata_timeout = 1s\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->max_message_size, 2ull * 1024 * 1024 * 1024);
+    assert_int_equal(cfg->command_timeout, 3600);
+    assert_int_equal(cfg->data_timeout, 1);
+    config_free(cfg);
+}
+
+static void test_line_too_long(void **state)
+{
+    char text[1024];
+    (void)state;
+    /* 197 characters fit (inih's 200-byte buffer holds "\r\n" and the NUL); 198 do not. */
+    char fits[198], over[199];
+    memset(fits, 'x', sizeof(fits) - 1);
+    fits[sizeof(fits) - 1] = '\0';
+    memcpy(fits, "; ", 2);
+    memset(over, 'x', sizeof(over) - 1);
+    over[sizeof(over) - 1] = '\0';
+    memcpy(over, "scope = ", 8);
+    snprintf(text, sizeof(text), MIN_PROXY "%s\n" MIN_ACCOUNT "%s\nmailbox = x\n" MIN_DEVICE, fits,
+             over);
+    expect_errors(text, "$D/c.conf:10: line too long (198 characters); at most 197\n"
+                        "$D/c.conf:11: duplicate key 'mailbox' (first set at line 9)\n");
+}
+
+static void test_many_errors(void **state)
+{
+    (void)state;
+    /* Errors from parsing and from the checks after it, all reported, in line order. */
+    expect_errors("listen = 1.2.3.4:25\n"
+                  "[proxy]\n"
+                  "max_errors 5\n"
+                  "listen = 127.0.0.1:25 x\n"
+                  "[upstream\n"
+                  "[upstream] extra\n"
+                  "[upstream]\n"
+                  "host = bad_host!\n"
+                  "[upstream]\n"
+                  "[account a]\nprovider = google\ntenant = contoso.onmicrosoft.com\n"
+                  "client_id = has space\nclient_secret_file = $D/a.secret\nmailbox = nobody\n"
+                  "token_url = http://idp.example.org/token\n"
+                  "[account a]\n"
+                  "[device d]\naddress = 10.0.0.1\naccount = a\nusername = u\n"
+                  "password_hash = " HASH_YESCRYPT "\n"
+                  "[device d]\n"
+                  "[device e]\nusername = u\npassword_hash = " HASH_SHA512 "\naccount = a\n",
+                  "$D/c.conf:1: key 'listen' is outside any section; valid sections: [proxy], "
+                  "[upstream], [account NAME], [device NAME]\n"
+                  "$D/c.conf:2: [proxy]: at least one listen or listen_tls is required, e.g. "
+                  "listen = 0.0.0.0:2525\n"
+                  "$D/c.conf:3: expected 'key = value', a [section] header or a ; comment\n"
+                  "$D/c.conf:4: listen: invalid address '127.0.0.1:25 x' (the port must be "
+                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "$D/c.conf:5: missing ']' in section header; valid sections: [proxy], "
+                  "[upstream], [account NAME], [device NAME]\n"
+                  "$D/c.conf:6: unexpected text after section header: 'extra'\n"
+                  "$D/c.conf:8: host: invalid host 'bad_host!'; expected a DNS name or an IP "
+                  "address\n"
+                  "$D/c.conf:9: duplicate section [upstream] (first at line 7)\n"
+                  "$D/c.conf:11: provider: invalid value 'google'; valid: microsoft, oauth2\n"
+                  "$D/c.conf:13: client_id: only printable characters without blanks are "
+                  "allowed\n"
+                  "$D/c.conf:15: mailbox: 'nobody' is not a mailbox address; expected "
+                  "local@domain\n"
+                  "$D/c.conf:16: token_url: 'http://idp.example.org/token' uses http:// to a "
+                  "host that is not loopback; use https:// (http:// is allowed only for "
+                  "127.0.0.0/8, [::1] and localhost)\n"
+                  "$D/c.conf:17: duplicate section [account a] (first at line 10)\n"
+                  "$D/c.conf:23: duplicate section [device d] (first at line 18)\n"
+                  "$D/c.conf:25: username 'u' is already used by [device d] (line 18)\n");
+}
+
+static void test_token_urls(void **state)
+{
+    (void)state;
+    static const char *ok[] = {"https://login.example.org/t", "http://127.0.0.1/t",
+                               "http://127.9.9.9:8080",       "http://[::1]:8080/t?x=y",
+                               "http://LOCALHOST:1/t",        "https://[2001:db8::1]/t"};
+    static const char *bad[] = {
+        "ftp://x/t",         "https://",       "https:///t",    "https://a:0/t",
+        "https://a:99999/t", "https://[::1/t", "https://x y/t", "http://127.0.0.1@evil.example/t"};
+    char text[2048], want[512];
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        snprintf(text, sizeof(text),
+                 MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
+                                      "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                      "token_url = %s\n",
+                 ok[i]);
+        struct config *cfg = expect_ok(text);
+        assert_string_equal(cfg->accounts[0].token_url, ok[i]);
+        config_free(cfg);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text),
+                 MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
+                                      "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                      "token_url = %s\n",
+                 bad[i]);
+        snprintf(want, sizeof(want),
+                 "$D/c.conf:11: token_url: '%s' is not a valid URL; expected https://HOST/PATH\n",
+                 bad[i]);
+        expect_errors(text, want);
+    }
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
+                                       "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                       "token_url = http://10.0.0.1/t\n",
+                  "$D/c.conf:11: token_url: 'http://10.0.0.1/t' uses http:// to a host that is "
+                  "not loopback; use https:// (http:// is allowed only for 127.0.0.0/8, [::1] "
+                  "and localhost)\n");
+}
+
+static void test_whole_file(void **state)
+{
+    char *errs;
+    (void)state;
+    expect_errors("", "$D/c.conf: no [proxy] section; it needs at least one listen or "
+                      "listen_tls, e.g. listen = 0.0.0.0:2525\n"
+                      "$D/c.conf: no [device NAME] section: no client could ever relay\n");
+    assert_null(config_load("/nonexistent/sop.conf", &errs));
+    assert_string_equal(errs, "/nonexistent/sop.conf: cannot open: No such file or directory\n");
+    free(errs);
+    /* NULL is fine for config_free. */
+    config_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_valid),        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_lexical),           cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_unknown_section),   cmocka_unit_test(test_bad_listen),
+        cmocka_unit_test(test_bad_cidr),          cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_tls_files),         cmocka_unit_test(test_account_reference),
+        cmocka_unit_test(test_bad_hash),          cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_bad_size_duration), cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_line_too_long),     cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -185,7 +185,9 @@ class SinkHandler:
             self.n += 1
             n = self.n
         base = os.path.join(self.dir, "%06d" % n)
-        meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
+        # aiosmtpd keeps the null sender as "<>"; everything else comes without brackets
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        meta = {"mail_from": mail_from, "rcpt_tos": envelope.rcpt_tos,
                 "mail_options": envelope.mail_options, "rcpt_options": envelope.rcpt_options,
                 "peer": list(session.peer) if session.peer else None,
                 "helo": session.host_name, "size": len(envelope.original_content),
@@ -231,6 +233,92 @@ class Sink:
                 self.controller.stop()
             finally:
                 self.controller = None
+
+
+class RawUpstreamHandler(SinkHandler):
+    """An Exchange-like XOAUTH2 upstream written in Python (aiosmtpd): STARTTLS required, AUTH
+    XOAUTH2 only, the JWT checked with the IdP's public key. Unlike Dovecot it changes nothing in
+    a message (no Received: header, no line-ending repair), so it shows the proxy's exact bytes.
+    A refused token gets Exchange's immediate "535 5.7.3 Authentication unsuccessful"."""
+
+    def __init__(self, directory, keydir, audience="https://outlook.office365.com"):
+        super().__init__(directory)
+        self.keydir = keydir
+        self.audience = audience
+        self.n_auth_attempts = 0
+        self.n_auth_failures = 0
+
+    def _check(self, blob):
+        import jwt as pyjwt
+        parts = blob.split(b"\x01")
+        if len(parts) != 4 or parts[2:] != [b"", b""] or not parts[0].startswith(b"user=") \
+                or not parts[1].startswith(b"auth=Bearer "):
+            return None
+        user = parts[0][5:].decode("utf-8", "replace")
+        token = parts[1][len(b"auth=Bearer "):].decode("ascii", "replace")
+        try:
+            kid = pyjwt.get_unverified_header(token).get("kid", "default")
+            if "/" in kid or kid.startswith("."):
+                return None
+            with open(os.path.join(self.keydir, "default", "RS256", kid), "rb") as f:
+                key = f.read()
+            claims = pyjwt.decode(token, key, algorithms=["RS256"], audience=self.audience)
+        except Exception:
+            return None
+        return user if claims.get("email") == user else None
+
+    async def auth_XOAUTH2(self, server, args):
+        from aiosmtpd.smtp import AuthResult, MISSING
+        self.n_auth_attempts += 1
+        if len(args) == 2:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                return AuthResult(success=False, handled=False,
+                                  message="501 5.5.2 Cannot decode base64")
+        else:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        user = self._check(blob)
+        if user is None:
+            self.n_auth_failures += 1
+            return AuthResult(success=False, handled=False,
+                              message="535 5.7.3 Authentication unsuccessful")
+        return AuthResult(success=True, auth_data=user)
+
+class RawUpstream(Sink):
+    def __init__(self, directory, port, cert, key, keydir):
+        super().__init__(directory, port)
+        self.cert, self.key, self.keydir = cert, key, keydir
+
+    def start(self):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import SMTP
+
+        class TolerantSMTP(SMTP):
+            line_length_limit = 1 << 20
+
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                # Exchange takes an Entra-sized token on the AUTH line (RFC 4954: 12288)
+                self.command_size_limits["AUTH"] = 12288
+
+        class RawController(Controller):
+            def factory(self):
+                return TolerantSMTP(self.handler, **self.SMTP_kwargs)
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert, self.key)
+        self.handler = RawUpstreamHandler(self.dir, self.keydir)
+        self.controller = RawController(
+            self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10,
+            data_size_limit=157286400, decode_data=False, enable_SMTPUTF8=True,
+            ident="rawup.test Microsoft ESMTP MAIL Service ready (rig)", tls_context=ctx,
+            require_starttls=True, auth_required=True, auth_require_tls=True,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"])
+        self.controller.start()
 
 
 def read_sink(directory):
@@ -405,6 +493,7 @@ class Rig:
         self.client_secret = "rig~" + secrets.token_urlsafe(30)
         self.idp_proc = None
         self.sink = None
+        self.raw = None
         self.dovecot = None
         self.started = False
 
@@ -437,6 +526,11 @@ class Rig:
         self.idp_start()
         self.sink = Sink(self.sink_dir, self.sink_port)
         self.sink.start()
+        self.raw_port = free_port()
+        self.raw_dir = os.path.join(d, "rawup")
+        self.raw = RawUpstream(self.raw_dir, self.raw_port, self.cert_file, self.key_file,
+                               self.keydir)
+        self.raw.start()
         if self.with_dovecot:
             self.dovecot = Dovecot(os.path.join(d, "dovecot"), self.dovecot_port, self.cert_file,
                                    self.key_file, self.sink_port, self.keydir,
@@ -446,7 +540,7 @@ class Rig:
         return self
 
     def stop(self):
-        for fn in (self.dovecot_stop, self.sink_stop, self.idp_stop):
+        for fn in (self.dovecot_stop, self.sink_stop, self.raw_stop, self.idp_stop):
             try:
                 fn()
             except Exception as e:  # keep stopping the rest
@@ -539,11 +633,27 @@ class Rig:
             time.sleep(0.05)
 
     def sink_clear(self):
-        for name in os.listdir(self.sink_dir):
-            if name.endswith(".json"):
-                os.unlink(os.path.join(self.sink_dir, name))
-            elif name.endswith(".eml"):
-                os.unlink(os.path.join(self.sink_dir, name))
+        """Forget what reached the sink and the raw upstream so far."""
+        for d in (self.sink_dir, self.raw_dir):
+            for name in os.listdir(d) if os.path.isdir(d) else ():
+                if name.endswith((".json", ".eml")):
+                    os.unlink(os.path.join(d, name))
+
+    def raw_messages(self):
+        """What reached the raw (Exchange-like, aiosmtpd) upstream: the proxy's exact bytes."""
+        return read_sink(self.raw_dir)
+
+    def raw_wait(self, n, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            msgs = self.raw_messages()
+            if len(msgs) >= n or time.monotonic() > deadline:
+                return msgs
+            time.sleep(0.05)
+
+    def raw_stop(self):
+        if self.raw is not None:
+            self.raw.stop()
 
     def sink_stop(self):
         if self.sink is not None:
@@ -581,6 +691,7 @@ class Rig:
                 "SOP_RIG_IDP_PORT": str(self.idp_port), "SOP_RIG_TOKEN_URL": self.token_url,
                 "SOP_RIG_DOVECOT_PORT": str(self.dovecot_port),
                 "SOP_RIG_SINK_PORT": str(self.sink_port), "SOP_RIG_SINK_DIR": self.sink_dir,
+                "SOP_RIG_RAW_PORT": str(self.raw_port), "SOP_RIG_RAW_DIR": self.raw_dir,
                 "SOP_RIG_TENANT": self.tenant, "SOP_RIG_CLIENT_ID": self.client_id,
                 "SOP_RIG_SECRET_FILE": self.secret_file, "SOP_RIG_MAILBOX": self.mailbox}
 

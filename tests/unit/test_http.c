@@ -221,6 +221,20 @@ static void test_post_form(void **state)
     assert_string_equal(f->srv.ua, "smtp-oauth-proxy/0.1");
 }
 
+static void test_localhost_name(void **state)
+{
+    /* "localhost" is resolved by curl itself (never DNS); the server listens on 127.0.0.1 */
+    struct fixture *f = *state;
+    struct result r = {0};
+    char url[128];
+    snprintf(url, sizeof(url), "http://localhost:%d/token", f->srv.port);
+    assert_non_null(http_post_form(f->h, url, "a=b", NULL, 5000, result_cb, &r));
+    run_until(f->base, &r.calls, 5000);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(f->srv.body, "a=b");
+}
+
 static void test_many_at_once(void **state)
 {
     struct fixture *f = *state;
@@ -458,6 +472,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_post_form, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_localhost_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_500, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_too_big, setup, teardown),

@@ -1,5 +1,5 @@
 /* config_load: a full config read right, defaults, and the exact message for each kind of
- * mistake. Files live in a mkdtemp directory; "$D" in texts below stands for that directory. */
+ * mistake. Files live in a mkdtemp directory; "@DIR@" in texts below stands for that directory. */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,19 +23,19 @@
 
 static char test_dir[] = "/tmp/test_config.XXXXXX";
 
-/* text with every "$D" replaced by the test directory; the caller frees. */
+/* text with every "@DIR@" replaced by the test directory; the caller frees. */
 static char *subst(const char *text)
 {
     size_t dl = strlen(test_dir), n = 1;
     for (const char *p = text; *p; p++)
-        n += (p[0] == '$' && p[1] == 'D') ? dl : 1;
+        n += strncmp(p, "@DIR@", 5) == 0 ? dl : 1;
     char *out = malloc(n), *o = out;
     assert_non_null(out);
     for (const char *p = text; *p;) {
-        if (p[0] == '$' && p[1] == 'D') {
+        if (strncmp(p, "@DIR@", 5) == 0) {
             memcpy(o, test_dir, dl);
             o += dl;
-            p += 2;
+            p += 5;
         } else {
             *o++ = *p++;
         }
@@ -57,8 +57,8 @@ static void write_file(const char *name, const char *content, mode_t mode)
     close(fd);
 }
 
-/* Load text (after $D substitution) as $D/c.conf. Returns the config or NULL with *errs set to
- * the error text with the directory written as $D again, so expectations stay readable. */
+/* Load text (after @DIR@ substitution) as @DIR@/c.conf. Returns the config or NULL with *errs set
+ * to the error text with the directory written as @DIR@ again, so expectations stay readable. */
 static struct config *load(const char *text, char **errs)
 {
     char path[256], *body = subst(text), *raw = NULL;
@@ -74,8 +74,8 @@ static struct config *load(const char *text, char **errs)
         assert_non_null(out);
         for (const char *p = raw; *p;) {
             if (strncmp(p, test_dir, dl) == 0) {
-                *o++ = '$';
-                *o++ = 'D';
+                memcpy(o, "@DIR@", 5);
+                o += 5;
                 p += dl;
             } else {
                 *o++ = *p++;
@@ -116,7 +116,7 @@ static struct config *expect_ok(const char *text)
 #define MIN_PROXY "[proxy]\nlisten = 127.0.0.1:2525\n"
 #define MIN_ACCOUNT                                                                                \
     "[account a]\nprovider = microsoft\ntenant = contoso.onmicrosoft.com\nclient_id = cid\n"       \
-    "client_secret_file = $D/a.secret\nmailbox = scan@contoso.edu\n"
+    "client_secret_file = @DIR@/a.secret\nmailbox = scan@contoso.edu\n"
 #define MIN_DEVICE "[device d]\naddress = 10.0.0.1\naccount = a\n"
 
 static int setup(void **state)
@@ -158,8 +158,8 @@ static void test_full_valid(void **state)
                                    "listen = [::1]:2526\n"
                                    "listen_tls = *:4650\n"
                                    "hostname = relay.example.edu\n"
-                                   "tls_cert = $D/cert.pem\n"
-                                   "tls_key = $D/key.pem\n"
+                                   "tls_cert = @DIR@/cert.pem\n"
+                                   "tls_key = @DIR@/key.pem\n"
                                    "tls_min_version = 1.0\n"
                                    "max_message_size = 20M\n"
                                    "max_recipients = 100\n"
@@ -174,7 +174,7 @@ static void test_full_valid(void **state)
                                    "[upstream]\n"
                                    "host = smtp.example.net\n"
                                    "port = 2587\n"
-                                   "ca_file = $D/ca.pem\n"
+                                   "ca_file = @DIR@/ca.pem\n"
                                    "connect_timeout = 10\n"
                                    "timeout = 90s\n"
                                    "\n"
@@ -195,7 +195,7 @@ static void test_full_valid(void **state)
                                    "grant = client_credentials\n"
                                    "tenant = contoso.onmicrosoft.com\n"
                                    "client_id = 11111111-2222-3333-4444-555555555555\n"
-                                   "client_secret_file = $D/a.secret\n"
+                                   "client_secret_file = @DIR@/a.secret\n"
                                    "mailbox = scanners@contoso.edu\n"
                                    "sender_rewrite = envelope\n"
                                    "token_url =\n"
@@ -204,14 +204,14 @@ static void test_full_valid(void **state)
                                    "[account generic]\n"
                                    "provider = oauth2\n"
                                    "client_id = gen\n"
-                                   "client_secret_file = $D/b.secret\n"
+                                   "client_secret_file = @DIR@/b.secret\n"
                                    "mailbox = gen@example.org\n"
                                    "sender_rewrite = header\n"
                                    "token_url = http://127.0.0.1:8080/token?x=1\n"
                                    "scope = a b\n"
                                    "upstream_host = [::1]\n"
                                    "upstream_port = 1025\n"
-                                   "upstream_ca_file = $D/ca.pem\n");
+                                   "upstream_ca_file = @DIR@/ca.pem\n");
 
     assert_int_equal(cfg->nlisten, 2);
     assert_string_equal(cfg->listen[0].host, "0.0.0.0");
@@ -339,10 +339,10 @@ static void test_defaults(void **state)
 
     /* oauth2: no default scope; an explicit token_url for microsoft replaces the tenant's. */
     cfg = expect_ok(MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
-                                         "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                         "client_secret_file = @DIR@/a.secret\nmailbox = m@x.org\n"
                                          "token_url = https://idp.example.org/token\n"
                                          "[account ms]\nprovider = microsoft\nclient_id = c\n"
-                                         "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                         "client_secret_file = @DIR@/a.secret\nmailbox = m@x.org\n"
                                          "token_url = https://localhost/t\n");
     assert_null(cfg->accounts[0].scope);
     assert_string_equal(cfg->accounts[0].token_url, "https://idp.example.org/token");
@@ -374,11 +374,11 @@ static void test_unknown_key(void **state)
 {
     (void)state;
     expect_errors(MIN_PROXY "max_size = 10M\n" MIN_ACCOUNT MIN_DEVICE "colour = blue\n",
-                  "$D/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
+                  "@DIR@/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
                   "log_level, state_dir, bare_lf\n"
-                  "$D/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
+                  "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }
 
@@ -388,56 +388,57 @@ static void test_unknown_section(void **state)
     /* Keys under an unknown section are not reported again one by one. */
     expect_errors(MIN_PROXY "[devices d]\naddress = 10.0.0.1\n[account]\nx = 1\n[proxy x]\n"
                             "[device bad name]\n[device a/b]\n" MIN_ACCOUNT MIN_DEVICE,
-                  "$D/c.conf:3: unknown section [devices d]; valid sections: [proxy], "
+                  "@DIR@/c.conf:3: unknown section [devices d]; valid sections: [proxy], "
                   "[upstream], [account NAME], [device NAME]\n"
-                  "$D/c.conf:5: [account] needs a name: [account NAME]\n"
-                  "$D/c.conf:7: section [proxy] takes no name; write [proxy]\n"
-                  "$D/c.conf:8: invalid device name 'bad name'; use 1..64 letters, digits, '.', "
+                  "@DIR@/c.conf:5: [account] needs a name: [account NAME]\n"
+                  "@DIR@/c.conf:7: section [proxy] takes no name; write [proxy]\n"
+                  "@DIR@/c.conf:8: invalid device name 'bad name'; use 1..64 letters, digits, '.', "
                   "'_' or '-'\n"
-                  "$D/c.conf:9: invalid device name 'a/b'; use 1..64 letters, digits, '.', '_' "
+                  "@DIR@/c.conf:9: invalid device name 'a/b'; use 1..64 letters, digits, '.', '_' "
                   "or '-'\n");
 }
 
 static void test_bad_listen(void **state)
 {
     (void)state;
-    expect_errors("[proxy]\n"
-                  "listen = 0.0.0.0\n"
-                  "listen = ::1:25\n"
-                  "listen = 0.0.0.0:0\n"
-                  "listen = 0.0.0.0:65536\n"
-                  "listen = relay.example.edu:25\n"
-                  "listen = [::1:25\n"
-                  "listen = [::1]25\n"
-                  "listen = [10.0.0.1]:25\n"
-                  "listen = 1.2.3.4:25x\n"
-                  "listen_tls = :25\n" MIN_ACCOUNT MIN_DEVICE,
-                  "$D/c.conf:1: [proxy]: at least one listen or listen_tls is required, e.g. "
-                  "listen = 0.0.0.0:2525\n"
-                  "$D/c.conf:2: listen: invalid address '0.0.0.0' (no port); expected "
-                  "IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:3: listen: invalid address '::1:25' (IPv6 addresses need brackets, "
-                  "as in [::1]:2525); expected IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:4: listen: invalid address '0.0.0.0:0' (the port must be "
-                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:5: listen: invalid address '0.0.0.0:65536' (the port must be "
-                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:6: listen: invalid address 'relay.example.edu:25' (the host must be "
-                  "an IP address or *); expected IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:7: listen: invalid address '[::1:25' (missing ']'); expected "
-                  "IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:8: listen: invalid address '[::1]25' (no port); expected "
-                  "IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:9: listen: invalid address '[10.0.0.1]:25' (the host must be an IP "
-                  "address or *); expected IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:10: listen: invalid address '1.2.3.4:25x' (the port must be "
-                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:11: listen_tls: invalid address ':25' (no host); expected "
-                  "IPv4:port, [IPv6]:port or *:port\n");
+    expect_errors(
+        "[proxy]\n"
+        "listen = 0.0.0.0\n"
+        "listen = ::1:25\n"
+        "listen = 0.0.0.0:0\n"
+        "listen = 0.0.0.0:65536\n"
+        "listen = relay.example.edu:25\n"
+        "listen = [::1:25\n"
+        "listen = [::1]25\n"
+        "listen = [10.0.0.1]:25\n"
+        "listen = 1.2.3.4:25x\n"
+        "listen_tls = :25\n" MIN_ACCOUNT MIN_DEVICE,
+        "@DIR@/c.conf:1: [proxy]: at least one listen or listen_tls is required, e.g. "
+        "listen = 0.0.0.0:2525\n"
+        "@DIR@/c.conf:2: listen: invalid address '0.0.0.0' (no port); expected "
+        "IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:3: listen: invalid address '::1:25' (IPv6 addresses need brackets, "
+        "as in [::1]:2525); expected IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:4: listen: invalid address '0.0.0.0:0' (the port must be "
+        "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:5: listen: invalid address '0.0.0.0:65536' (the port must be "
+        "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:6: listen: invalid address 'relay.example.edu:25' (the host must be "
+        "an IP address or *); expected IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:7: listen: invalid address '[::1:25' (missing ']'); expected "
+        "IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:8: listen: invalid address '[::1]25' (no port); expected "
+        "IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:9: listen: invalid address '[10.0.0.1]:25' (the host must be an IP "
+        "address or *); expected IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:10: listen: invalid address '1.2.3.4:25x' (the port must be "
+        "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+        "@DIR@/c.conf:11: listen_tls: invalid address ':25' (no host); expected "
+        "IPv4:port, [IPv6]:port or *:port\n");
     expect_errors(
         "[proxy]\nlisten = 127.0.0.1:25\nlisten_tls = 127.0.0.1:25\n" MIN_ACCOUNT MIN_DEVICE,
-        "$D/c.conf:3: listen_tls needs tls_cert and tls_key in [proxy]\n"
-        "$D/c.conf:3: 127.0.0.1:25 is already listened on (line 2)\n");
+        "@DIR@/c.conf:3: listen_tls needs tls_cert and tls_key in [proxy]\n"
+        "@DIR@/c.conf:3: 127.0.0.1:25 is already listened on (line 2)\n");
 }
 
 static void test_bad_cidr(void **state)
@@ -447,15 +448,15 @@ static void test_bad_cidr(void **state)
                                         "address = 10.20.4.5/24, 10.0.0.1,, 2001:db8::1/64\n"
                                         "address = printer.example.edu\n"
                                         "address = 10.0.0.0/33\n",
-                  "$D/c.conf:11: address: '10.20.4.5/24' has host bits set; did you mean "
+                  "@DIR@/c.conf:11: address: '10.20.4.5/24' has host bits set; did you mean "
                   "10.20.4.0/24?\n"
-                  "$D/c.conf:11: address: empty address; expected an IPv4 or IPv6 address or "
+                  "@DIR@/c.conf:11: address: empty address; expected an IPv4 or IPv6 address or "
                   "CIDR block\n"
-                  "$D/c.conf:11: address: '2001:db8::1/64' has host bits set; did you mean "
+                  "@DIR@/c.conf:11: address: '2001:db8::1/64' has host bits set; did you mean "
                   "2001:db8::/64?\n"
-                  "$D/c.conf:12: address: invalid address 'printer.example.edu'; expected an "
+                  "@DIR@/c.conf:12: address: invalid address 'printer.example.edu'; expected an "
                   "IPv4 or IPv6 address or CIDR block such as 10.20.4.0/24 or 2001:db8::/32\n"
-                  "$D/c.conf:13: address: invalid prefix length '/33' in '10.0.0.0/33'; valid: "
+                  "@DIR@/c.conf:13: address: invalid prefix length '/33' in '10.0.0.0/33'; valid: "
                   "/0../32 for IPv4\n");
 }
 
@@ -464,18 +465,19 @@ static void test_secret_files(void **state)
     char *errs;
     (void)state;
     /* The secret never appears in a message. */
+    expect_errors(
+        MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t\n"
+                             "client_id = c\nclient_secret_file = @DIR@/open.secret\n"
+                             "mailbox = m@x.org\n",
+        "@DIR@/c.conf:10: client_secret_file: @DIR@/open.secret: mode 0640 is readable or "
+        "writable by group/others; run: chmod 600 @DIR@/open.secret\n");
     expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t\n"
-                                       "client_id = c\nclient_secret_file = $D/open.secret\n"
+                                       "client_id = c\nclient_secret_file = @DIR@/missing.secret\n"
                                        "mailbox = m@x.org\n",
-                  "$D/c.conf:10: client_secret_file: $D/open.secret: mode 0640 is readable or "
-                  "writable by group/others; run: chmod 600 $D/open.secret\n");
-    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t\n"
-                                       "client_id = c\nclient_secret_file = $D/missing.secret\n"
-                                       "mailbox = m@x.org\n",
-                  "$D/c.conf:10: client_secret_file: $D/missing.secret: No such file or "
+                  "@DIR@/c.conf:10: client_secret_file: @DIR@/missing.secret: No such file or "
                   "directory\n");
     assert_null(load(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t\n"
-                                          "client_id = c\nclient_secret_file = $D/open.secret\n"
+                                          "client_id = c\nclient_secret_file = @DIR@/open.secret\n"
                                           "mailbox = m@x.org\n",
                      &errs));
     assert_null(strstr(errs, "leaked"));
@@ -485,30 +487,34 @@ static void test_secret_files(void **state)
 static void test_tls_files(void **state)
 {
     (void)state;
-    expect_errors("[proxy]\nlisten = 127.0.0.1:25\ntls_cert = $D/cert.pem\n" MIN_ACCOUNT MIN_DEVICE,
-                  "$D/c.conf:3: tls_cert is set but tls_key is not; set both\n");
-    expect_errors("[proxy]\nlisten = 127.0.0.1:25\ntls_cert = $D/nope.pem\n"
-                  "tls_key = $D/openkey.pem\n" MIN_ACCOUNT MIN_DEVICE,
-                  "$D/c.conf:3: tls_cert: $D/nope.pem: No such file or directory\n"
-                  "$D/c.conf:4: tls_key: $D/openkey.pem: mode 0644 is readable or writable by "
-                  "group/others; run: chmod 600 $D/openkey.pem\n");
     expect_errors(
-        "[proxy]\nlisten = 127.0.0.1:25\ntls_cert = $D\n"
-        "tls_key = $D/key.pem\n[upstream]\nca_file = $D/none.pem\n" MIN_ACCOUNT MIN_DEVICE,
-        "$D/c.conf:3: tls_cert: $D: not a regular file\n"
-        "$D/c.conf:6: ca_file: $D/none.pem: No such file or directory\n");
+        "[proxy]\nlisten = 127.0.0.1:25\ntls_cert = @DIR@/cert.pem\n" MIN_ACCOUNT MIN_DEVICE,
+        "@DIR@/c.conf:3: tls_cert is set but tls_key is not; set both\n");
+    expect_errors(
+        "[proxy]\nlisten = 127.0.0.1:25\ntls_cert = @DIR@/nope.pem\n"
+        "tls_key = @DIR@/openkey.pem\n" MIN_ACCOUNT MIN_DEVICE,
+        "@DIR@/c.conf:3: tls_cert: @DIR@/nope.pem: No such file or directory\n"
+        "@DIR@/c.conf:4: tls_key: @DIR@/openkey.pem: mode 0644 is readable or writable by "
+        "group/others; run: chmod 600 @DIR@/openkey.pem\n");
+    expect_errors(
+        "[proxy]\nlisten = 127.0.0.1:25\ntls_cert = @DIR@\n"
+        "tls_key = @DIR@/key.pem\n[upstream]\nca_file = @DIR@/none.pem\n" MIN_ACCOUNT MIN_DEVICE,
+        "@DIR@/c.conf:3: tls_cert: @DIR@: not a regular file\n"
+        "@DIR@/c.conf:6: ca_file: @DIR@/none.pem: No such file or directory\n");
 }
 
 static void test_account_reference(void **state)
 {
     (void)state;
-    expect_errors(MIN_PROXY "[device d]\naddress = 10.0.0.1\naccount = scanners\n" MIN_ACCOUNT
-                            "[account b]\nprovider = oauth2\nclient_id = c\n"
-                            "client_secret_file = $D/b.secret\nmailbox = b@x.org\n"
-                            "token_url = https://idp/t\n",
-                  "$D/c.conf:5: account: no [account scanners] section; defined accounts: a, b\n");
-    expect_errors(MIN_PROXY "[device d]\naddress = 10.0.0.1\naccount = scanners\n",
-                  "$D/c.conf:5: account: no [account scanners] section; defined accounts: none\n");
+    expect_errors(
+        MIN_PROXY "[device d]\naddress = 10.0.0.1\naccount = scanners\n" MIN_ACCOUNT
+                  "[account b]\nprovider = oauth2\nclient_id = c\n"
+                  "client_secret_file = @DIR@/b.secret\nmailbox = b@x.org\n"
+                  "token_url = https://idp/t\n",
+        "@DIR@/c.conf:5: account: no [account scanners] section; defined accounts: a, b\n");
+    expect_errors(
+        MIN_PROXY "[device d]\naddress = 10.0.0.1\naccount = scanners\n",
+        "@DIR@/c.conf:5: account: no [account scanners] section; defined accounts: none\n");
 }
 
 static void test_bad_hash(void **state)
@@ -522,19 +528,19 @@ static void test_bad_hash(void **state)
                   "[device f]\naccount = a\nusername = w\npassword_hash = secret\n"
                   "[device g]\naccount = a\nusername = x\n"
                   "password_hash = " HASH_SHA512 "x\n",
-                  "$D/c.conf:12: password_hash: not a complete crypt(3) hash of a supported "
+                  "@DIR@/c.conf:12: password_hash: not a complete crypt(3) hash of a supported "
                   "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
                   "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
                   "yescrypt\n"
-                  "$D/c.conf:16: password_hash: not a complete crypt(3) hash of a supported "
+                  "@DIR@/c.conf:16: password_hash: not a complete crypt(3) hash of a supported "
                   "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
                   "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
                   "yescrypt\n"
-                  "$D/c.conf:20: password_hash: not a complete crypt(3) hash of a supported "
+                  "@DIR@/c.conf:20: password_hash: not a complete crypt(3) hash of a supported "
                   "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
                   "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
                   "yescrypt\n"
-                  "$D/c.conf:24: password_hash: not a complete crypt(3) hash of a supported "
+                  "@DIR@/c.conf:24: password_hash: not a complete crypt(3) hash of a supported "
                   "kind; use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt "
                   "($6$), sha256crypt ($5$) or bcrypt ($2b$), e.g. the output of: mkpasswd -m "
                   "yescrypt\n");
@@ -558,54 +564,55 @@ static void test_missing_required(void **state)
     (void)state;
     expect_errors(MIN_PROXY "[account a]\ntenant = t\n"
                             "[account b]\nprovider = oauth2\nclient_id = c\n"
-                            "client_secret_file = $D/b.secret\nmailbox = b@x.org\n"
+                            "client_secret_file = @DIR@/b.secret\nmailbox = b@x.org\n"
                             "[account c]\nprovider = microsoft\nclient_id = c\n"
-                            "client_secret_file = $D/b.secret\nmailbox = b@x.org\n"
+                            "client_secret_file = @DIR@/b.secret\nmailbox = b@x.org\n"
                             "[device d]\naddress = 10.0.0.1\n"
                             "[device e]\naccount = a\n"
                             "[device f]\naccount = a\nusername = f\n"
                             "[device g]\naccount = a\naddress = 10.0.0.2\n"
                             "password_hash = " HASH_YESCRYPT "\n",
-                  "$D/c.conf:3: [account a]: missing required key 'provider'; valid: microsoft, "
+                  "@DIR@/c.conf:3: [account a]: missing required key 'provider'; valid: microsoft, "
                   "oauth2\n"
-                  "$D/c.conf:3: [account a]: missing required key 'client_id' (the application "
+                  "@DIR@/c.conf:3: [account a]: missing required key 'client_id' (the application "
                   "(client) id)\n"
-                  "$D/c.conf:3: [account a]: missing required key 'client_secret_file' (a file "
+                  "@DIR@/c.conf:3: [account a]: missing required key 'client_secret_file' (a file "
                   "of mode 0600)\n"
-                  "$D/c.conf:3: [account a]: missing required key 'mailbox' (local@domain)\n"
-                  "$D/c.conf:5: [account b]: missing required key 'token_url' (required with "
+                  "@DIR@/c.conf:3: [account a]: missing required key 'mailbox' (local@domain)\n"
+                  "@DIR@/c.conf:5: [account b]: missing required key 'token_url' (required with "
                   "provider = oauth2)\n"
-                  "$D/c.conf:10: [account c]: missing required key 'tenant' (the tenant id or "
+                  "@DIR@/c.conf:10: [account c]: missing required key 'tenant' (the tenant id or "
                   "domain; required with provider = microsoft unless token_url is set)\n"
-                  "$D/c.conf:15: [device d]: missing required key 'account' (the name of an "
+                  "@DIR@/c.conf:15: [device d]: missing required key 'account' (the name of an "
                   "[account NAME] section)\n"
-                  "$D/c.conf:17: [device e]: needs address, username, or both\n"
-                  "$D/c.conf:19: [device f]: missing required key 'password_hash' (required "
+                  "@DIR@/c.conf:17: [device e]: needs address, username, or both\n"
+                  "@DIR@/c.conf:19: [device f]: missing required key 'password_hash' (required "
                   "with username; make one with: mkpasswd -m yescrypt)\n"
-                  "$D/c.conf:25: password_hash is set but username is not; add username or "
+                  "@DIR@/c.conf:25: password_hash is set but username is not; add username or "
                   "remove password_hash\n");
 }
 
 static void test_bad_size_duration(void **state)
 {
     (void)state;
-    expect_errors("[proxy]\nlisten = 127.0.0.1:25\n"
-                  "max_message_size = 35MB\n"
-                  "command_timeout = 5x\n"
-                  "data_timeout = -1\n"
-                  "max_recipients = lots\n"
-                  "[upstream]\nconnect_timeout = 1.5s\ntimeout = \n" MIN_ACCOUNT MIN_DEVICE,
-                  "$D/c.conf:3: max_message_size: invalid size '35MB'; expected a number with an "
-                  "optional K, M or G suffix (1K = 1024), 1K..2G\n"
-                  "$D/c.conf:4: command_timeout: invalid duration '5x'; expected seconds, or a "
-                  "number with an s, m or h suffix, 1s..1h\n"
-                  "$D/c.conf:5: data_timeout: invalid duration '-1'; expected seconds, or a "
-                  "number with an s, m or h suffix, 1s..1h\n"
-                  "$D/c.conf:6: max_recipients: invalid number 'lots'; expected an integer "
-                  "1..10000\n"
-                  "$D/c.conf:8: connect_timeout: invalid duration '1.5s'; expected seconds, or a "
-                  "number with an s, m or h suffix, 1s..1h\n"
-                  "$D/c.conf:9: timeout: empty value\n");
+    expect_errors(
+        "[proxy]\nlisten = 127.0.0.1:25\n"
+        "max_message_size = 35MB\n"
+        "command_timeout = 5x\n"
+        "data_timeout = -1\n"
+        "max_recipients = lots\n"
+        "[upstream]\nconnect_timeout = 1.5s\ntimeout = \n" MIN_ACCOUNT MIN_DEVICE,
+        "@DIR@/c.conf:3: max_message_size: invalid size '35MB'; expected a number with an "
+        "optional K, M or G suffix (1K = 1024), 1K..2G\n"
+        "@DIR@/c.conf:4: command_timeout: invalid duration '5x'; expected seconds, or a "
+        "number with an s, m or h suffix, 1s..1h\n"
+        "@DIR@/c.conf:5: data_timeout: invalid duration '-1'; expected seconds, or a "
+        "number with an s, m or h suffix, 1s..1h\n"
+        "@DIR@/c.conf:6: max_recipients: invalid number 'lots'; expected an integer "
+        "1..10000\n"
+        "@DIR@/c.conf:8: connect_timeout: invalid duration '1.5s'; expected seconds, or a "
+        "number with an s, m or h suffix, 1s..1h\n"
+        "@DIR@/c.conf:9: timeout: empty value\n");
 }
 
 static void test_out_of_range(void **state)
@@ -625,29 +632,29 @@ static void test_out_of_range(void **state)
                   "state_dir = var/lib\n"
                   "[upstream]\nport = 0\n" MIN_ACCOUNT "sender_rewrite = yes\ngrant = password\n"
                   "upstream_port = 70000\n" MIN_DEVICE,
-                  "$D/c.conf:3: max_message_size: 3G is out of range; valid: 1K..2G\n"
-                  "$D/c.conf:4: duplicate key 'max_message_size' (first set at line 3)\n"
-                  "$D/c.conf:5: max_recipients: 0 is out of range; valid: 1..10000\n"
-                  "$D/c.conf:6: max_connections: 100001 is out of range; valid: 1..100000\n"
-                  "$D/c.conf:7: max_errors: invalid number '99999999999999999999999'; expected "
+                  "@DIR@/c.conf:3: max_message_size: 3G is out of range; valid: 1K..2G\n"
+                  "@DIR@/c.conf:4: duplicate key 'max_message_size' (first set at line 3)\n"
+                  "@DIR@/c.conf:5: max_recipients: 0 is out of range; valid: 1..10000\n"
+                  "@DIR@/c.conf:6: max_connections: 100001 is out of range; valid: 1..100000\n"
+                  "@DIR@/c.conf:7: max_errors: invalid number '99999999999999999999999'; expected "
                   "an integer 1..1000\n"
-                  "$D/c.conf:8: command_timeout: 2h is out of range; valid: 1s..1h\n"
-                  "$D/c.conf:9: data_timeout: 0 is out of range; valid: 1s..1h\n"
-                  "$D/c.conf:10: tls_min_version: invalid value '1.4'; valid: 1.0, 1.1, 1.2, "
+                  "@DIR@/c.conf:8: command_timeout: 2h is out of range; valid: 1s..1h\n"
+                  "@DIR@/c.conf:9: data_timeout: 0 is out of range; valid: 1s..1h\n"
+                  "@DIR@/c.conf:10: tls_min_version: invalid value '1.4'; valid: 1.0, 1.1, 1.2, "
                   "1.3\n"
-                  "$D/c.conf:11: log_level: invalid value 'verbose'; valid: error, warn, info, "
+                  "@DIR@/c.conf:11: log_level: invalid value 'verbose'; valid: error, warn, info, "
                   "debug\n"
-                  "$D/c.conf:12: bare_lf: invalid value 'keep'; valid: normalize, reject\n"
-                  "$D/c.conf:13: state_dir: 'var/lib' is not an absolute path; expected "
+                  "@DIR@/c.conf:12: bare_lf: invalid value 'keep'; valid: normalize, reject\n"
+                  "@DIR@/c.conf:13: state_dir: 'var/lib' is not an absolute path; expected "
                   "/like/this\n"
-                  "$D/c.conf:15: port: 0 is out of range; valid: 1..65535\n"
-                  "$D/c.conf:22: sender_rewrite: invalid value 'yes'; valid: off, envelope, "
+                  "@DIR@/c.conf:15: port: 0 is out of range; valid: 1..65535\n"
+                  "@DIR@/c.conf:22: sender_rewrite: invalid value 'yes'; valid: off, envelope, "
                   "header\n"
-                  "$D/c.conf:23: grant: invalid value 'password'; valid: client_credentials\n"
-                  "$D/c.conf:24: upstream_port: 70000 is out of range; valid: 1..65535\n");
+                  "@DIR@/c.conf:23: grant: invalid value 'password'; valid: client_credentials\n"
+                  "@DIR@/c.conf:24: upstream_port: 70000 is out of range; valid: 1..65535\n");
     expect_errors(
         "[proxy]\nlisten = 127.0.0.1:25\nmax_message_size = 1023\n" MIN_ACCOUNT MIN_DEVICE,
-        "$D/c.conf:3: max_message_size: 1023 is out of range; valid: 1K..2G\n");
+        "@DIR@/c.conf:3: max_message_size: 1023 is out of range; valid: 1K..2G\n");
     /* The edges themselves are fine. */
     struct config *cfg =
         expect_ok("[proxy]\nlisten = 127.0.0.1:25\nmax_message_size = 2G\nmax_recipients = 1\n"
@@ -672,8 +679,8 @@ static void test_line_too_long(void **state)
     memcpy(over, "scope = ", 8);
     snprintf(text, sizeof(text), MIN_PROXY "%s\n" MIN_ACCOUNT "%s\nmailbox = x\n" MIN_DEVICE, fits,
              over);
-    expect_errors(text, "$D/c.conf:10: line too long (198 characters); at most 197\n"
-                        "$D/c.conf:11: duplicate key 'mailbox' (first set at line 9)\n");
+    expect_errors(text, "@DIR@/c.conf:10: line too long (198 characters); at most 197\n"
+                        "@DIR@/c.conf:11: duplicate key 'mailbox' (first set at line 9)\n");
 }
 
 static void test_many_errors(void **state)
@@ -690,37 +697,37 @@ static void test_many_errors(void **state)
                   "host = bad_host!\n"
                   "[upstream]\n"
                   "[account a]\nprovider = google\ntenant = contoso.onmicrosoft.com\n"
-                  "client_id = has space\nclient_secret_file = $D/a.secret\nmailbox = nobody\n"
+                  "client_id = has space\nclient_secret_file = @DIR@/a.secret\nmailbox = nobody\n"
                   "token_url = http://idp.example.org/token\n"
                   "[account a]\n"
                   "[device d]\naddress = 10.0.0.1\naccount = a\nusername = u\n"
                   "password_hash = " HASH_YESCRYPT "\n"
                   "[device d]\n"
                   "[device e]\nusername = u\npassword_hash = " HASH_SHA512 "\naccount = a\n",
-                  "$D/c.conf:1: key 'listen' is outside any section; valid sections: [proxy], "
+                  "@DIR@/c.conf:1: key 'listen' is outside any section; valid sections: [proxy], "
                   "[upstream], [account NAME], [device NAME]\n"
-                  "$D/c.conf:2: [proxy]: at least one listen or listen_tls is required, e.g. "
+                  "@DIR@/c.conf:2: [proxy]: at least one listen or listen_tls is required, e.g. "
                   "listen = 0.0.0.0:2525\n"
-                  "$D/c.conf:3: expected 'key = value', a [section] header or a ; comment\n"
-                  "$D/c.conf:4: listen: invalid address '127.0.0.1:25 x' (the port must be "
+                  "@DIR@/c.conf:3: expected 'key = value', a [section] header or a ; comment\n"
+                  "@DIR@/c.conf:4: listen: invalid address '127.0.0.1:25 x' (the port must be "
                   "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
-                  "$D/c.conf:5: missing ']' in section header; valid sections: [proxy], "
+                  "@DIR@/c.conf:5: missing ']' in section header; valid sections: [proxy], "
                   "[upstream], [account NAME], [device NAME]\n"
-                  "$D/c.conf:6: unexpected text after section header: 'extra'\n"
-                  "$D/c.conf:8: host: invalid host 'bad_host!'; expected a DNS name or an IP "
+                  "@DIR@/c.conf:6: unexpected text after section header: 'extra'\n"
+                  "@DIR@/c.conf:8: host: invalid host 'bad_host!'; expected a DNS name or an IP "
                   "address\n"
-                  "$D/c.conf:9: duplicate section [upstream] (first at line 7)\n"
-                  "$D/c.conf:11: provider: invalid value 'google'; valid: microsoft, oauth2\n"
-                  "$D/c.conf:13: client_id: only printable characters without blanks are "
+                  "@DIR@/c.conf:9: duplicate section [upstream] (first at line 7)\n"
+                  "@DIR@/c.conf:11: provider: invalid value 'google'; valid: microsoft, oauth2\n"
+                  "@DIR@/c.conf:13: client_id: only printable characters without blanks are "
                   "allowed\n"
-                  "$D/c.conf:15: mailbox: 'nobody' is not a mailbox address; expected "
+                  "@DIR@/c.conf:15: mailbox: 'nobody' is not a mailbox address; expected "
                   "local@domain\n"
-                  "$D/c.conf:16: token_url: 'http://idp.example.org/token' uses http:// to a "
+                  "@DIR@/c.conf:16: token_url: 'http://idp.example.org/token' uses http:// to a "
                   "host that is not loopback; use https:// (http:// is allowed only for "
                   "127.0.0.0/8, [::1] and localhost)\n"
-                  "$D/c.conf:17: duplicate section [account a] (first at line 10)\n"
-                  "$D/c.conf:23: duplicate section [device d] (first at line 18)\n"
-                  "$D/c.conf:25: username 'u' is already used by [device d] (line 18)\n");
+                  "@DIR@/c.conf:17: duplicate section [account a] (first at line 10)\n"
+                  "@DIR@/c.conf:23: duplicate section [device d] (first at line 18)\n"
+                  "@DIR@/c.conf:25: username 'u' is already used by [device d] (line 18)\n");
 }
 
 static void test_token_urls(void **state)
@@ -736,7 +743,7 @@ static void test_token_urls(void **state)
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         snprintf(text, sizeof(text),
                  MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
-                                      "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                      "client_secret_file = @DIR@/a.secret\nmailbox = m@x.org\n"
                                       "token_url = %s\n",
                  ok[i]);
         struct config *cfg = expect_ok(text);
@@ -746,18 +753,19 @@ static void test_token_urls(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(text, sizeof(text),
                  MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
-                                      "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                      "client_secret_file = @DIR@/a.secret\nmailbox = m@x.org\n"
                                       "token_url = %s\n",
                  bad[i]);
-        snprintf(want, sizeof(want),
-                 "$D/c.conf:11: token_url: '%s' is not a valid URL; expected https://HOST/PATH\n",
-                 bad[i]);
+        snprintf(
+            want, sizeof(want),
+            "@DIR@/c.conf:11: token_url: '%s' is not a valid URL; expected https://HOST/PATH\n",
+            bad[i]);
         expect_errors(text, want);
     }
     expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
-                                       "client_secret_file = $D/a.secret\nmailbox = m@x.org\n"
+                                       "client_secret_file = @DIR@/a.secret\nmailbox = m@x.org\n"
                                        "token_url = http://10.0.0.1/t\n",
-                  "$D/c.conf:11: token_url: 'http://10.0.0.1/t' uses http:// to a host that is "
+                  "@DIR@/c.conf:11: token_url: 'http://10.0.0.1/t' uses http:// to a host that is "
                   "not loopback; use https:// (http:// is allowed only for 127.0.0.0/8, [::1] "
                   "and localhost)\n");
 }
@@ -766,14 +774,61 @@ static void test_whole_file(void **state)
 {
     char *errs;
     (void)state;
-    expect_errors("", "$D/c.conf: no [proxy] section; it needs at least one listen or "
+    expect_errors("", "@DIR@/c.conf: no [proxy] section; it needs at least one listen or "
                       "listen_tls, e.g. listen = 0.0.0.0:2525\n"
-                      "$D/c.conf: no [device NAME] section: no client could ever relay\n");
+                      "@DIR@/c.conf: no [device NAME] section: no client could ever relay\n");
     assert_null(config_load("/nonexistent/sop.conf", &errs));
     assert_string_equal(errs, "/nonexistent/sop.conf: cannot open: No such file or directory\n");
     free(errs);
     /* NULL is fine for config_free. */
     config_free(NULL);
+}
+
+/* The shipped example loads, with its /etc paths pointed at the test directory. */
+static void test_example_file(void **state)
+{
+    char path[512], *text, *p;
+    size_t len, cap = 1 << 16;
+    FILE *f;
+    (void)state;
+    /* __FILE__ is .../tests/unit/test_config.c: the example is two folders up. */
+    snprintf(path, sizeof(path), "%s", __FILE__);
+    p = strstr(path, "tests/unit/test_config.c");
+    assert_non_null(p);
+    snprintf(p, sizeof(path) - (size_t)(p - path), "examples/m365-client-secret.conf");
+    f = fopen(path, "r");
+    if (!f) {
+        skip();
+        return;
+    }
+    text = calloc(1, cap);
+    assert_non_null(text);
+    len = fread(text, 1, cap - 1, f);
+    fclose(f);
+    assert_true(len > 0 && len < cap - 1);
+    /* Keep the name "scanners.secret" but in our directory: write it, then redirect paths. */
+    write_file("scanners.secret", "example-secret\n", 0600);
+    char *out = calloc(1, cap * 2), *o = out;
+    assert_non_null(out);
+    for (p = text; *p;) {
+        if (strncmp(p, "/etc/smtp-oauth-proxy", 21) == 0) {
+            memcpy(o, "@DIR@", 5);
+            o += 5;
+            p += 21;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    struct config *cfg = expect_ok(out);
+    assert_int_equal(cfg->naccounts, 1);
+    assert_int_equal(cfg->ndevices, 3);
+    assert_string_equal(cfg->accounts[0].client_secret, "example-secret");
+    assert_ptr_equal(cfg->devices[2].account, &cfg->accounts[0]);
+    config_free(cfg);
+    free(out);
+    free(text);
+    snprintf(path, sizeof(path), "%s/scanners.secret", test_dir);
+    unlink(path);
 }
 
 int main(void)
@@ -788,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_bad_size_duration), cmocka_unit_test(test_out_of_range),
         cmocka_unit_test(test_line_too_long),     cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
+        cmocka_unit_test(test_example_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

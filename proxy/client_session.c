@@ -409,6 +409,10 @@ static int client_session_send_ehlo(struct client_session *c, enum client_sessio
 
 /* ---- TLS ---- */
 
+static void client_session_readcb(struct bufferevent *bev, void *arg);
+static void client_session_writecb(struct bufferevent *bev, void *arg);
+static void client_session_eventcb(struct bufferevent *bev, short what, void *arg);
+
 static int client_session_start_tls(struct client_session *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -438,10 +442,17 @@ static int client_session_start_tls(struct client_session *c)
     /* Servers (Exchange among them) often close without close_notify; SMTP replies carry their
      * own framing, so a missing close_notify cannot truncate anything we act on. */
     bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+    struct bufferevent *sock = c->bev;
     c->bev = tls;
     c->ssl = ssl;
+    bufferevent_setcb(tls, client_session_readcb, client_session_writecb, client_session_eventcb,
+                      c);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
     client_session_enter_state(c, CLIENT_SESSION_HANDSHAKE);
     client_session_arm(c, c->connect_timeout);
+    /* A filter only drives its handshake from the socket's callbacks, and a TLS client must
+     * speak first: run the socket's write callback once to send the ClientHello. */
+    bufferevent_trigger(sock, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
     return 0;
 }
 

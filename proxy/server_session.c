@@ -652,7 +652,6 @@ static void cmd_quit(struct server_session *s, const struct smtp_cmd *cmd)
 }
 
 static const unsigned ANY = S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT);
-static const unsigned AFTER_HELO = S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT);
 
 static const struct ss_command commands[] = {
     {SMTP_EHLO, S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT), cmd_helo},

@@ -82,8 +82,15 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, int min
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "%s: cannot load private key: %s", key_file,
-                 tls_last_error(reason, sizeof(reason)));
+        /* OpenSSL already compares the key with the loaded certificate here; say so plainly,
+         * it is the admin's most likely mistake. */
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(err, errlen, "%s: private key does not match certificate %s", key_file,
+                     cert_file);
+        else
+            snprintf(err, errlen, "%s: cannot load private key: %s", key_file,
+                     tls_last_error(reason, sizeof(reason)));
+        ERR_clear_error();
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

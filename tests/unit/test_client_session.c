@@ -654,6 +654,26 @@ static void test_untrusted_refused(void **state)
     fx_free(f);
 }
 
+/* A caller's SSL_CTX without SSL_VERIFY_PEER lets the handshake finish; the session still checks
+ * the verify result and refuses before a single SMTP byte goes over TLS. */
+static void test_verify_result_checked_without_verify_peer(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {S_GREET, S_EHLO1, S_STARTTLS, S_EHLO2};
+    struct fixture *f = fx_new(steps, N(steps), other_cert, other_key, other_cert);
+    struct result res = {0};
+
+    SSL_CTX_set_verify(f->client_ctx, SSL_VERIFY_NONE, NULL);
+    fx_open(f, &res);
+    assert_int_equal(res.code, 0);
+    assert_non_null(strstr(res.err, "upstream certificate verify failed: IP address mismatch"));
+    run_until(f->base, &f->srv->closed, 5);
+    char *got = srv_received(f->srv);
+    assert_string_equal(got, "EHLO proxy.test\r\nSTARTTLS\r\n");
+    free(got);
+    fx_free(f);
+}
+
 /* base64 of the XOAUTH2 string, computed here independently of sasl.c. */
 static char *expected_xoauth2(const char *user, const char *token)
 {
@@ -1102,6 +1122,27 @@ static void test_8bit_reply_text(void **state)
     fx_free(f);
 }
 
+/* QUIT that is never answered: the session closes and frees itself after 5 s. */
+static void test_quit_unanswered(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET, S_EHLO1, S_STARTTLS, S_EHLO2, {"QUIT", NULL, ACT_HANG}};
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct timeval t0, t1;
+
+    auth_prologue(f);
+    gettimeofday(&t0, NULL);
+    client_session_quit(f->c);
+    f->c = NULL;
+    run_until(f->base, &f->srv->closed, 10);
+    gettimeofday(&t1, NULL);
+    assert_true(f->srv->closed);
+    assert_true(t1.tv_sec - t0.tv_sec >= 4 && t1.tv_sec - t0.tv_sec <= 7);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
 /* ---- freeing from inside callbacks (ASan watches) ---- */
 
 static void test_free_inside_callbacks(void **state)
@@ -1311,6 +1352,7 @@ int main(void)
         cmocka_unit_test(test_wrong_name_refused),
         cmocka_unit_test(test_wrong_dns_name_refused),
         cmocka_unit_test(test_untrusted_refused),
+        cmocka_unit_test(test_verify_result_checked_without_verify_peer),
         cmocka_unit_test(test_auth_short_token_inline),
         cmocka_unit_test(test_auth_long_token_continuation),
         cmocka_unit_test(test_auth_boundary_512),
@@ -1324,6 +1366,7 @@ int main(void)
         cmocka_unit_test(test_greeting_timeout),
         cmocka_unit_test(test_protocol_violation),
         cmocka_unit_test(test_8bit_reply_text),
+        cmocka_unit_test(test_quit_unanswered),
         cmocka_unit_test(test_free_inside_callbacks),
         cmocka_unit_test(test_free_inside_drain_callback),
         cmocka_unit_test(test_starttls_injection_discarded),

@@ -437,6 +437,9 @@ static void fx_free(struct fixture *f)
 {
     client_session_free(f->c);
     srv_free(f->srv);
+    /* A session told to QUIT owns itself until its 221, EOF or 5 s timer: let the loop run dry
+     * so it is gone before the base. */
+    event_base_dispatch(f->base);
     SSL_CTX_free(f->client_ctx);
     event_base_free(f->base);
     free(f);

@@ -975,6 +975,128 @@ static void test_data_5mb_backpressure(void **state)
     fx_free(f);
 }
 
+/* Debug logs show commands and replies but never the AUTH payload. */
+static void test_auth_never_logged(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH XOAUTH2 *", "535 5.7.3 Authentication unsuccessful\r\n", ACT_NONE},
+        {"AUTH XOAUTH2", "334 \r\n", ACT_NONE},
+        {"*", "235 2.7.0 Authentication successful\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    const char *user = "scanners@contoso.edu";
+    char short_tok[] = "SHORTSECRET-0123456789";
+    char long_tok[1601];
+    memset(long_tok, 'L', sizeof(long_tok) - 1);
+    memcpy(long_tok, "LONGSECRET", 10);
+    long_tok[sizeof(long_tok) - 1] = '\0';
+    char logpath[PATH_MAX];
+    snprintf(logpath, sizeof(logpath), "%s/log", tmpdir);
+
+    enum log_level saved = log_get_level();
+    log_set_level(LOGL_DEBUG);
+    fflush(stderr);
+    int saved_fd = dup(STDERR_FILENO);
+    FILE *lf = fopen(logpath, "w+");
+    assert_non_null(lf);
+    dup2(fileno(lf), STDERR_FILENO);
+
+    auth_prologue(f);
+    client_session_auth_xoauth2(f->c, user, short_tok, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    int code1 = res.code;
+    memset(&res, 0, sizeof(res));
+    client_session_auth_xoauth2(f->c, user, long_tok, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+
+    dup2(saved_fd, STDERR_FILENO);
+    close(saved_fd);
+    log_set_level(saved);
+    assert_int_equal(code1, 535);
+    assert_int_equal(res.code, 235);
+
+    static char logbuf[65536];
+    rewind(lf);
+    size_t n = fread(logbuf, 1, sizeof(logbuf) - 1, lf);
+    logbuf[n] = '\0';
+    fclose(lf);
+    unlink(logpath);
+    char *b64s = expected_xoauth2(user, short_tok), *b64l = expected_xoauth2(user, long_tok);
+    assert_non_null(strstr(logbuf, "line=\"AUTH XOAUTH2 <redacted>\""));
+    assert_non_null(strstr(logbuf, "line=\"<redacted>\""));
+    assert_non_null(strstr(logbuf, "5.7.3 Authentication unsuccessful"));
+    assert_null(strstr(logbuf, "SECRET"));
+    /* No stretch of either base64 string either (compare a 16-byte slice past the user part). */
+    char slice[17];
+    for (size_t off = 40; off + 16 <= strlen(b64s); off += 8) {
+        memcpy(slice, b64s + off, 16);
+        slice[16] = '\0';
+        assert_null(strstr(logbuf, slice));
+    }
+    for (size_t off = 40; off + 16 <= strlen(b64l); off += 64) {
+        memcpy(slice, b64l + off, 16);
+        slice[16] = '\0';
+        assert_null(strstr(logbuf, slice));
+    }
+    free(b64s);
+    free(b64l);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+/* The server goes away mid-body: a writer paused on backpressure is woken (pending is 0), and
+ * data_end reports the loss from the loop. */
+static void test_connection_lost_during_body(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET, S_EHLO1, S_STARTTLS, S_EHLO2, {"DATA", "354 go ahead\r\n", ACT_CLOSE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    struct writer w = {0};
+    size_t len;
+    char *body = make_body(4 * 1024 * 1024, &len);
+
+    auth_prologue(f);
+    fx_command(f, "DATA", &res);
+    assert_int_equal(res.code, 354);
+    client_session_set_drain_cb(f->c, 1024, writer_drain, &w);
+    w.f = f;
+    w.body = body;
+    w.len = len;
+    w.high = 256 * 1024;
+    w.chunk = 64 * 1024;
+    writer_pump(&w);
+    run_until(f->base, &f->srv->closed, 5);
+    /* Keep writing as the drain callback asks, until the loss is noticed. */
+    struct timeval t0, now;
+    gettimeofday(&t0, NULL);
+    while (client_session_usable(f->c)) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+        gettimeofday(&now, NULL);
+        if (now.tv_sec - t0.tv_sec > 10)
+            fail_msg("loss not noticed");
+    }
+    assert_true(w.drains >= 1);
+    assert_int_equal(client_session_pending(f->c), 0);
+    memset(&res, 0, sizeof(res));
+    res.in_api = 1;
+    client_session_data_end(f->c, result_cb, &res);
+    res.in_api = 0;
+    run_until(f->base, &res.done, 5);
+    assert_int_equal(res.code, 0);
+    assert_non_null(strstr(res.err, "not usable"));
+    free(body);
+    fx_free(f);
+}
+
 /* ---- failures ---- */
 
 static void test_greeting_421(void **state)
@@ -1361,6 +1483,8 @@ int main(void)
         cmocka_unit_test(test_auth_boundary_512),
         cmocka_unit_test(test_auth_json_error_challenge),
         cmocka_unit_test(test_data_5mb_backpressure),
+        cmocka_unit_test(test_auth_never_logged),
+        cmocka_unit_test(test_connection_lost_during_body),
         cmocka_unit_test(test_greeting_421),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_not_ip_without_resolver),

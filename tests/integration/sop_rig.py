@@ -28,7 +28,6 @@ config that points at this rig, and the `serve` / `demo` command line used by sc
     /usr/bin/python3 sop_rig.py demo --binary build/smtp-oauth-proxy --dir .demo
 """
 import argparse
-import asyncio
 import base64
 import datetime
 import ipaddress
@@ -57,6 +56,21 @@ CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 MAILBOX = "scanners@contoso.test"
 SCOPE = "https://outlook.office365.com/.default"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+def _die_with_parent():
+    """preexec_fn: the child gets SIGTERM when the test process dies, however it dies (a CI
+    timeout's SIGKILL included), so no Dovecot, IdP or proxy outlives its test run."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def terminate_on_sigterm():
+    """Turn SIGTERM into SystemExit so context managers and unittest cleanups run."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
+
 
 _used_ports = set()
 _ports_lock = threading.Lock()
@@ -427,7 +441,7 @@ class Dovecot:
         self.stdio = open(os.path.join(self.dir, "dovecot.stdio"), "ab")
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf], stdin=subprocess.DEVNULL,
                                      stdout=self.stdio, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         try:
             wait_port(self.port, timeout=timeout, proc=self.proc, banner=b"220")
         except Exception as e:
@@ -480,6 +494,7 @@ class Rig:
     def __init__(self, workdir=None, keep=False, auth_debug=False, dovecot_failure_delay="2s",
                  with_dovecot=True):
         self._own_dir = workdir is None
+        keep = keep or bool(os.environ.get("SOP_KEEP"))  # SOP_KEEP=1: leave the dir to look at
         self.dir = workdir or tempfile.mkdtemp(prefix="sop-rig-")
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)  # dovecot's auth (uid dovecot) reads the key dict below
@@ -566,7 +581,7 @@ class Rig:
              "--keydir", self.keydir,
              "--client", "%s:@%s:%s" % (self.client_id, self.secret_file, self.mailbox)],
             stdin=subprocess.DEVNULL, stdout=self.idp_log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -773,7 +788,8 @@ class ProxyProcess:
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([self.binary, "--config", self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=self.logf, start_new_session=True)
+                                     stderr=self.logf, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -914,6 +930,8 @@ def main(argv=None):
     s.add_argument("--binary", required=True)
     s.add_argument("--dir", default=".demo")
     a = ap.parse_args(argv)
+    if a.cmd == "demo":
+        terminate_on_sigterm()
     return _cmd_serve(a) if a.cmd == "serve" else _cmd_demo(a)
 
 

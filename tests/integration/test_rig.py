@@ -344,4 +344,5 @@ class TestRawUpstream(RigCase):
 
 
 if __name__ == "__main__":
+    sop_rig.terminate_on_sigterm()
     unittest.main(verbosity=2)

@@ -184,6 +184,8 @@ void server_free(struct server *s)
     if (!s)
         return;
     server_stop_listening(s);
+    while (s->sessions)
+        server_session_abort(s->sessions);
     for (size_t i = 0; i < s->cfg->naccounts; i++) {
         if (s->tokens)
             token_cache_free(s->tokens[i]);

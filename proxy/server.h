@@ -13,6 +13,7 @@ struct device_table;
 struct http;
 struct token_cache;
 struct server_listener;
+struct server_session;
 
 struct server {
     struct event_base *base;
@@ -23,6 +24,7 @@ struct server {
     SSL_CTX **tls_clients; /* upstream TLS, one per cfg->accounts[i] (its own ca_file) */
     struct http *http;
     struct token_cache **tokens; /* one per cfg->accounts[i] */
+    struct server_session *sessions; /* open sessions, for shutdown */
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

@@ -55,6 +55,7 @@ enum ss_state {
 
 struct server_session {
     struct server *srv;
+    struct server_session *next, *prev; /* the server's list of open sessions */
     struct bufferevent *bev;
     struct event *resume_ev;
     struct sockaddr_storage peer;
@@ -112,6 +113,8 @@ static void enter_state(struct server_session *s, enum ss_state st)
 }
 
 /* The one place replies are written. */
+static void vreply(struct server_session *s, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 static void vreply(struct server_session *s, const char *fmt, va_list ap)
 {
     char buf[4096];
@@ -816,8 +819,21 @@ static void session_free(struct server_session *s)
         bufferevent_free(s->bev);
     if (s->resume_ev)
         event_free(s->resume_ev);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
     server_session_closed(s->srv);
     free(s);
+}
+
+void server_session_abort(struct server_session *s)
+{
+    log_info("event=session_aborted session=%s ip=%s state=%s", s->id, s->ip,
+             state_str(s->state));
+    session_free(s);
 }
 
 struct server_session *server_session_start(struct server *srv, int fd, const struct sockaddr *sa,
@@ -830,6 +846,10 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
         return NULL;
     }
     s->srv = srv;
+    s->next = srv->sessions;
+    if (s->next)
+        s->next->prev = s;
+    srv->sessions = s;
     srv->sessions_open++;
     srv->sessions_total++;
     clock_gettime(CLOCK_MONOTONIC, &s->t_connect);

@@ -12,4 +12,7 @@ struct server_session;
 struct server_session *server_session_start(struct server *srv, int fd, const struct sockaddr *sa,
                                             socklen_t salen, int tls, const char *listener);
 
+/* Close a session at once (shutdown): no reply, the upstream connection dropped. */
+void server_session_abort(struct server_session *s);
+
 #endif

@@ -111,8 +111,7 @@ out:
     server_free(rt.srv);
     /* Upstream sessions that were sent QUIT own themselves until answered (at most a few
      * seconds): let them finish so nothing is left behind. */
-    for (int i = 0; i < 1000 && event_base_get_num_events(rt.base, EVENT_BASE_COUNT_ADDED) > 0;
-         i++)
+    for (int i = 0; i < 1000 && event_base_get_num_events(rt.base, EVENT_BASE_COUNT_ADDED) > 0; i++)
         event_base_loop(rt.base, EVLOOP_ONCE);
     event_base_free(rt.base);
     return ret;

@@ -106,7 +106,8 @@ static double elapsed_ms(const struct timespec *t0)
 static void log_message(struct relay *r, const char *result, const char *reply)
 {
     char from[300], up[300];
-    log_safe(from, sizeof(from), r->mail_from ? r->mail_from : "", r->mail_from ? strlen(r->mail_from) : 0);
+    log_safe(from, sizeof(from), r->mail_from ? r->mail_from : "",
+             r->mail_from ? strlen(r->mail_from) : 0);
     /* only the first line of a multi-line reply */
     size_t n = strcspn(reply, "\r\n");
     log_safe(up, sizeof(up), reply, n);
@@ -159,8 +160,9 @@ static void on_token(void *arg, const char *token, const char *err)
     if (!token) {
         char why[512];
         snprintf(why, sizeof(why), "no access token: %s", err ? err : "unknown error");
-        fail_op(r, "451 4.7.0 Temporary authentication failure upstream (no access token), try "
-                   "again later",
+        fail_op(r,
+                "451 4.7.0 Temporary authentication failure upstream (no access token), try "
+                "again later",
                 why);
         return;
     }
@@ -347,8 +349,8 @@ static void send_mail(struct relay *r)
     char line[SMTP_PATH_MAX + 128];
     int n = snprintf(line, sizeof(line), "MAIL FROM:<%s>", r->mail_from);
     if (o->size && caps->has_size)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, " SIZE=%llu",
-                      (unsigned long long)o->size);
+        n +=
+            snprintf(line + n, sizeof(line) - (size_t)n, " SIZE=%llu", (unsigned long long)o->size);
     if (o->body_8bit)
         n += snprintf(line + n, sizeof(line) - (size_t)n, " BODY=8BITMIME");
     if (o->smtputf8)
@@ -573,8 +575,9 @@ static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err
     }
     char text[RELAY_REPLY_MAX];
     reply_text(rep, text, sizeof(text));
-    const char *result = rep->code / 100 == 2 ? "delivered" : rep->code / 100 == 4 ? "deferred"
-                                                                                   : "refused";
+    const char *result = rep->code / 100 == 2   ? "delivered"
+                         : rep->code / 100 == 4 ? "deferred"
+                                                : "refused";
     log_message(r, result, text);
     finish(r, text);
 }

@@ -16,9 +16,9 @@ struct relay;
 typedef void (*relay_reply_cb)(void *arg, const char *reply);
 
 struct relay_mail_opts {
-    uint64_t size;  /* SIZE= from the device, 0 if none */
-    int body_8bit;  /* BODY=8BITMIME */
-    int smtputf8;   /* SMTPUTF8 */
+    uint64_t size; /* SIZE= from the device, 0 if none */
+    int body_8bit; /* BODY=8BITMIME */
+    int smtputf8;  /* SMTPUTF8 */
 };
 
 struct relay *relay_new(struct server *srv, const struct cfg_account *acct, const char *device,

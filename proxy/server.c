@@ -139,8 +139,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
         goto fail;
     }
     if (cfg->tls_cert) {
-        s->tls_server = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_min_version, err,
-                                           errlen);
+        s->tls_server =
+            tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_min_version, err, errlen);
         if (!s->tls_server)
             goto fail;
     }

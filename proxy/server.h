@@ -20,10 +20,10 @@ struct server {
     struct evdns_base *dns;
     struct config *cfg;
     struct device_table *devices;
-    SSL_CTX *tls_server; /* NULL when no tls_cert: no STARTTLS, no listen_tls */
+    SSL_CTX *tls_server;   /* NULL when no tls_cert: no STARTTLS, no listen_tls */
     SSL_CTX **tls_clients; /* upstream TLS, one per cfg->accounts[i] (its own ca_file) */
     struct http *http;
-    struct token_cache **tokens; /* one per cfg->accounts[i] */
+    struct token_cache **tokens;     /* one per cfg->accounts[i] */
     struct server_session *sessions; /* open sessions, for shutdown */
     struct server_listener **listeners;
     size_t nlisteners;

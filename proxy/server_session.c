@@ -1,6 +1,6 @@
 /* The device side of the proxy: one SMTP conversation with a copier, scanner or application.
- * Shape after OpenSMTPD's smtp_session.c: a state enum, one enter_state(), a table of
- * {verb, allowed states, handler}, one reply(). Commands are handled one at a time in order; a
+ * Shape after OpenSMTPD's smtp_session.c: a state enum, one ss_enter_state(), a table of
+ * {verb, allowed states, handler}, one ss_reply(). Commands are handled one at a time in order; a
  * command that waits for the upstream pauses reading, so PIPELINING needs nothing special and
  * replies always come out in order. */
 #include "proxy/server_session.h"
@@ -32,57 +32,7 @@
 #include "proxy/server.h"
 #include "proxy/smtp_data.h"
 #include "proxy/smtp_parse.h"
-
-/* Stop reading from the device while this much of its body waits to go upstream. */
-#define SS_BODY_HIGH_MARK (1024 * 1024)
-#define SS_BODY_LOW_MARK (256 * 1024)
-/* libevent stops reading the socket when this much input is buffered (pipelined commands). */
-#define SS_INPUT_HIGH_MARK (256 * 1024)
-#define SS_WRITE_TIMEOUT 300
-
-enum ss_state {
-    SS_INIT,       /* greeting sent: EHLO/HELO first */
-    SS_HELO,       /* no transaction */
-    SS_MAIL,       /* MAIL accepted, no recipient yet */
-    SS_RCPT,       /* at least one recipient accepted */
-    SS_DATA,       /* reading the body */
-    SS_AUTH_PLAIN, /* waiting for the PLAIN response */
-    SS_AUTH_USER,  /* LOGIN: waiting for the user name */
-    SS_AUTH_PASS,  /* LOGIN: waiting for the password */
-};
-
-#define S(x) (1u << (x))
-
-struct server_session {
-    struct server *srv;
-    struct server_session *next, *prev; /* the server's list of open sessions */
-    struct bufferevent *bev;
-    struct event *resume_ev;
-    struct sockaddr_storage peer;
-    char ip[INET6_ADDRSTRLEN];
-    char id[17];
-    char listener[64];
-    struct timespec t_connect;
-
-    enum ss_state state;
-    int tls;
-    int busy;    /* waiting for the upstream: input is not processed */
-    int paused;  /* body backpressure */
-    int closing; /* close once the output is flushed */
-    unsigned errors;
-    unsigned long messages;
-    unsigned rcpts; /* accepted recipients of the current transaction */
-
-    struct smtp_parser *parser;
-    struct smtp_data_dec *dec;
-
-    const struct cfg_device *auth_device; /* set by a successful AUTH */
-    char *login_user;                     /* AUTH LOGIN between its two steps */
-    const struct cfg_device *tx_device;   /* the device of the current transaction */
-    struct relay *relay;
-    int ehlo_after_rset; /* EHLO inside a transaction: reply once the upstream is reset */
-    int ehlo_esmtp;
-};
+#include "proxy/server_session_int.h"
 
 struct ss_command {
     enum smtp_verb verb;
@@ -93,18 +43,19 @@ struct ss_command {
 static void process_input(struct server_session *s);
 static void session_free(struct server_session *s);
 
-static const char *state_str(enum ss_state st)
+static const char *ss_state_str(enum ss_state st)
 {
-    static const char *const names[] = {"INIT", "HELO", "MAIL",      "RCPT",
+    static const char *const names[] = {"INIT", "HELO",       "MAIL",      "RCPT",
                                         "DATA", "AUTH-PLAIN", "AUTH-USER", "AUTH-PASS"};
     return names[st];
 }
 
-static void enter_state(struct server_session *s, enum ss_state st)
+void ss_enter_state(struct server_session *s, enum ss_state st)
 {
     if (s->state == st)
         return;
-    log_debug("event=state session=%s from=%s to=%s", s->id, state_str(s->state), state_str(st));
+    log_debug("event=state session=%s from=%s to=%s", s->id, ss_state_str(s->state),
+              ss_state_str(st));
     s->state = st;
     unsigned t = st == SS_DATA ? s->srv->cfg->data_timeout : s->srv->cfg->command_timeout;
     struct timeval rt = {.tv_sec = t}, wt = {.tv_sec = SS_WRITE_TIMEOUT};
@@ -131,9 +82,7 @@ static void vreply(struct server_session *s, const char *fmt, va_list ap)
     bufferevent_write(s->bev, buf, len);
 }
 
-static void reply(struct server_session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void reply(struct server_session *s, const char *fmt, ...)
+void ss_reply(struct server_session *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -143,9 +92,7 @@ static void reply(struct server_session *s, const char *fmt, ...)
 
 /* A reply to a device's mistake (syntax, sequence, failed login): these are counted, and a
  * session that keeps making them is closed. */
-static void reply_error(struct server_session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void reply_error(struct server_session *s, const char *fmt, ...)
+void ss_reply_error(struct server_session *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -153,14 +100,14 @@ static void reply_error(struct server_session *s, const char *fmt, ...)
     va_end(ap);
     if (++s->errors >= s->srv->cfg->max_errors && !s->closing) {
         log_info("event=too_many_errors session=%s ip=%s errors=%u", s->id, s->ip, s->errors);
-        reply(s, "421 4.7.0 Too many errors, closing connection");
+        ss_reply(s, "421 4.7.0 Too many errors, closing connection");
         s->closing = 1;
         bufferevent_disable(s->bev, EV_READ);
         event_active(s->resume_ev, 0, 0);
     }
 }
 
-static void close_after_flush(struct server_session *s)
+void ss_close_after_flush(struct server_session *s)
 {
     s->closing = 1;
     event_active(s->resume_ev, 0, 0);
@@ -182,7 +129,7 @@ static void resume_later(struct server_session *s)
     event_active(s->resume_ev, 0, 0);
 }
 
-static void set_busy(struct server_session *s, int busy)
+void ss_set_busy(struct server_session *s, int busy)
 {
     s->busy = busy;
     /* While the upstream works, the device is not expected to talk: no read timeout. */
@@ -194,12 +141,12 @@ static void set_busy(struct server_session *s, int busy)
         resume_later(s);
 }
 
-static void reset_transaction(struct server_session *s)
+void ss_reset_transaction(struct server_session *s)
 {
     s->tx_device = NULL;
     s->rcpts = 0;
     if (s->state == SS_MAIL || s->state == SS_RCPT || s->state == SS_DATA)
-        enter_state(s, SS_HELO);
+        ss_enter_state(s, SS_HELO);
 }
 
 /* ---- EHLO / HELO ---- */
@@ -208,7 +155,7 @@ static void send_ehlo(struct server_session *s)
 {
     const struct config *cfg = s->srv->cfg;
     if (!s->ehlo_esmtp) {
-        reply(s, "250 %s", cfg->hostname);
+        ss_reply(s, "250 %s", cfg->hostname);
         return;
     }
     char caps[1024];
@@ -222,27 +169,27 @@ static void send_ehlo(struct server_session *s)
         (s->tls || device_address_known(s->srv->devices, (struct sockaddr *)&s->peer)))
         n += snprintf(caps + n, sizeof(caps) - (size_t)n, "250-AUTH PLAIN LOGIN\r\n");
     snprintf(caps + n, sizeof(caps) - (size_t)n, "250 ENHANCEDSTATUSCODES");
-    reply(s, "%s", caps);
+    ss_reply(s, "%s", caps);
 }
 
 static void on_rset_then_ehlo(void *arg, const char *upstream_reply)
 {
     struct server_session *s = arg;
     (void)upstream_reply;
-    reset_transaction(s);
+    ss_reset_transaction(s);
     send_ehlo(s);
-    set_busy(s, 0);
+    ss_set_busy(s, 0);
 }
 
 static void cmd_helo(struct server_session *s, const struct smtp_cmd *cmd)
 {
     s->ehlo_esmtp = cmd->verb == SMTP_EHLO;
     if (s->state == SS_MAIL || s->state == SS_RCPT) {
-        set_busy(s, 1);
+        ss_set_busy(s, 1);
         relay_rset(s->relay, on_rset_then_ehlo, s);
         return;
     }
-    enter_state(s, SS_HELO);
+    ss_enter_state(s, SS_HELO);
     send_ehlo(s);
 }
 
@@ -256,19 +203,19 @@ static void cmd_starttls(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
     if (!s->srv->tls_server) {
-        reply_error(s, "502 5.5.1 STARTTLS not available");
+        ss_reply_error(s, "502 5.5.1 STARTTLS not available");
         return;
     }
     if (s->tls) {
-        reply_error(s, "503 5.5.1 TLS already active");
+        ss_reply_error(s, "503 5.5.1 TLS already active");
         return;
     }
     SSL *ssl = SSL_new(s->srv->tls_server);
     if (!ssl) {
-        reply(s, "454 4.7.0 TLS not available due to temporary reason");
+        ss_reply(s, "454 4.7.0 TLS not available due to temporary reason");
         return;
     }
-    reply(s, "220 2.0.0 Ready to start TLS");
+    ss_reply(s, "220 2.0.0 Ready to start TLS");
     /* Anything the client sent after STARTTLS was sent in the clear: throw it away
      * (CVE-2011-0411 class), and forget everything said before TLS (RFC 3207 4.2). */
     evbuffer_drain(bufferevent_get_input(s->bev),
@@ -279,7 +226,7 @@ static void cmd_starttls(struct server_session *s, const struct smtp_cmd *cmd)
     if (!tls) {
         SSL_free(ssl);
         log_error("event=starttls_failed session=%s reason=\"cannot create TLS filter\"", s->id);
-        close_after_flush(s);
+        ss_close_after_flush(s);
         return;
     }
     s->bev = tls;
@@ -289,337 +236,7 @@ static void cmd_starttls(struct server_session *s, const struct smtp_cmd *cmd)
     bufferevent_setwatermark(tls, EV_READ, 0, SS_INPUT_HIGH_MARK);
     bufferevent_enable(tls, EV_READ | EV_WRITE);
     s->state = SS_HELO; /* force enter_state to apply timeouts to the new bufferevent */
-    enter_state(s, SS_INIT);
-}
-
-/* ---- AUTH ---- */
-
-static int auth_allowed_here(struct server_session *s)
-{
-    return s->tls || device_address_known(s->srv->devices, (struct sockaddr *)&s->peer);
-}
-
-static void auth_check(struct server_session *s, const char *user, const char *pass)
-{
-    const char *why = NULL;
-    const struct cfg_device *d =
-        device_authenticate(s->srv->devices, (struct sockaddr *)&s->peer, user, pass, &why);
-    char u[200];
-    log_safe(u, sizeof(u), user, strlen(user));
-    enter_state(s, SS_HELO);
-    if (!d) {
-        log_warn("event=auth_failed session=%s ip=%s user=%s reason=\"%s\"", s->id, s->ip, u,
-                 why ? why : "refused");
-        reply_error(s, "535 5.7.8 Authentication credentials invalid");
-        return;
-    }
-    s->auth_device = d;
-    log_info("event=auth_ok session=%s ip=%s device=%s user=%s", s->id, s->ip, d->name, u);
-    reply(s, "235 2.7.0 Authentication successful");
-}
-
-static void auth_plain_response(struct server_session *s, const char *b64)
-{
-    char *user = NULL, *pass = NULL;
-    if (sasl_plain_decode(b64, strlen(b64), &user, &pass) != 0) {
-        enter_state(s, SS_HELO);
-        reply_error(s, "501 5.5.2 Cannot decode AUTH PLAIN response");
-        return;
-    }
-    auth_check(s, user, pass);
-    secret_free(user);
-    secret_free(pass);
-}
-
-static void cmd_auth(struct server_session *s, const struct smtp_cmd *cmd)
-{
-    if (!device_has_logins(s->srv->devices)) {
-        reply_error(s, "503 5.5.1 AUTH not available: devices are identified by address");
-        return;
-    }
-    if (s->auth_device) {
-        reply_error(s, "503 5.5.1 Already authenticated");
-        return;
-    }
-    if (!auth_allowed_here(s)) {
-        reply_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
-        return;
-    }
-    char mech[32];
-    const char *ir = NULL;
-    size_t ml = strcspn(cmd->arg, " ");
-    if (ml == 0 || ml >= sizeof(mech)) {
-        reply_error(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-        return;
-    }
-    memcpy(mech, cmd->arg, ml);
-    mech[ml] = '\0';
-    if (cmd->arg[ml] == ' ')
-        ir = cmd->arg + ml + 1;
-    if (strcasecmp(mech, "PLAIN") == 0) {
-        if (ir) {
-            auth_plain_response(s, ir);
-            return;
-        }
-        enter_state(s, SS_AUTH_PLAIN);
-        reply(s, "334 ");
-    } else if (strcasecmp(mech, "LOGIN") == 0) {
-        if (ir) {
-            if (sasl_login_decode(ir, strlen(ir), &s->login_user) != 0) {
-                reply_error(s, "501 5.5.2 Cannot decode AUTH LOGIN response");
-                return;
-            }
-            enter_state(s, SS_AUTH_PASS);
-            reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
-            return;
-        }
-        enter_state(s, SS_AUTH_USER);
-        reply(s, "334 VXNlcm5hbWU6"); /* "Username:": some copiers accept no other prompt */
-    } else {
-        reply_error(s, "504 5.5.4 Unrecognized authentication type");
-    }
-}
-
-static void auth_line(struct server_session *s, const struct smtp_cmd *cmd)
-{
-    if (strcmp(cmd->arg, "*") == 0) {
-        secret_free(s->login_user);
-        s->login_user = NULL;
-        enter_state(s, SS_HELO);
-        reply_error(s, "501 5.7.0 Authentication cancelled");
-        return;
-    }
-    if (s->state == SS_AUTH_PLAIN) {
-        auth_plain_response(s, cmd->arg);
-        return;
-    }
-    char *field = NULL;
-    if (sasl_login_decode(cmd->arg, strlen(cmd->arg), &field) != 0) {
-        secret_free(s->login_user);
-        s->login_user = NULL;
-        enter_state(s, SS_HELO);
-        reply_error(s, "501 5.5.2 Cannot decode AUTH LOGIN response");
-        return;
-    }
-    if (s->state == SS_AUTH_USER) {
-        s->login_user = field;
-        enter_state(s, SS_AUTH_PASS);
-        reply(s, "334 UGFzc3dvcmQ6");
-        return;
-    }
-    auth_check(s, s->login_user, field);
-    secret_free(field);
-    secret_free(s->login_user);
-    s->login_user = NULL;
-}
-
-/* ---- the transaction ---- */
-
-static int has_8bit(const char *p)
-{
-    for (; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            return 1;
-    return 0;
-}
-
-static void on_mail_reply(void *arg, const char *upstream_reply)
-{
-    struct server_session *s = arg;
-    if (upstream_reply[0] == '2')
-        enter_state(s, SS_MAIL);
-    else
-        s->tx_device = NULL;
-    reply(s, "%s", upstream_reply);
-    set_busy(s, 0);
-}
-
-static void cmd_mail(struct server_session *s, const struct smtp_cmd *cmd)
-{
-    const struct config *cfg = s->srv->cfg;
-    const struct cfg_device *d = s->auth_device;
-    if (!d)
-        d = device_by_address(s->srv->devices, (struct sockaddr *)&s->peer);
-    if (!d) {
-        if (device_has_logins(s->srv->devices)) {
-            reply_error(s, "530 5.7.0 Authentication required");
-        } else {
-            log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
-            reply_error(s, "550 5.7.1 Client host [%s] is not a configured device", s->ip);
-        }
-        return;
-    }
-    struct relay_mail_opts o = {0};
-    for (size_t i = 0; i < cmd->nparams; i++) {
-        const struct smtp_param *p = &cmd->params[i];
-        if (strcmp(p->key, "SIZE") == 0 && p->value) {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(p->value, &end, 10);
-            if (*end || errno || p->value[0] < '0' || p->value[0] > '9') {
-                reply_error(s, "501 5.5.4 Bad SIZE parameter");
-                return;
-            }
-            if (v > cfg->max_message_size) {
-                reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size");
-                return;
-            }
-            o.size = v;
-        } else if (strcmp(p->key, "BODY") == 0 && p->value) {
-            if (strcasecmp(p->value, "8BITMIME") == 0)
-                o.body_8bit = 1;
-            else if (strcasecmp(p->value, "7BIT") != 0) {
-                reply_error(s, "501 5.5.4 Unsupported BODY type");
-                return;
-            }
-        } else if (strcmp(p->key, "SMTPUTF8") == 0 && !p->value) {
-            o.smtputf8 = 1;
-        } else if (strcmp(p->key, "AUTH") == 0) {
-            /* RFC 4954 5: the submitter's identity; we authenticate as the account instead */
-        } else {
-            reply_error(s, "555 5.5.4 Unsupported MAIL parameter %s", p->key);
-            return;
-        }
-    }
-    if (!o.smtputf8 && has_8bit(cmd->path)) {
-        reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
-        return;
-    }
-    if (s->relay && s->tx_device && s->tx_device->account != d->account) {
-        relay_free(s->relay);
-        s->relay = NULL;
-    }
-    if (!s->relay) {
-        s->relay = relay_new(s->srv, d->account, d->name, s->id);
-        if (!s->relay) {
-            reply(s, "451 4.3.0 Out of memory");
-            return;
-        }
-    }
-    s->tx_device = d;
-    set_busy(s, 1);
-    relay_mail(s->relay, cmd->path, &o, on_mail_reply, s);
-}
-
-static void on_rcpt_reply(void *arg, const char *upstream_reply)
-{
-    struct server_session *s = arg;
-    if (upstream_reply[0] == '2') {
-        s->rcpts++;
-        enter_state(s, SS_RCPT);
-    }
-    else if (strncmp(upstream_reply, "451 4.4.2", 9) == 0)
-        reset_transaction(s); /* the upstream is gone: the transaction with it */
-    reply(s, "%s", upstream_reply);
-    set_busy(s, 0);
-}
-
-static void cmd_rcpt(struct server_session *s, const struct smtp_cmd *cmd)
-{
-    if (s->rcpts >= s->srv->cfg->max_recipients) {
-        reply(s, "452 4.5.3 Too many recipients");
-        return;
-    }
-    if (cmd->path[0] == '\0') {
-        reply_error(s, "501 5.1.3 Empty recipient");
-        return;
-    }
-    if (cmd->nparams > 0) {
-        reply_error(s, "555 5.5.4 Unsupported RCPT parameter %s", cmd->params[0].key);
-        return;
-    }
-    if (has_8bit(cmd->path)) {
-        reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
-        return;
-    }
-    set_busy(s, 1);
-    relay_rcpt(s->relay, cmd->path, on_rcpt_reply, s);
-}
-
-static void on_drain(void *arg)
-{
-    struct server_session *s = arg;
-    if (!s->paused)
-        return;
-    s->paused = 0;
-    set_busy(s, s->busy);
-}
-
-static void on_data_reply(void *arg, const char *upstream_reply)
-{
-    struct server_session *s = arg;
-    if (strncmp(upstream_reply, "354", 3) == 0) {
-        smtp_data_dec_reset(s->dec);
-        relay_set_drain_cb(s->relay, SS_BODY_LOW_MARK, on_drain, s);
-        enter_state(s, SS_DATA);
-        reply(s, "354 End data with <CR><LF>.<CR><LF>");
-    } else {
-        if (strncmp(upstream_reply, "451 4.4.2", 9) == 0)
-            reset_transaction(s);
-        reply(s, "%s", upstream_reply);
-    }
-    set_busy(s, 0);
-}
-
-static void cmd_data(struct server_session *s, const struct smtp_cmd *cmd)
-{
-    (void)cmd;
-    if (s->state == SS_MAIL) {
-        reply_error(s, "554 5.5.1 No valid recipients");
-        return;
-    }
-    set_busy(s, 1);
-    relay_data(s->relay, on_data_reply, s);
-}
-
-static void on_data_end(void *arg, const char *upstream_reply)
-{
-    struct server_session *s = arg;
-    /* The device hears the upstream's own verdict: a 5xx shows as a failure on its screen, a
-     * 4xx as try-later. */
-    s->messages++;
-    reply(s, "%s", upstream_reply);
-    reset_transaction(s);
-    set_busy(s, 0);
-}
-
-static void data_line(void *arg, const char *line, size_t len)
-{
-    struct server_session *s = arg;
-    relay_data_line(s->relay, line, len);
-}
-
-static void data_finished(struct server_session *s, int rc, const char *err)
-{
-    if (rc < 0) {
-        relay_data_abort(s->relay, err);
-        reply(s, "%s", err);
-        reset_transaction(s);
-        return;
-    }
-    set_busy(s, 1);
-    relay_data_end(s->relay, on_data_end, s);
-}
-
-static void on_rset(void *arg, const char *upstream_reply)
-{
-    struct server_session *s = arg;
-    (void)upstream_reply;
-    reset_transaction(s);
-    reply(s, "250 2.0.0 OK");
-    set_busy(s, 0);
-}
-
-static void cmd_rset(struct server_session *s, const struct smtp_cmd *cmd)
-{
-    (void)cmd;
-    if (s->relay && (s->state == SS_MAIL || s->state == SS_RCPT)) {
-        set_busy(s, 1);
-        relay_rset(s->relay, on_rset, s);
-        return;
-    }
-    reset_transaction(s);
-    reply(s, "250 2.0.0 OK");
+    ss_enter_state(s, SS_INIT);
 }
 
 /* ---- small verbs ---- */
@@ -627,31 +244,32 @@ static void cmd_rset(struct server_session *s, const struct smtp_cmd *cmd)
 static void cmd_noop(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    reply(s, "250 2.0.0 OK");
+    ss_reply(s, "250 2.0.0 OK");
 }
 
 static void cmd_help(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    reply(s, "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
+    ss_reply(s,
+             "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
 }
 
 static void cmd_vrfy(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+    ss_reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 static void cmd_not_implemented(struct server_session *s, const struct smtp_cmd *cmd)
 {
-    reply_error(s, "502 5.5.1 %s not implemented", smtp_verb_str(cmd->verb));
+    ss_reply_error(s, "502 5.5.1 %s not implemented", smtp_verb_str(cmd->verb));
 }
 
 static void cmd_quit(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    reply(s, "221 2.0.0 Bye");
-    close_after_flush(s);
+    ss_reply(s, "221 2.0.0 Bye");
+    ss_close_after_flush(s);
 }
 
 static const unsigned ANY = S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT);
@@ -660,11 +278,11 @@ static const struct ss_command commands[] = {
     {SMTP_EHLO, S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT), cmd_helo},
     {SMTP_HELO, S(SS_INIT) | S(SS_HELO) | S(SS_MAIL) | S(SS_RCPT), cmd_helo},
     {SMTP_STARTTLS, S(SS_INIT) | S(SS_HELO), cmd_starttls},
-    {SMTP_AUTH, S(SS_HELO), cmd_auth},
-    {SMTP_MAIL, S(SS_HELO), cmd_mail},
-    {SMTP_RCPT, S(SS_MAIL) | S(SS_RCPT), cmd_rcpt},
-    {SMTP_DATA, S(SS_MAIL) | S(SS_RCPT), cmd_data},
-    {SMTP_RSET, ANY, cmd_rset},
+    {SMTP_AUTH, S(SS_HELO), server_auth_command},
+    {SMTP_MAIL, S(SS_HELO), server_tx_mail},
+    {SMTP_RCPT, S(SS_MAIL) | S(SS_RCPT), server_tx_rcpt},
+    {SMTP_DATA, S(SS_MAIL) | S(SS_RCPT), server_tx_data},
+    {SMTP_RSET, ANY, server_tx_rset},
     {SMTP_NOOP, ANY, cmd_noop},
     {SMTP_HELP, ANY, cmd_help},
     {SMTP_VRFY, ANY, cmd_vrfy},
@@ -676,7 +294,7 @@ static const struct ss_command commands[] = {
 static void dispatch(struct server_session *s, const struct smtp_cmd *cmd)
 {
     if (s->state >= SS_AUTH_PLAIN) {
-        auth_line(s, cmd);
+        server_auth_line(s, cmd);
         return;
     }
     if (log_get_level() >= LOGL_DEBUG) {
@@ -689,21 +307,21 @@ static void dispatch(struct server_session *s, const struct smtp_cmd *cmd)
             continue;
         if (!(commands[i].states & S(s->state))) {
             if (s->state == SS_INIT)
-                reply_error(s, "503 5.5.1 Send EHLO or HELO first");
+                ss_reply_error(s, "503 5.5.1 Send EHLO or HELO first");
             else if (cmd->verb == SMTP_MAIL)
-                reply_error(s, "503 5.5.1 Nested MAIL command");
+                ss_reply_error(s, "503 5.5.1 Nested MAIL command");
             else if (cmd->verb == SMTP_AUTH)
-                reply_error(s, "503 5.5.1 AUTH not allowed during a mail transaction");
+                ss_reply_error(s, "503 5.5.1 AUTH not allowed during a mail transaction");
             else if (cmd->verb == SMTP_STARTTLS)
-                reply_error(s, "503 5.5.1 STARTTLS not allowed during a mail transaction");
+                ss_reply_error(s, "503 5.5.1 STARTTLS not allowed during a mail transaction");
             else
-                reply_error(s, "503 5.5.1 Bad sequence of commands: need MAIL first");
+                ss_reply_error(s, "503 5.5.1 Bad sequence of commands: need MAIL first");
             return;
         }
         commands[i].handler(s, cmd);
         return;
     }
-    reply_error(s, "500 5.5.1 Command unrecognized");
+    ss_reply_error(s, "500 5.5.1 Command unrecognized");
 }
 
 static void process_input(struct server_session *s)
@@ -719,7 +337,7 @@ static void process_input(struct server_session *s)
             int rc = smtp_data_dec_feed(s->dec, v.iov_base, v.iov_len, &consumed, &err);
             evbuffer_drain(in, consumed);
             if (rc != 0) {
-                data_finished(s, rc, err);
+                server_tx_data_finished(s, rc, err);
             } else if (relay_data_pending(s->relay) > SS_BODY_HIGH_MARK) {
                 s->paused = 1;
                 bufferevent_disable(s->bev, EV_READ);
@@ -733,9 +351,9 @@ static void process_input(struct server_session *s)
             if (s->state >= SS_AUTH_PLAIN) { /* a broken AUTH response ends the exchange */
                 secret_free(s->login_user);
                 s->login_user = NULL;
-                enter_state(s, SS_HELO);
+                ss_enter_state(s, SS_HELO);
             }
-            reply_error(s, "%s", err);
+            ss_reply_error(s, "%s", err);
         } else if (rc > 0) {
             dispatch(s, &cmd);
         }
@@ -777,7 +395,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED)
         return;
     if (what & BEV_EVENT_TIMEOUT) {
-        log_info("event=timeout session=%s ip=%s state=%s", s->id, s->ip, state_str(s->state));
+        log_info("event=timeout session=%s ip=%s state=%s", s->id, s->ip, ss_state_str(s->state));
         static const char msg[] = "421 4.4.2 Timeout, closing connection\r\n";
         bufferevent_write(bev, msg, sizeof(msg) - 1);
         bufferevent_disable(bev, EV_READ);
@@ -832,7 +450,7 @@ static void session_free(struct server_session *s)
 void server_session_abort(struct server_session *s)
 {
     log_info("event=session_aborted session=%s ip=%s state=%s", s->id, s->ip,
-             state_str(s->state));
+             ss_state_str(s->state));
     session_free(s);
 }
 
@@ -866,7 +484,8 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     snprintf(s->listener, sizeof(s->listener), "%s", listener);
     s->tls = tls;
     s->parser = smtp_parse_new();
-    s->dec = smtp_data_dec_new(srv->cfg->bare_lf, srv->cfg->max_message_size, data_line, s);
+    s->dec =
+        smtp_data_dec_new(srv->cfg->bare_lf, srv->cfg->max_message_size, server_tx_data_line, s);
     s->resume_ev = event_new(srv->base, -1, 0, on_resume, s);
     if (tls) {
         ssl = SSL_new(srv->tls_server);
@@ -889,25 +508,24 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, SS_INPUT_HIGH_MARK);
     s->state = SS_HELO; /* so that enter_state applies the timeouts */
-    enter_state(s, SS_INIT);
+    ss_enter_state(s, SS_INIT);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     log_info("event=connect session=%s ip=%s listener=%s tls=%d", s->id, s->ip, s->listener, tls);
 
     const struct config *cfg = srv->cfg;
     if (srv->sessions_open > cfg->max_connections) {
-        log_warn("event=refused session=%s ip=%s reason=\"max_connections reached\"", s->id,
-                 s->ip);
-        reply(s, "421 4.7.0 Too many connections, try again later");
-        close_after_flush(s);
+        log_warn("event=refused session=%s ip=%s reason=\"max_connections reached\"", s->id, s->ip);
+        ss_reply(s, "421 4.7.0 Too many connections, try again later");
+        ss_close_after_flush(s);
         return s;
     }
     if (!device_may_match(srv->devices, sa)) {
         /* No device could ever match: say so at once, clearly, and relay nothing. */
         log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
-        reply(s, "554 5.7.1 Client host [%s] is not a configured device of this relay", s->ip);
-        close_after_flush(s);
+        ss_reply(s, "554 5.7.1 Client host [%s] is not a configured device of this relay", s->ip);
+        ss_close_after_flush(s);
         return s;
     }
-    reply(s, "220 %s ESMTP smtp-oauth-proxy", cfg->hostname);
+    ss_reply(s, "220 %s ESMTP smtp-oauth-proxy", cfg->hostname);
     return s;
 }

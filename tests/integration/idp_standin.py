@@ -23,7 +23,9 @@ The JWT: RS256, header kid (and x5t like Entra), claims iss/aud/exp/nbf/iat, "ap
 "roles", and the claim Dovecot maps to the user ("email" = the client's mailbox). Entra-like
 padding keeps the whole token near 2 KB, so a client must use the AUTH 334 continuation.
 
-At start the public key is written where Dovecot's oauth2 passdb looks for it with
+With --keyfile the signing key is kept there and reused when the stand-in restarts (Dovecot
+caches public keys by kid, so a new key under the same kid would be refused). At start the public
+key is written where Dovecot's oauth2 passdb looks for it with
 local_validation_key_dict = fs:posix:prefix=KEYDIR/ :  KEYDIR/default/RS256/<kid>
 (tokens carry no "azp", so Dovecot uses "default"). Stop it with SIGTERM/SIGINT.
 """
@@ -52,6 +54,22 @@ def _new_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+def _load_or_make_key(path):
+    """The signing key survives a restart of the stand-in (Dovecot caches keys by kid)."""
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            return serialization.load_pem_private_key(f.read(), password=None)
+    key = _new_key()
+    if path:
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        os.replace(path + ".tmp", path)
+    return key
+
+
 def _pem_public(key):
     return key.public_key().public_bytes(serialization.Encoding.PEM,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -62,9 +80,9 @@ def _b64url(data):
 
 
 class IdpState:
-    def __init__(self, keydir, clients, expires_in=3599):
+    def __init__(self, keydir, clients, expires_in=3599, keyfile=None):
         self.lock = threading.Lock()
-        self.good_key = _new_key()
+        self.good_key = _load_or_make_key(keyfile)
         self.bad_key = _new_key()  # same kid, a key nobody trusts
         self.clients = clients     # client_id -> (secret, mailbox)
         self.mode = "ok"
@@ -269,9 +287,9 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def make_server(host, port, keydir, clients, verbose=False, expires_in=3599):
+def make_server(host, port, keydir, clients, verbose=False, expires_in=3599, keyfile=None):
     srv = Server((host, port), Handler)
-    srv.state = IdpState(keydir, clients, expires_in)
+    srv.state = IdpState(keydir, clients, expires_in, keyfile)
     srv.verbose = verbose
     return srv
 
@@ -285,6 +303,7 @@ def main(argv=None):
     ap.add_argument("--client", action="append", default=[],
                     help="CLIENT_ID:SECRET:MAILBOX (repeatable); SECRET may be @FILE")
     ap.add_argument("--expires-in", type=int, default=3599)
+    ap.add_argument("--keyfile", help="signing key (PEM); made there if missing, reused after")
     ap.add_argument("--port-file", help="write the bound port here once listening")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
@@ -297,7 +316,7 @@ def main(argv=None):
             with open(secret[1:]) as f:
                 secret = f.read().strip()
         clients[cid] = (secret, mailbox)
-    srv = make_server(a.host, a.port, a.keydir, clients, a.verbose, a.expires_in)
+    srv = make_server(a.host, a.port, a.keydir, clients, a.verbose, a.expires_in, a.keyfile)
     port = srv.server_address[1]
     if a.port_file:
         with open(a.port_file + ".tmp", "w") as f:

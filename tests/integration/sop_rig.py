@@ -47,6 +47,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
+
+# aiosmtpd warns about its own use of a deprecated attribute on every AUTH
+warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = "/usr/bin/python3"
@@ -322,6 +326,8 @@ class RawUpstream(Sink):
             def factory(self):
                 return TolerantSMTP(self.handler, **self.SMTP_kwargs)
 
+        # (again here: unittest resets the warning filters before it runs tests)
+        warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.cert, self.key)
@@ -579,6 +585,7 @@ class Rig:
         self.idp_proc = subprocess.Popen(
             [PYTHON, os.path.join(HERE, "idp_standin.py"), "--port", str(self.idp_port),
              "--keydir", self.keydir,
+             "--keyfile", os.path.join(self.dir, "idp-signing-key.pem"),
              "--client", "%s:@%s:%s" % (self.client_id, self.secret_file, self.mailbox)],
             stdin=subprocess.DEVNULL, stdout=self.idp_log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent)

@@ -1,0 +1,126 @@
+/* AUTH XOAUTH2 on an open upstream session: the only code that sees the token. The response is
+ * built here, sent by reference so that libevent's copy is wiped, never logged, and wiped as soon
+ * as it is sent or dropped. */
+#include "proxy/client_session_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/secret.h"
+#include "proxy/sasl.h"
+
+#define CLIENT_AUTH_LINE_MAX 512 /* whole AUTH line with CRLF (RFC 4954 4) */
+
+void client_auth_wipe(struct client_session *c)
+{
+    secret_free(c->auth_resp);
+    c->auth_resp = NULL;
+}
+
+static void client_auth_secret_cleanup(const void *data, size_t len, void *extra)
+{
+    (void)extra;
+    OPENSSL_cleanse((void *)data, len);
+    free((void *)data);
+}
+
+/* Queue prefix + secret + CRLF. The line is handed to libevent by reference so that the only
+ * copy of the token is wiped as soon as libevent has passed it to OpenSSL, instead of lingering
+ * in a freed evbuffer chain. */
+static int client_auth_send_secret(struct client_session *c, const char *prefix, const char *secret,
+                                   const char *logged)
+{
+    size_t plen = strlen(prefix), slen = strlen(secret);
+    size_t len = plen + slen + 2;
+    char *line = malloc(len);
+    if (!line)
+        return client_session_fail(c, "out of memory queueing AUTH");
+    memcpy(line, prefix, plen);
+    memcpy(line + plen, secret, slen);
+    memcpy(line + plen + slen, "\r\n", 2);
+    log_debug("event=upstream_send session=%s line=\"%s\"", c->log_id, logged);
+    if (evbuffer_add_reference(bufferevent_get_output(c->bev), line, len,
+                               client_auth_secret_cleanup, NULL) != 0) {
+        client_auth_secret_cleanup(line, len, NULL);
+        return client_session_fail(c, "out of memory queueing AUTH");
+    }
+    return 0;
+}
+
+int client_auth_on_reply(struct client_session *c, const struct smtp_reply *r)
+{
+    switch (c->state) {
+    case CLIENT_SESSION_AUTH_CONT:
+        if (r->code == 334) {
+            int rc = client_auth_send_secret(c, "", c->auth_resp, "<redacted>");
+            client_auth_wipe(c);
+            if (rc < 0)
+                return -1;
+            client_session_enter_state(c, CLIENT_SESSION_AUTH_RESULT);
+            client_session_arm(c, c->reply_timeout);
+            return 0;
+        }
+        client_auth_wipe(c);
+        client_session_enter_state(c, CLIENT_SESSION_READY);
+        return client_session_deliver(c, r, NULL);
+    case CLIENT_SESSION_AUTH_RESULT:
+        if (r->code == 334) {
+            /* An error challenge (base64 JSON): an empty line ends the exchange and the server
+             * answers with the real failure. */
+            if (client_session_send(c, "", NULL) < 0)
+                return -1;
+            client_session_enter_state(c, CLIENT_SESSION_AUTH_ABORT);
+            client_session_arm(c, c->reply_timeout);
+            return 0;
+        }
+        client_session_enter_state(c, CLIENT_SESSION_READY);
+        return client_session_deliver(c, r, NULL);
+    case CLIENT_SESSION_AUTH_ABORT:
+        if (r->code == 334)
+            return client_session_fail(c, "protocol violation: 334 after the AUTH exchange was "
+                                          "cancelled");
+        client_session_enter_state(c, CLIENT_SESSION_READY);
+        return client_session_deliver(c, r, NULL);
+    default:
+        return 0;
+    }
+}
+
+void client_session_auth_xoauth2(struct client_session *c, const char *user, const char *token,
+                                 client_reply_cb cb, void *arg)
+{
+    static const char prefix[] = "AUTH XOAUTH2 ";
+    if (!c)
+        return;
+    client_session_api_enter(c);
+    if (!client_request_can_start(c, cb, arg))
+        goto out;
+    char *resp = sasl_xoauth2_encode(user ? user : "", token ? token : "");
+    if (!resp) {
+        client_session_park_error(c, cb, arg,
+                                  "cannot build the XOAUTH2 response (empty user or token, or "
+                                  "a byte outside 0x21..0x7e)");
+        goto out;
+    }
+    if (strlen(prefix) + strlen(resp) + 2 <= CLIENT_AUTH_LINE_MAX) {
+        int rc = client_auth_send_secret(c, prefix, resp, "AUTH XOAUTH2 <redacted>");
+        secret_free(resp);
+        if (rc < 0) {
+            /* The failure was reported to nobody (no request yet): give it to this one. */
+            client_session_park_error(c, cb, arg, c->err);
+            goto out;
+        }
+        client_request_wait(c, CLIENT_SESSION_AUTH_RESULT, c->reply_timeout, cb, arg);
+    } else {
+        /* RFC 4954 4: too long for the AUTH line; send it after the server's 334. */
+        c->auth_resp = resp;
+        client_request_send(c, "AUTH XOAUTH2", CLIENT_SESSION_AUTH_CONT, c->reply_timeout, cb, arg);
+    }
+out:
+    client_session_api_leave(c);
+}

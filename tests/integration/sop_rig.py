@@ -900,7 +900,8 @@ def _cmd_demo(a):
                             "--helo", "scanner-2", "--tls", "--tls-verify",
                             "--tls-ca-path", rig.ca_file,
                             "--auth", "LOGIN", "--auth-user", "copier3f",
-                            "--auth-password", password, "--header", "Subject: Scan to mail",
+                            "--auth-password", password, "--auth-hide-password",
+                            "--header", "Subject: Scan to mail",
                             "--body", "Second demo message (AUTH LOGIN).", "--timeout", "60"],
                            timeout=90)
             print(out)
@@ -914,6 +915,10 @@ def _cmd_demo(a):
         for line in proxy.log().splitlines():
             if "event=" in line and ("message" in line or "ready" in line or "auth" in line
                                      or "token" in line):
+                print(line)
+        print("== the upstream (Dovecot submission) saw XOAUTH2 logins and relayed:")
+        for line in rig.dovecot_log().splitlines():
+            if "Login: user=" in line or "relayed message" in line:
                 print(line)
         msgs = rig.sink_messages()
         print("== what arrived at the upstream's relay sink (%d message(s))" % len(msgs))

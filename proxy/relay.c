@@ -13,12 +13,11 @@
 #include "oauth/token_cache.h"
 #include "proxy/client_session.h"
 #include "proxy/config.h"
+#include "proxy/header_rewrite.h"
 #include "proxy/server.h"
 #include "proxy/smtp_data.h"
 #include "proxy/smtp_parse.h"
 
-/* A header section larger than this cannot be rewritten (sender_rewrite = header). */
-#define RELAY_HEADER_MAX (256 * 1024)
 #define RELAY_REPLY_MAX 4096
 
 enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_DATA_END, OP_RSET };
@@ -48,12 +47,9 @@ struct relay {
     unsigned rcpts_ok;
     uint64_t size;
     struct timespec t_start;
-    char *fail_reply; /* set when the body can no longer be delivered */
+    const char *fail_reply; /* set when the body can no longer be delivered */
 
-    /* sender_rewrite = header */
-    int in_headers;
-    char *hdr;
-    size_t hdr_len, hdr_cap;
+    struct header_rewrite *rewrite; /* sender_rewrite = header */
 
     void (*drain_cb)(void *arg);
     void *drain_arg;
@@ -262,6 +258,8 @@ static void open_upstream(struct relay *r)
     request_token(r);
 }
 
+static void emit_rewritten(void *arg, const char *line, size_t len);
+
 struct relay *relay_new(struct server *srv, const struct cfg_account *acct, const char *device,
                         const char *log_id)
 {
@@ -273,6 +271,13 @@ struct relay *relay_new(struct server *srv, const struct cfg_account *acct, cons
     r->tokens = server_token_cache(srv, acct);
     snprintf(r->device, sizeof(r->device), "%s", device);
     snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
+    if (acct->sender_rewrite == SENDER_REWRITE_HEADER) {
+        r->rewrite = header_rewrite_new(acct->mailbox, emit_rewritten, r);
+        if (!r->rewrite) {
+            free(r);
+            return NULL;
+        }
+    }
     return r;
 }
 
@@ -282,8 +287,7 @@ void relay_free(struct relay *r)
         return;
     drop_upstream(r, r->op == OP_NONE && !r->in_tx);
     free(r->mail_from);
-    free(r->fail_reply);
-    free(r->hdr);
+    header_rewrite_free(r->rewrite);
     free(r);
 }
 
@@ -317,8 +321,8 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
     case OP_DATA:
         if (rep->code == 354) {
             r->size = 0;
-            r->in_headers = r->acct->sender_rewrite == SENDER_REWRITE_HEADER;
-            r->hdr_len = 0;
+            if (r->rewrite)
+                header_rewrite_reset(r->rewrite);
         }
         break;
     case OP_RSET:
@@ -368,7 +372,6 @@ void relay_mail(struct relay *r, const char *from, const struct relay_mail_opts 
     r->rcpts_ok = 0;
     r->size = 0;
     r->in_tx = 0;
-    free(r->fail_reply);
     r->fail_reply = NULL;
     clock_gettime(CLOCK_MONOTONIC, &r->t_start);
     free(r->mail_from);
@@ -429,98 +432,9 @@ static void emit_line(struct relay *r, const char *line, size_t len)
     client_session_write(r->up, buf, n);
 }
 
-/* Does the header starting at h (len bytes, one or more lines joined by CRLF) have this name? */
-static int header_is(const char *h, size_t len, const char *name)
+static void emit_rewritten(void *arg, const char *line, size_t len)
 {
-    size_t n = strlen(name);
-    return len > n && strncasecmp(h, name, n) == 0 && h[n] == ':';
-}
-
-/* Emit the buffered header section with From: replaced by the mailbox and the original From
- * kept as Reply-To (unless the message has a Reply-To already). */
-static void flush_headers(struct relay *r)
-{
-    const char *p = r->hdr, *end = r->hdr + r->hdr_len;
-    int has_reply_to = 0;
-    /* headers are stored as lines each followed by "\n" (lines cannot contain LF) */
-    for (const char *q = p; q < end;) {
-        const char *nl = memchr(q, '\n', (size_t)(end - q));
-        if (header_is(q, (size_t)(nl - q), "Reply-To"))
-            has_reply_to = 1;
-        q = nl + 1;
-    }
-    while (p < end) {
-        /* one header: its first line plus continuation lines (starting with SP or HTAB) */
-        const char *h = p;
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *hend = nl + 1;
-        while (hend < end && (*hend == ' ' || *hend == '\t'))
-            hend = (const char *)memchr(hend, '\n', (size_t)(end - hend)) + 1;
-        if (header_is(h, (size_t)(nl - h), "From")) {
-            char from[SMTP_PATH_MAX + 16];
-            int n = snprintf(from, sizeof(from), "From: <%s>", r->acct->mailbox);
-            emit_line(r, from, (size_t)n);
-            if (!has_reply_to) {
-                /* "Reply-To:" + everything after "From:", lines kept as they were */
-                char first[SMTP_TEXT_LINE_MAX + 16];
-                size_t vlen = (size_t)(nl - h) - 5;
-                int m = snprintf(first, sizeof(first), "Reply-To:%.*s", (int)vlen, h + 5);
-                emit_line(r, first, (size_t)m < sizeof(first) ? (size_t)m : sizeof(first) - 1);
-                for (const char *c = nl + 1; c < hend;) {
-                    const char *cn = memchr(c, '\n', (size_t)(hend - c));
-                    emit_line(r, c, (size_t)(cn - c));
-                    c = cn + 1;
-                }
-            }
-        } else {
-            for (const char *c = h; c < hend;) {
-                const char *cn = memchr(c, '\n', (size_t)(hend - c));
-                emit_line(r, c, (size_t)(cn - c));
-                c = cn + 1;
-            }
-        }
-        p = hend;
-    }
-    r->hdr_len = 0;
-    r->in_headers = 0;
-}
-
-static int header_line_ok(const char *line, size_t len)
-{
-    if (len && (line[0] == ' ' || line[0] == '\t'))
-        return 1; /* continuation */
-    const char *colon = memchr(line, ':', len);
-    if (!colon || colon == line)
-        return 0;
-    for (const char *c = line; c < colon; c++)
-        if (*c <= 0x20 || *c >= 0x7f)
-            return 0;
-    return 1;
-}
-
-static void buffer_header(struct relay *r, const char *line, size_t len)
-{
-    if (r->hdr_len + len + 1 > RELAY_HEADER_MAX) {
-        if (!r->fail_reply)
-            r->fail_reply = strdup("552 5.3.4 Header section too large to rewrite the sender");
-        return;
-    }
-    if (r->hdr_len + len + 1 > r->hdr_cap) {
-        size_t cap = r->hdr_cap ? r->hdr_cap * 2 : 8192;
-        while (cap < r->hdr_len + len + 1)
-            cap *= 2;
-        char *n = realloc(r->hdr, cap);
-        if (!n) {
-            if (!r->fail_reply)
-                r->fail_reply = strdup("451 4.3.0 Out of memory");
-            return;
-        }
-        r->hdr = n;
-        r->hdr_cap = cap;
-    }
-    memcpy(r->hdr + r->hdr_len, line, len);
-    r->hdr[r->hdr_len + len] = '\n';
-    r->hdr_len += len + 1;
+    emit_line(arg, line, len);
 }
 
 void relay_data_line(struct relay *r, const char *line, size_t len)
@@ -528,15 +442,10 @@ void relay_data_line(struct relay *r, const char *line, size_t len)
     r->size += len + 2;
     if (r->fail_reply || !r->up)
         return;
-    if (r->in_headers) {
-        if (len > 0 && header_line_ok(line, len)) {
-            buffer_header(r, line, len);
-            return;
-        }
-        /* the blank line, or a body line with no blank line before it */
-        flush_headers(r);
-    }
-    emit_line(r, line, len);
+    if (r->rewrite && header_rewrite_line(r->rewrite, line, len) != 0)
+        r->fail_reply = "552 5.3.4 Header section too large to rewrite the sender";
+    else if (!r->rewrite)
+        emit_line(r, line, len);
 }
 
 size_t relay_data_pending(const struct relay *r)
@@ -587,8 +496,8 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
     r->op = OP_DATA_END;
     r->cb = cb;
     r->cb_arg = arg;
-    if (r->in_headers && !r->fail_reply && r->up)
-        flush_headers(r);
+    if (r->rewrite && !r->fail_reply && r->up)
+        header_rewrite_finish(r->rewrite);
     if (r->fail_reply) {
         char reply[256];
         snprintf(reply, sizeof(reply), "%s", r->fail_reply);

@@ -1,0 +1,162 @@
+/* sender_rewrite = header: From: replaced, the original kept as Reply-To, body untouched. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/header_rewrite.h"
+
+struct out {
+    char buf[1 << 20];
+    size_t len;
+};
+
+static void collect(void *arg, const char *line, size_t len)
+{
+    struct out *o = arg;
+    assert_true(o->len + len + 1 < sizeof(o->buf));
+    memcpy(o->buf + o->len, line, len);
+    o->len += len;
+    o->buf[o->len++] = '\n';
+    o->buf[o->len] = '\0';
+}
+
+/* Feed a message given as '\n'-separated lines (the decoder's output shape). */
+static int feed(struct header_rewrite *h, const char *msg)
+{
+    int rc = 0;
+    const char *p = msg;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (header_rewrite_line(h, p, n) != 0)
+            rc = -1;
+        p += n + (nl ? 1 : 0);
+    }
+    header_rewrite_finish(h);
+    return rc;
+}
+
+static void check(const char *in, const char *want)
+{
+    struct out *o = calloc(1, sizeof(*o));
+    struct header_rewrite *h = header_rewrite_new("scanners@contoso.edu", collect, o);
+    assert_non_null(h);
+    assert_int_equal(feed(h, in), 0);
+    assert_string_equal(o->buf, want);
+    /* the same object serves the next message after a reset */
+    header_rewrite_reset(h);
+    o->len = 0;
+    o->buf[0] = '\0';
+    assert_int_equal(feed(h, in), 0);
+    assert_string_equal(o->buf, want);
+    header_rewrite_free(h);
+    free(o);
+}
+
+static void test_from_becomes_mailbox_and_reply_to(void **state)
+{
+    (void)state;
+    check("From: Copier 3F <copier@dept.edu>\nTo: a@b.edu\nSubject: scan\n\nbody\nFrom: not a "
+          "header\n",
+          "From: <scanners@contoso.edu>\nReply-To: Copier 3F <copier@dept.edu>\nTo: "
+          "a@b.edu\nSubject: scan\n\nbody\nFrom: not a header\n");
+}
+
+static void test_folded_from_keeps_its_continuation(void **state)
+{
+    (void)state;
+    check("Subject: x\nfrom: \"Long Name\"\n\t<copier@dept.edu>\nTo: a@b\n\nbody\n",
+          "Subject: x\nFrom: <scanners@contoso.edu>\nReply-To: \"Long Name\"\n\t<copier@dept."
+          "edu>\nTo: a@b\n\nbody\n");
+}
+
+static void test_existing_reply_to_is_kept(void **state)
+{
+    (void)state;
+    check("Reply-To: person@dept.edu\nFrom: copier@dept.edu\n\nbody\n",
+          "Reply-To: person@dept.edu\nFrom: <scanners@contoso.edu>\n\nbody\n");
+}
+
+static void test_no_from_header_passes_unchanged(void **state)
+{
+    (void)state;
+    check("To: a@b\nSubject: s\n\nline\n", "To: a@b\nSubject: s\n\nline\n");
+}
+
+static void test_headers_only_message_is_flushed_at_the_end(void **state)
+{
+    (void)state;
+    check("From: c@d\nSubject: s\n", "From: <scanners@contoso.edu>\nReply-To: c@d\nSubject: s\n");
+}
+
+static void test_non_header_line_ends_the_header_section(void **state)
+{
+    (void)state;
+    /* a copier that forgets the blank line: its body starts the body */
+    check("From: c@d\nthis is the body\nFrom: x\n",
+          "From: <scanners@contoso.edu>\nReply-To: c@d\nthis is the body\nFrom: x\n");
+}
+
+static void test_header_named_like_from_is_not_from(void **state)
+{
+    (void)state;
+    check("From-Copier: 3F\nX-From: y\n\nb\n", "From-Copier: 3F\nX-From: y\n\nb\n");
+}
+
+static void test_long_from_folds_reply_to(void **state)
+{
+    (void)state;
+    /* a 998-byte From: line: "Reply-To:" + its value would be 1002 bytes, so it is folded */
+    char in[1100], want[1200], value[994];
+    memset(value, 'x', sizeof(value) - 1);
+    value[0] = ' ';
+    value[sizeof(value) - 1] = '\0';
+    snprintf(in, sizeof(in), "From:%s\n\nb\n", value);
+    assert_int_equal(strlen(in) - 4, 998);
+    snprintf(want, sizeof(want), "From: <scanners@contoso.edu>\nReply-To:\n%s\n\nb\n", value);
+    check(in, want);
+}
+
+static void test_oversized_header_section_is_refused(void **state)
+{
+    (void)state;
+    struct out *o = calloc(1, sizeof(*o));
+    struct header_rewrite *h = header_rewrite_new("m@x", collect, o);
+    char line[900];
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "X-Pad: ", 7);
+    int rc = 0;
+    for (int i = 0; i < 400 && rc == 0; i++)
+        rc = header_rewrite_line(h, line, sizeof(line));
+    assert_int_equal(rc, -1);
+    assert_int_equal(header_rewrite_line(h, "", 0), -1); /* stays refused */
+    header_rewrite_finish(h);
+    assert_int_equal(o->len, 0); /* nothing partial was emitted */
+    header_rewrite_reset(h);
+    assert_int_equal(feed(h, "From: a@b\n\nx\n"), 0);
+    assert_string_equal(o->buf, "From: <m@x>\nReply-To: a@b\n\nx\n");
+    header_rewrite_free(h);
+    free(o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_from_becomes_mailbox_and_reply_to),
+        cmocka_unit_test(test_folded_from_keeps_its_continuation),
+        cmocka_unit_test(test_existing_reply_to_is_kept),
+        cmocka_unit_test(test_no_from_header_passes_unchanged),
+        cmocka_unit_test(test_headers_only_message_is_flushed_at_the_end),
+        cmocka_unit_test(test_non_header_line_ends_the_header_section),
+        cmocka_unit_test(test_header_named_like_from_is_not_from),
+        cmocka_unit_test(test_long_from_folds_reply_to),
+        cmocka_unit_test(test_oversized_header_section_is_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

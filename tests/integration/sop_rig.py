@@ -47,10 +47,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
+import logging
 
-# aiosmtpd warns about its own use of a deprecated attribute on every AUTH
-warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
+# aiosmtpd logs a warning about its own use of a deprecated attribute on every AUTH
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = "/usr/bin/python3"
@@ -326,8 +326,6 @@ class RawUpstream(Sink):
             def factory(self):
                 return TolerantSMTP(self.handler, **self.SMTP_kwargs)
 
-        # (again here: unittest resets the warning filters before it runs tests)
-        warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.cert, self.key)

@@ -27,8 +27,10 @@ import sop_rig  # noqa: E402
 BINARY = os.environ.get("SOP_BINARY", "")
 SOURCE_DIR = os.environ.get("SOP_SOURCE_DIR", os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
-T = 30          # seconds: a bound on every single network wait
-T_FAIL = 60     # seconds: a bound on waiting for a 4xx when a peer is down (retries, backoff)
+T = 20          # seconds: a bound on every single network wait
+T_FAIL = 45     # seconds: a bound on waiting for a 4xx when a peer is down (retries, backoff)
+BUDGET = 420    # seconds for the whole file (ctest kills at 600): later tests fail at once
+T0 = time.monotonic()
 
 PASSWORD = "Copier-Pa55-" + base64.b32encode(os.urandom(5)).decode().lower()
 USERNAME = "copier3f"
@@ -111,6 +113,9 @@ class Raw:
 
 class ProxyCase(unittest.TestCase):
     def setUp(self):
+        if time.monotonic() - T0 > BUDGET:
+            self.fail("time budget of %ds for test_relay.py used up by earlier tests (a proxy "
+                      "that hangs?)" % BUDGET)
         self.rig = RIG
         if self.rig.idp_proc is None:
             self.rig.idp_start()

@@ -270,6 +270,9 @@ def main():
     ap.add_argument("--large-msgs", type=int, default=150, help="message cap per 1 MB run")
     ap.add_argument("--cap", type=float, default=15.0, help="time cap per run, seconds")
     ap.add_argument("--big-mb", type=int, default=100, help="the memory test's big message")
+    ap.add_argument("--budget", type=float, default=540.0,
+                    help="seconds: no new repetition starts after this (the run stays bounded)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
     ap.add_argument("--quick", action="store_true", help="1 rep, small caps: a smoke test")
     ap.add_argument("--out", default=os.path.join(SOURCE, "build-bench", "bench-results.md"))
     a = ap.parse_args()
@@ -286,17 +289,27 @@ def main():
         sys.stderr.write("[%6.1fs] %s\n" % (time.monotonic() - t_start, msg))
         sys.stderr.flush()
 
-    # The rig without its Dovecot: we start Dovecot ourselves, relaying to smtp-sink.
-    with sop_rig.Rig(with_dovecot=False) as rig:
-        sink = SmtpSink(rig.dir, sop_rig.free_port())
-        sink.start()
-        try:
-            return bench(a, rig, sink, conc_levels, binary, log)
-        finally:
-            sink.stop()
+    # Our own work dir (not /tmp/sop-rig-*: other test runs on a shared machine may sweep
+    # those away, and Dovecot dies without its base_dir). The rig without its Dovecot: we start
+    # Dovecot ourselves, relaying to smtp-sink.
+    import shutil
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix="sop-bench-")
+    log("work dir %s" % workdir)
+    try:
+        with sop_rig.Rig(workdir=workdir, keep=True, with_dovecot=False) as rig:
+            sink = SmtpSink(rig.dir, sop_rig.free_port())
+            sink.start()
+            try:
+                return bench(a, rig, sink, conc_levels, binary, log, t_start)
+            finally:
+                sink.stop()
+    finally:
+        if not a.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
-def bench(a, rig, sink, conc_levels, binary, log):
+def bench(a, rig, sink, conc_levels, binary, log, t_start):
     # mail_max_userip_connections is 200 in the rig's config (all sessions are one user, one IP):
     # above our 32 (+ the proxy's 32) concurrent sessions.
     rig.dovecot = sop_rig.Dovecot(os.path.join(rig.dir, "dovecot"), rig.dovecot_port,
@@ -356,7 +369,11 @@ def bench(a, rig, sink, conc_levels, binary, log):
         # ---- 1. throughput, interleaved
         sizes = [("10 KB", 10 * 1024, a.small_msgs), ("1 MB", 1024 * 1024, a.large_msgs)]
         runs = {}
+        results["reps_done"] = 0
         for rep in range(a.reps):
+            if rep and time.monotonic() - t_start > a.budget:
+                log("time budget (%.0fs) used up: stopping after %d repetitions" % (a.budget, rep))
+                break
             for label, size, cap_n in sizes:
                 msg = make_message(size, "load")
                 for conc in conc_levels:
@@ -375,6 +392,19 @@ def bench(a, rig, sink, conc_levels, binary, log):
                                (" errors=%s" % r["errors"]) if r["err"] else ""))
                         if r["hung"]:
                             log("WARNING: %d client threads still hung" % r["hung"])
+                        if r["err"] or r["hung"]:
+                            try:
+                                sent_ok += check_upstream(rig, direct, log)
+                            except UpstreamBroken as e:
+                                results["aborted"] = str(e)
+                                break
+                    if "aborted" in results:
+                        break
+                if "aborted" in results:
+                    break
+            if "aborted" in results:
+                break
+            results["reps_done"] = rep + 1
         results["runs"] = runs
         results["memory_after_load"] = proc_status(pid)
         alive = proxy.proc.poll() is None
@@ -399,8 +429,25 @@ def bench(a, rig, sink, conc_levels, binary, log):
     return 0 if ok_overall(results) else 1
 
 
+class UpstreamBroken(Exception):
+    pass
+
+
+def check_upstream(rig, direct, log):
+    """After a run with errors: is the upstream itself still sound? If the direct path fails
+    too, the figures mean nothing from here on: stop (the bench stays bounded)."""
+    try:
+        send_one(rig.dovecot_port, make_message(1024, "health"), direct, 0)
+    except (OSError, SmtpError) as e:
+        log("upstream health check failed: %r; dovecot log tail:\n%s"
+            % (e, rig.dovecot_log()[-2000:]))
+        raise UpstreamBroken("the upstream (Dovecot) itself fails: %r" % (e,))
+    log("upstream health check ok: the errors above are the proxy's")
+    return 1
+
+
 def ok_overall(res):
-    return (res["idp"]["account_requests"] == 1 and res["proxy_alive_after_load"]
+    return ("aborted" not in res and res["idp"]["account_requests"] == 1 and res["proxy_alive_after_load"]
             and all(r["err"] == 0 and r["hung"] == 0 for rs in res["runs"].values() for r in rs))
 
 
@@ -432,17 +479,22 @@ def report(a, res, conc_levels, log):
                "Postfix smtp-sink." % (m["nproc"], m["cpu"], m["mem_mb"], m["kernel"],
                                        m["dovecot"]))
     out.append("")
+    if res.get("aborted"):
+        out.append("**ABORTED**: %s" % res["aborted"])
+        out.append("")
     out.append("### Throughput (one connection per message; median of %d runs; each run capped "
                "at %d x 10 KB / %d x 1 MB messages or %.0f s)"
-               % (a.reps, a.small_msgs, a.large_msgs, a.cap))
+               % (max([len(v) for v in res["runs"].values()] or [0]), a.small_msgs, a.large_msgs, a.cap))
     out.append("")
     out.append("| message | devices | direct msg/s | proxy msg/s | proxy/direct | direct p50 ms "
                "| proxy p50 ms | proxy CPU | client CPU (proxy run) | errors |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label in ("10 KB", "1 MB"):
         for conc in conc_levels:
-            d = res["runs"][(label, conc, "direct")]
-            p = res["runs"][(label, conc, "proxy")]
+            d = res["runs"].get((label, conc, "direct"))
+            p = res["runs"].get((label, conc, "proxy"))
+            if not d or not p:
+                continue
             dm, pm = median_run(d), median_run(p)
             errs = sum(r["err"] + r["hung"] for r in d + p)
             out.append("| %s | %d | %.1f | %.1f | **%.2f** | %.0f | %.0f | %.0f%% | %.0f%% | %d |"

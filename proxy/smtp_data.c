@@ -24,11 +24,14 @@ struct smtp_data_dec {
     void *arg;
     char line[SMTP_DATA_LINE_MAX];
     size_t len;
-    int too_long;    /* the current line passed SMTP_DATA_LINE_MAX */
-    int cr_pending;  /* the last byte was a CR whose follower is not known yet */
-    int result;      /* 0 while reading, 1 or -1 once the end of data was seen */
-    uint64_t size;   /* decoded bytes, 2 per line for its CRLF */
-    const char *err; /* first reason to refuse the message, NULL while fine */
+    int too_long;                  /* the current line passed SMTP_DATA_LINE_MAX */
+    int cr_pending;                /* the last byte was a CR whose follower is not known yet */
+    int result;                    /* 0 while reading, 1 or -1 once the end of data was seen */
+    int lines;                     /* lines ended so far in this message */
+    int lf_message;                /* the first line ended in a bare LF: an LF-only client */
+    enum smtp_data_term prev_term; /* how the previous line ended (CRLF before the first) */
+    uint64_t size;                 /* decoded bytes, 2 per line for its CRLF */
+    const char *err;               /* first reason to refuse the message, NULL while fine */
 };
 
 static const char smtp_data_err_size[] = "552 5.3.4 Message size exceeds fixed limit";
@@ -48,6 +51,7 @@ struct smtp_data_dec *smtp_data_dec_new(enum bare_lf_policy policy, uint64_t max
     d->max_size = max_size;
     d->cb = cb;
     d->arg = arg;
+    smtp_data_dec_reset(d);
     return d;
 }
 
@@ -72,6 +76,9 @@ void smtp_data_dec_reset(struct smtp_data_dec *d)
     d->too_long = 0;
     d->cr_pending = 0;
     d->result = 0;
+    d->lines = 0;
+    d->lf_message = 0;
+    d->prev_term = SMTP_DATA_CRLF; /* the DATA command's own CRLF */
     d->size = 0;
     d->err = NULL;
 }
@@ -104,7 +111,11 @@ static void smtp_data_deliver(struct smtp_data_dec *d)
 
     if (d->too_long)
         return;
-    if (len > 0 && line[0] == '.') {
+    /* Only lines the client itself sees as lines were dot-stuffed by it: after CRLF, and after
+     * a bare LF from an LF-only client. A dot after a lone CR, or after a bare LF inside a CRLF
+     * client's message, is the client's own content and is kept. */
+    int stuffed = d->prev_term == SMTP_DATA_CRLF || (d->prev_term == SMTP_DATA_LF && d->lf_message);
+    if (stuffed && len > 0 && line[0] == '.') {
         line++;
         len--;
     }
@@ -115,25 +126,38 @@ static void smtp_data_deliver(struct smtp_data_dec *d)
         d->cb(d->arg, line, len);
 }
 
-/* Is a "." line with this terminator the end of data? Normalize mode treats every terminator
- * like CRLF. Reject mode ends on ".\r\n", and also on ".\n" (the message is refused then), so
- * that a client using bare LFs throughout is not left hanging; a lone CR never ends it there. */
+/* Is a "." line with this terminator the end of data? This is where the proxy and the client
+ * must agree, or a body line could end the message early and the rest run as commands (SMTP
+ * smuggling, CVE-2023-51766). The first line of a message tells how the client ends lines:
+ * - a CRLF client: only CRLF "." CRLF ends it, as Postfix's normalize mode does; a bare-LF dot
+ *   inside its body is content (a CRLF client does not stuff lines it does not see as lines);
+ * - an LF-only client (old devices): a "." line after LF or CRLF, ended by LF or CRLF, ends it;
+ *   such a client stuffs its LF-ended lines, so its body cannot hold an unstuffed dot line.
+ * A lone CR never takes part in an end marker. The policy does not change the end: reject mode
+ * refuses the message but still finds its end the same way. */
 static int smtp_data_is_end(const struct smtp_data_dec *d, enum smtp_data_term term)
 {
     if (d->too_long || d->len != 1 || d->line[0] != '.')
         return 0;
-    return d->policy == BARE_LF_NORMALIZE || term != SMTP_DATA_CR;
+    if (term == SMTP_DATA_CR || d->prev_term == SMTP_DATA_CR)
+        return 0;
+    if (d->lf_message)
+        return 1;
+    return term == SMTP_DATA_CRLF && d->prev_term == SMTP_DATA_CRLF;
 }
 
 /* A line ended. Returns 0 to go on, 1 or -1 at the end of data. */
 static int smtp_data_end_line(struct smtp_data_dec *d, enum smtp_data_term term)
 {
+    if (d->lines++ == 0)
+        d->lf_message = term == SMTP_DATA_LF;
     int end = smtp_data_is_end(d, term);
 
     if (term != SMTP_DATA_CRLF && d->policy == BARE_LF_REJECT)
         smtp_data_fail(d, term == SMTP_DATA_LF ? smtp_data_err_lf : smtp_data_err_cr);
     if (!end)
-        smtp_data_deliver(d);
+        smtp_data_deliver(d); /* judges stuffing by how the line began: before prev_term moves */
+    d->prev_term = term;
     d->len = 0;
     d->too_long = 0;
     if (end)

@@ -26,14 +26,17 @@ struct smtp_data_dec *smtp_data_dec_new(enum bare_lf_policy policy, uint64_t max
                                         smtp_data_line_cb cb, void *arg);
 void smtp_data_dec_free(struct smtp_data_dec *d);
 /* Feed bytes. *consumed = bytes taken (always set).
- *  1: end of data seen; *consumed stops right after the terminating ".\r\n" (".\n" when bare LF
- *     ends lines); the message was fine.
+ *  1: end of data seen; *consumed stops right after the end marker; the message was fine.
+ *     The end marker depends on how the message's first line ended: after a CRLF first line only
+ *     CRLF "." CRLF ends the message (a bare-LF dot inside is content: SMTP smuggling,
+ *     CVE-2023-51766); after a bare-LF first line (an LF-only client) a "." line after LF or
+ *     CRLF, ended by LF or CRLF, ends it. A lone CR is never part of an end marker.
  *  0: need more; all consumed.
  * -1: end of data seen but the message is refused; *err is the reply for the client, e.g.
  *     "552 5.3.4 Message size exceeds fixed limit", "554 5.6.0 Message refused: line longer than
  *     1000 octets", "554 5.6.0 Message refused: bare LF in message (bare_lf = reject)". Once an
  *     error is found no more lines are passed to cb; the rest is read and dropped up to the end of
- *     data (in reject mode that end may be marked with bare LFs too).
+ *     data, found by the same rule.
  * After 1 or -1 the decoder must be reset before the next message. */
 int smtp_data_dec_feed(struct smtp_data_dec *d, const char *data, size_t len, size_t *consumed,
                        const char **err);

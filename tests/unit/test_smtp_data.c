@@ -134,36 +134,44 @@ static void test_dot_stuffing(void **state)
 static void test_normalize(void **state)
 {
     (void)state;
+    /* An LF-only client (its first line ends in LF): LF ends lines and its "." ends data. */
     check_norm("a\nb\rc\r\nd\n.\n", "a\nb\nc\nd\n#1||11|12");
-    check_norm("a\r\rb\r\n.\r\n", "a\n\nb\n#1||9|8");
-    /* Smuggling attempts: every one of them ends data here, nothing after it is message. */
     check_norm("a\n.\r\nMAIL FROM:<x@y>\r\n", "a\n#1||5|3");
-    check_norm("a\r.\r\nMAIL FROM:<x@y>\r\n", "a\n#1||5|3");
-    check_norm("a\r\n.\nMAIL FROM:<x@y>\r\n", "a\n#1||5|3");
     check_norm("a\n.\nMAIL FROM:<x@y>\r\n", "a\n#1||4|3");
-    /* A lone CR ends the "." line too; the byte after it is not consumed. */
-    check_norm("a\r\n.\rMAIL FROM:<x@y>\r\n", "a\n#1||5|3");
-    check_norm("a\r.\rX", "a\n#1||4|3");
     check_norm(".\n", "#1||2|0");
+    check_norm("a\n..x\n.\n", "a\n.x\n#1||8|7"); /* it stuffs its LF lines */
+    /* A CRLF client: only CRLF "." CRLF ends data. Smuggling attempts are message content and
+     * the commands after them are not run (CVE-2023-51766). */
+    check_norm("a\r\rb\r\n.\r\n", "a\n\nb\n#1||9|8");
+    check_norm("a\r\nbefore\n.\nMAIL FROM:<x@y>\r\n.\r\n",
+               "a\nbefore\n.\nMAIL FROM:<x@y>\n#1||32|31");
+    check_norm("a\r.\r\nMAIL FROM:<x@y>\r\n", "a\n.\nMAIL FROM:<x@y>\n#0||22|23");
+    check_norm("a\r\n.\nMAIL FROM:<x@y>\r\n", "a\n\nMAIL FROM:<x@y>\n#0||22|22");
+    check_norm("a\r\n.\rMAIL FROM:<x@y>\r\n", "a\n\nMAIL FROM:<x@y>\n#0||22|22");
+    check_norm("a\r.\rX", "a\n.\n#0||5|6");
+    check_norm("a\r\nb\n\r\n.\r\n", "a\nb\n\n#1||10|8"); /* ends once CRLF.CRLF comes */
+    /* A lone CR never ends data, nor does a "." ended by one. */
     check_norm(".\r", "#0||2|0");
-    check_norm(".\rX", "#1||2|0");
+    check_norm(".\rX", "\n#0||3|2");
 }
 
 static void test_reject(void **state)
 {
     (void)state;
     check_rej("a\r\nb\r\n.\r\n", "a\nb\n#1||9|6");
-    /* A bare LF refuses the message; no line is passed on after it. The end may then be
-     * marked with a bare LF. */
+    /* A bare LF refuses the message; no line is passed on after it. The end is found by the
+     * same rule as in normalize mode. */
     check_rej("a\nb\r\n.\r\n", "#-1|" ERR_LF "|8|6");
-    check_rej("a\r\nb\nc\r\n.\n", "a\n#-1|" ERR_LF "|10|9");
-    /* Smuggling sequences end data (refused) at the "." so nothing after it is message. */
+    check_rej("a\r\nb\nc\r\n.\r\n", "a\n#-1|" ERR_LF "|11|9");
+    check_rej("a\r\nb\nc\r\n.\n", "a\n#0||10|11"); /* a CRLF client's bare-LF dot is no end */
+    /* Smuggling sequences: an LF-only client's end ends it; inside a CRLF client's message
+     * they are refused content and nothing after them runs as a command. */
     check_rej("a\n.\r\nMAIL FROM:<x@y>\r\n", "#-1|" ERR_LF "|5|3");
-    check_rej("a\r.\r\nMAIL FROM:<x@y>\r\n", "#-1|" ERR_CR "|5|3");
-    check_rej("a\r\n.\nMAIL FROM:<x@y>\r\n", "a\n#-1|" ERR_LF "|5|3");
+    check_rej("a\r.\r\nMAIL FROM:<x@y>\r\n", "#0||22|23");
+    check_rej("a\r\n.\nMAIL FROM:<x@y>\r\n", "a\n#0||22|22");
     check_rej("a\n.\nX", "#-1|" ERR_LF "|4|3");
     check_rej(".\n", "#-1|" ERR_LF "|2|0");
-    /* A lone CR never ends data in reject mode: ".\r" + "b" is a refused line, not the end. */
+    /* A lone CR never ends data: ".\r" + "b" is a refused line, not the end. */
     check_rej("a\r\n.\rb\r\n.\r\n", "a\n#-1|" ERR_CR "|11|8");
     check_rej("a\rb\r\n.\r\n", "#-1|" ERR_CR "|8|6");
     /* The first reason wins. */

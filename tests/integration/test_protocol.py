@@ -1,0 +1,208 @@
+#!/usr/bin/python3
+"""The device side's protocol edges with the real binary (same rig and harness as
+test_relay.py): sequence errors and the small verbs, the error cap, the command timeout, the
+recipient and connection limits, several messages and RSET on one connection, EHLO inside a
+transaction, and sender rewriting (checked at the raw upstream, which changes nothing).
+
+Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
+              tests/integration/test_protocol.py -v TestProtocol.test_command_timeout
+"""
+import os
+import re
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_relay  # noqa: E402
+from test_relay import MSG, ProxyCase  # noqa: E402
+
+
+def setUpModule():
+    test_relay.setUpModule()
+
+
+def tearDownModule():
+    test_relay.tearDownModule()
+
+
+class TestProtocol(ProxyCase):
+    def greeted(self, **kw):
+        r = self.raw(**kw)
+        self.assertEqual(r.reply()[0], 220)
+        return r
+
+    def test_sequence_errors_and_small_verbs(self):
+        self.start_proxy()
+        r = self.greeted()
+        self.assertEqual(r.cmd(b"MAIL FROM:<a@contoso.test>"),
+                         (503, [b"503 5.5.1 Send EHLO or HELO first"]))
+        self.assertEqual(r.cmd(b"HELO copier.test"), (250, [b"250 relay.test"]))
+        self.assertEqual(r.cmd(b"RCPT TO:<b@contoso.test>")[0], 503)
+        self.assertEqual(r.cmd(b"DATA")[0], 503)
+        self.assertEqual(r.cmd(b"NOOP"), (250, [b"250 2.0.0 OK"]))
+        self.assertEqual(r.cmd(b"HELP")[0], 214)
+        self.assertEqual(r.cmd(b"VRFY alice")[0], 252)
+        self.assertEqual(r.cmd(b"EXPN staff")[0], 502)
+        self.assertEqual(r.cmd(b"BDAT 10 LAST")[0], 502)
+        self.assertEqual(r.cmd(b"FROB x"), (500, [b"500 5.5.1 Command unrecognized"]))
+        self.assertEqual(r.cmd(b"RSET"), (250, [b"250 2.0.0 OK"]))
+        self.assertEqual(r.cmd(b"MAIL FROM:<a@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"MAIL FROM:<a@contoso.test>"),
+                         (503, [b"503 5.5.1 Nested MAIL command"]))
+        self.assertEqual(r.cmd(b"DATA"), (554, [b"554 5.5.1 No valid recipients"]))
+        self.assertEqual(r.cmd(b"MAIL FROM:<a@contoso.test> FROB=1")[0], 503)
+        self.assertEqual(r.cmd(b"QUIT")[0], 221)
+        self.assert_nothing_relayed()
+
+    def test_unsupported_mail_parameter(self):
+        self.start_proxy()
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        self.assertEqual(r.cmd(b"MAIL FROM:<a@contoso.test> FROB=1")[0], 555)
+        self.assertEqual(r.cmd(b"MAIL FROM:<a@contoso.test> BODY=9BIT")[0], 501)
+        self.assertEqual(r.cmd(b"MAIL FROM:<\xc3\xa9@contoso.test>")[0], 553)
+
+    def test_too_many_errors_closes_the_session(self):
+        self.start_proxy(proxy_extra={"max_errors": "3"})
+        r = self.greeted()
+        self.assertEqual(r.cmd(b"FROB 1")[0], 500)
+        self.assertEqual(r.cmd(b"FROB 2")[0], 500)
+        code, lines = r.cmd(b"FROB 3")
+        self.assertEqual(code, 500)
+        self.assertEqual(r.reply(), (421, [b"421 4.7.0 Too many errors, closing connection"]))
+        with self.assertRaises((ConnectionError, OSError)):
+            r.cmd(b"NOOP")
+        self.wait_log(r"event=too_many_errors session=\w+ ip=127\.0\.0\.1 errors=3")
+
+    def test_command_timeout(self):
+        self.start_proxy(edit=lambda t: t.replace("command_timeout = 30s", "command_timeout = 2s"))
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        t0 = time.monotonic()
+        self.assertEqual(r.reply(), (421, [b"421 4.4.2 Timeout, closing connection"]))
+        self.assertGreater(time.monotonic() - t0, 1.5)
+        with self.assertRaises((ConnectionError, OSError)):
+            r.cmd(b"NOOP")
+        self.wait_log(r"event=timeout session=\w+ ip=127\.0\.0\.1 state=HELO")
+
+    def test_max_recipients(self):
+        self.start_proxy(proxy_extra={"max_recipients": "2"})
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<a@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<b@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<c@contoso.test>"),
+                         (452, [b"452 4.5.3 Too many recipients"]))
+        self.assertEqual(r.cmd(b"DATA")[0], 354)
+        r.send(MSG + b".\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        m = self.one_message()
+        self.assertEqual(m["rcpt_tos"], ["a@contoso.test", "b@contoso.test"])
+
+    def test_max_connections(self):
+        self.start_proxy(proxy_extra={"max_connections": "2"})
+        a, b = self.greeted(), self.greeted()
+        c = self.raw()
+        self.assertEqual(c.reply(), (421, [b"421 4.7.0 Too many connections, try again later"]))
+        self.wait_log(r"reason=\"max_connections reached\"")
+        a.cmd(b"QUIT")
+        a.close()
+        time.sleep(0.3)
+        self.assertEqual(self.greeted().cmd(b"NOOP")[0], 250)
+        b.cmd(b"QUIT")
+
+    def test_two_messages_and_rset_on_one_connection(self):
+        self.start_proxy()
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        # a transaction abandoned with RSET sends nothing
+        self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<nobody@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RSET"), (250, [b"250 2.0.0 OK"]))
+        for to in (b"alice", b"bob"):
+            self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+            self.assertEqual(r.cmd(b"RCPT TO:<" + to + b"@contoso.test>")[0], 250)
+            self.assertEqual(r.cmd(b"DATA")[0], 354)
+            r.send(MSG + b".\r\n")
+            code, lines = r.reply()
+            self.assertEqual(code, 250, lines)
+        self.assertEqual(r.cmd(b"QUIT")[0], 221)
+        msgs = self.rig.sink_wait(2, 10)
+        self.assertEqual(sorted(m["rcpt_tos"][0] for m in msgs),
+                         ["alice@contoso.test", "bob@contoso.test"])
+        for m in msgs:
+            self.assertEqual(self.body_of(m), MSG)
+        # one upstream connection (and one token) served both messages
+        self.wait_log(r"event=disconnect .*messages=2")
+        self.assertEqual(len(re.findall(r"event=upstream_connected", self.log())), 1)
+        self.assertEqual(len(self.message_log()), 2)
+
+    def test_ehlo_inside_a_transaction_resets_it(self):
+        self.start_proxy()
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"EHLO copier.test")[0], 250)
+        self.assertEqual(r.cmd(b"DATA")[0], 503)
+        self.assert_nothing_relayed()
+
+    def test_sender_rewrite_envelope(self):
+        self.start_proxy(upstream_port=self.rig.raw_port,
+                         edit=lambda t: t.replace("sender_rewrite = off",
+                                                  "sender_rewrite = envelope"))
+        rc, out = self.swaks("--from", "copier@contoso.test", "--to", "alice@contoso.test",
+                             data=MSG.rstrip(b"\r\n"))
+        self.assertEqual(rc, 0, out)
+        m = self.one_message(raw=True)
+        self.assertEqual(m["mail_from"], self.rig.mailbox)
+        self.assertEqual(m["data"], MSG)  # headers untouched
+        self.assertIn('from="%s"' % self.rig.mailbox, self.message_log()[0])
+
+    def test_sender_rewrite_header(self):
+        self.start_proxy(upstream_port=self.rig.raw_port,
+                         edit=lambda t: t.replace("sender_rewrite = off",
+                                                  "sender_rewrite = header"))
+        rc, out = self.swaks("--from", "copier@contoso.test", "--to", "alice@contoso.test",
+                             data=MSG.rstrip(b"\r\n"))
+        self.assertEqual(rc, 0, out)
+        m = self.one_message(raw=True)
+        self.assertEqual(m["mail_from"], self.rig.mailbox)
+        want = MSG.replace(b"From: Copier 3F <copier@contoso.test>\r\n",
+                           b"From: <" + self.rig.mailbox.encode() + b">\r\n"
+                           b"Reply-To: Copier 3F <copier@contoso.test>\r\n")
+        self.assertNotEqual(want, MSG)
+        self.assertEqual(m["data"], want)
+
+    def test_null_sender_is_never_rewritten(self):
+        self.start_proxy(upstream_port=self.rig.raw_port,
+                         edit=lambda t: t.replace("sender_rewrite = off",
+                                                  "sender_rewrite = envelope"))
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        self.assertEqual(r.cmd(b"MAIL FROM:<>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"DATA")[0], 354)
+        r.send(MSG + b".\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        self.assertEqual(self.one_message(raw=True)["mail_from"], "")
+
+    def test_client_vanishing_mid_message_delivers_nothing(self):
+        self.start_proxy(upstream_port=self.rig.raw_port)
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"DATA")[0], 354)
+        r.send(MSG + b"half a message")
+        r.sock.shutdown(socket.SHUT_RDWR)
+        r.close()
+        self.wait_log(r"event=disconnect session=\w+ ip=127\.0\.0\.1 messages=0")
+        self.assert_nothing_relayed(wait=1.0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -15,5 +15,5 @@ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTS=OFF \
       -DCMAKE_C_COMPILER="$SRC/bench/cc-no-werror" >"$BUILD/configure.log" 2>&1 ||
     { cat "$BUILD/configure.log"; exit 1; }
 cmake --build "$BUILD" -j2 >"$BUILD/build.log" 2>&1 || { tail -40 "$BUILD/build.log"; exit 1; }
-grep -c "warning:" "$BUILD/build.log" | sed 's/^/bench build: compiler warnings: /' >&2 || true
+grep -c "warning:" "$BUILD/build.log" | sed "s/^/bench build: compiler warnings in the files rebuilt now: /" >&2 || true
 exec /usr/bin/python3 "$SRC/bench/bench_relay.py" --binary "$BUILD/smtp-oauth-proxy" "$@"

@@ -143,7 +143,7 @@ static struct config_section *config_find_section(struct config_ctx *c, enum con
     for (size_t i = 0; i < c->nsections; i++) {
         struct config_section *s = &c->sections[i];
         const char *sname = config_section_obj_name(c, s);
-        if (s->def->kind == kind && (!sname || strcmp(sname, name) == 0))
+        if (s->def->kind == kind && (!sname || (name && strcmp(sname, name) == 0)))
             return s;
     }
     return NULL;

@@ -19,6 +19,7 @@
 #include "proxy/smtp_parse.h"
 
 #define RELAY_REPLY_MAX 4096
+#define RELAY_BATCH (64 * 1024)
 
 enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_DATA_END, OP_RSET };
 
@@ -50,6 +51,8 @@ struct relay {
     const char *fail_reply; /* set when the body can no longer be delivered */
 
     struct header_rewrite *rewrite; /* sender_rewrite = header */
+    char batch[RELAY_BATCH];        /* encoded body lines not yet handed upstream */
+    size_t batch_len;
 
     void (*drain_cb)(void *arg);
     void *drain_arg;
@@ -321,6 +324,7 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
     case OP_DATA:
         if (rep->code == 354) {
             r->size = 0;
+            r->batch_len = 0;
             if (r->rewrite)
                 header_rewrite_reset(r->rewrite);
         }
@@ -423,13 +427,23 @@ void relay_data(struct relay *r, relay_reply_cb cb, void *arg)
     client_session_command(r->up, "DATA", on_reply, r);
 }
 
+void relay_data_flush(struct relay *r)
+{
+    if (r->batch_len && r->up)
+        client_session_write(r->up, r->batch, r->batch_len);
+    r->batch_len = 0;
+}
+
+/* Lines are collected and handed upstream in batches: one write per line made one TLS record
+ * per line (about 13,000 per MB, measured in bench/), costing the proxy and the upstream far
+ * more than the bytes do. */
 static void emit_line(struct relay *r, const char *line, size_t len)
 {
-    char buf[SMTP_TEXT_LINE_MAX + 8];
     if (len > SMTP_TEXT_LINE_MAX)
         len = SMTP_TEXT_LINE_MAX; /* the decoder never passes longer lines; belt and braces */
-    size_t n = smtp_data_encode_line(buf, line, len);
-    client_session_write(r->up, buf, n);
+    if (r->batch_len + len + 3 > RELAY_BATCH)
+        relay_data_flush(r);
+    r->batch_len += smtp_data_encode_line(r->batch + r->batch_len, line, len);
 }
 
 static void emit_rewritten(void *arg, const char *line, size_t len)
@@ -511,6 +525,7 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
         on_data_end(r, NULL, "upstream connection lost during DATA");
         return;
     }
+    relay_data_flush(r);
     client_session_data_end(r->up, on_data_end, r);
 }
 

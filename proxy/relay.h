@@ -33,6 +33,9 @@ void relay_rcpt(struct relay *r, const char *to, relay_reply_cb cb, void *arg);
 void relay_data(struct relay *r, relay_reply_cb cb, void *arg);
 /* One decoded body line (no terminator, unstuffed). Sender rewriting happens here. */
 void relay_data_line(struct relay *r, const char *line, size_t len);
+/* Hand the lines collected so far to the upstream connection (call after each chunk read from
+ * the device; relay_data_end flushes too). */
+void relay_data_flush(struct relay *r);
 /* Bytes queued towards the upstream; the caller pauses its device above a mark. */
 size_t relay_data_pending(const struct relay *r);
 /* cb runs when the queue has drained below low_mark after being above it. */

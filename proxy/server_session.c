@@ -338,7 +338,10 @@ static void process_input(struct server_session *s)
             evbuffer_drain(in, consumed);
             if (rc != 0) {
                 server_tx_data_finished(s, rc, err);
-            } else if (relay_data_pending(s->relay) > SS_BODY_HIGH_MARK) {
+                continue;
+            }
+            relay_data_flush(s->relay);
+            if (relay_data_pending(s->relay) > SS_BODY_HIGH_MARK) {
                 s->paused = 1;
                 bufferevent_disable(s->bev, EV_READ);
             }

@@ -11,8 +11,7 @@ struct http_req;
 
 /* status: the HTTP status, 0 if no HTTP answer came (then err says why: curl's message).
  * body: the response body (NUL-terminated, at most 1 MiB), valid only during the call. */
-typedef void (*http_done_cb)(void *arg, long status, const char *body, size_t len,
-                             const char *err);
+typedef void (*http_done_cb)(void *arg, long status, const char *body, size_t len, const char *err);
 
 struct http *http_new(struct event_base *base);
 /* Cancels every request in flight without calling their callbacks. Accepts NULL. */

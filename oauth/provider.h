@@ -9,14 +9,14 @@
 struct http;
 
 struct oauth_client_cfg {
-    const char *account;   /* for logs */
-    const char *provider;  /* "microsoft" | "oauth2" */
-    const char *grant;     /* "client_credentials" */
+    const char *account;  /* for logs */
+    const char *provider; /* "microsoft" | "oauth2" */
+    const char *grant;    /* "client_credentials" */
     const char *token_url;
     const char *client_id;
     const char *client_secret; /* borrowed; never logged */
-    const char *scope;     /* may be NULL */
-    const char *ca_file;   /* for https token endpoints; NULL: system store */
+    const char *scope;         /* may be NULL */
+    const char *ca_file;       /* for https token endpoints; NULL: system store */
 };
 
 struct token_grant {

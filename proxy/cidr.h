@@ -6,9 +6,9 @@
 #include <sys/socket.h>
 
 struct cidr {
-    int family;              /* AF_INET or AF_INET6 */
-    unsigned char addr[16];  /* network address, host bits zero (4 bytes used for AF_INET) */
-    unsigned prefix;         /* 0..32 or 0..128 */
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network address, host bits zero (4 bytes used for AF_INET) */
+    unsigned prefix;        /* 0..32 or 0..128 */
 };
 
 /* "10.20.3.15", "10.20.4.0/24", "2001:db8::/32", "::1". Surrounding blanks are ignored.

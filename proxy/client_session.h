@@ -16,13 +16,13 @@ struct evdns_base;
 struct client_session;
 
 struct client_cfg {
-    const char *host;       /* DNS name or IP literal */
+    const char *host; /* DNS name or IP literal */
     uint16_t port;
-    const char *helo;       /* our name in EHLO */
-    SSL_CTX *ssl_ctx;       /* from tls_client_ctx_new */
+    const char *helo;         /* our name in EHLO */
+    SSL_CTX *ssl_ctx;         /* from tls_client_ctx_new */
     unsigned connect_timeout; /* seconds, covers connect + greeting + TLS */
     unsigned reply_timeout;   /* seconds per reply; the final '.' gets 10 minutes (RFC 5321) */
-    const char *log_id;     /* session id for log lines */
+    const char *log_id;       /* session id for log lines */
 };
 
 /* r: the server's reply (valid during the call), or NULL when there was none (connect failed,

@@ -17,7 +17,7 @@ struct cfg_endpoint {
 };
 
 struct cfg_upstream {
-    char *host;    /* DNS name (or IP literal, checked against the certificate's IP SAN) */
+    char *host; /* DNS name (or IP literal, checked against the certificate's IP SAN) */
     uint16_t port;
     char *ca_file; /* NULL: the system trust store */
 };
@@ -30,16 +30,16 @@ enum sender_rewrite {
 
 struct cfg_account {
     char *name;
-    char *provider;           /* "microsoft" | "oauth2" */
-    char *grant;              /* "client_credentials" (the default; more grants come later) */
-    char *tenant;             /* microsoft */
+    char *provider; /* "microsoft" | "oauth2" */
+    char *grant;    /* "client_credentials" (the default; more grants come later) */
+    char *tenant;   /* microsoft */
     char *client_id;
     char *client_secret_file;
-    char *client_secret;      /* loaded by config_load; wiped by config_free */
-    char *mailbox;            /* XOAUTH2 user= and the rewritten sender */
+    char *client_secret; /* loaded by config_load; wiped by config_free */
+    char *mailbox;       /* XOAUTH2 user= and the rewritten sender */
     enum sender_rewrite sender_rewrite;
-    char *token_url;          /* resolved: explicit, or the provider's default from tenant */
-    char *scope;              /* resolved: explicit, or the provider's default (may be NULL) */
+    char *token_url;              /* resolved: explicit, or the provider's default from tenant */
+    char *scope;                  /* resolved: explicit, or the provider's default (may be NULL) */
     struct cfg_upstream upstream; /* resolved: [upstream] defaults + upstream_* overrides */
     int line;
 };

@@ -16,8 +16,7 @@ char *sasl_b64_encode(const char *in, size_t inlen);
 char *sasl_xoauth2_encode(const char *user, const char *token);
 /* base64("n,a=" user "," "\x01host=" host "\x01port=" port "\x01auth=Bearer " token "\x01\x01");
  * host NULL or port 0 leaves that field out. ',' and '=' in user are escaped as =2C and =3D. */
-char *sasl_oauthbearer_encode(const char *user, const char *host, unsigned port,
-                              const char *token);
+char *sasl_oauthbearer_encode(const char *user, const char *host, unsigned port, const char *token);
 /* Server side of XOAUTH2 (for tests and stand-ins): 0 and *user, *token (secret_free), or -1. */
 int sasl_xoauth2_decode(const char *b64, size_t len, char **user, char **token);
 

@@ -5,9 +5,9 @@
 
 #include <stddef.h>
 
-#define SMTP_CMD_LINE_MAX 512     /* RFC 5321 4.5.3.1.4, including CRLF */
-#define SMTP_AUTH_LINE_MAX 12288  /* RFC 4954 section 4, AUTH line and responses */
-#define SMTP_PATH_MAX 256         /* RFC 5321 4.5.3.1.3 */
+#define SMTP_CMD_LINE_MAX 512    /* RFC 5321 4.5.3.1.4, including CRLF */
+#define SMTP_AUTH_LINE_MAX 12288 /* RFC 4954 section 4, AUTH line and responses */
+#define SMTP_PATH_MAX 256        /* RFC 5321 4.5.3.1.3 */
 #define SMTP_MAX_PARAMS 16
 
 enum smtp_verb {
@@ -30,7 +30,8 @@ enum smtp_verb {
 };
 
 enum smtp_parse_mode {
-    SMTP_PARSE_COMMAND, /* lines are commands, at most SMTP_CMD_LINE_MAX (AUTH: SMTP_AUTH_LINE_MAX) */
+    SMTP_PARSE_COMMAND, /* lines are commands, at most SMTP_CMD_LINE_MAX (AUTH: SMTP_AUTH_LINE_MAX)
+                         */
     SMTP_PARSE_LINE,    /* lines are returned raw as SMTP_LINE, at most SMTP_AUTH_LINE_MAX */
 };
 

@@ -9,8 +9,8 @@
 
 /* min_version: TLS1_VERSION .. TLS1_3_VERSION. Checks that the key matches the certificate.
  * NULL with a message in err (naming the file) on failure. */
-SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, int min_version,
-                            char *err, size_t errlen);
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, int min_version, char *err,
+                            size_t errlen);
 /* ca_file NULL: the system trust store. */
 SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen);
 /* A client SSL for host: SNI (for DNS names), and verification of the name, or of the IP SAN

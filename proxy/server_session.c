@@ -143,7 +143,6 @@ void ss_set_busy(struct server_session *s, int busy)
 
 void ss_reset_transaction(struct server_session *s)
 {
-    s->tx_device = NULL;
     s->rcpts = 0;
     if (s->state == SS_MAIL || s->state == SS_RCPT || s->state == SS_DATA)
         ss_enter_state(s, SS_HELO);

@@ -63,10 +63,10 @@ struct server_session {
     struct smtp_parser *parser;
     struct smtp_data_dec *dec;
 
-    const struct cfg_device *auth_device; /* set by a successful AUTH */
-    char *login_user;                     /* AUTH LOGIN between its two steps */
-    const struct cfg_device *tx_device;   /* the device of the current transaction */
-    struct relay *relay;
+    const struct cfg_device *auth_device;  /* set by a successful AUTH */
+    char *login_user;                      /* AUTH LOGIN between its two steps */
+    struct relay *relay;                   /* created at the first MAIL */
+    const struct cfg_device *relay_device; /* the device the relay speaks for */
     int ehlo_esmtp;
 };
 

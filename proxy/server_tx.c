@@ -29,8 +29,6 @@ static void on_mail_reply(void *arg, const char *upstream_reply)
     struct server_session *s = arg;
     if (upstream_reply[0] == '2')
         ss_enter_state(s, SS_MAIL);
-    else
-        s->tx_device = NULL;
     ss_reply(s, "%s", upstream_reply);
     ss_set_busy(s, 0);
 }
@@ -86,18 +84,20 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
         ss_reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
         return;
     }
-    if (s->relay && s->tx_device && s->tx_device->account != d->account) {
+    /* The relay belongs to one device (its account, its name in the log): a session that AUTHs
+     * as another device after a first message gets a relay of its own. */
+    if (s->relay && s->relay_device != d) {
         relay_free(s->relay);
         s->relay = NULL;
     }
     if (!s->relay) {
         s->relay = relay_new(s->srv, d->account, d->name, s->id);
+        s->relay_device = d;
         if (!s->relay) {
             ss_reply(s, "451 4.3.0 Out of memory");
             return;
         }
     }
-    s->tx_device = d;
     ss_set_busy(s, 1);
     relay_mail(s->relay, cmd->path, &o, on_mail_reply, s);
 }

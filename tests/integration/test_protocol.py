@@ -7,6 +7,7 @@ transaction, and sender rewriting (checked at the raw upstream, which changes no
 Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
               tests/integration/test_protocol.py -v TestProtocol.test_command_timeout
 """
+import base64
 import os
 import re
 import socket
@@ -16,7 +17,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_relay  # noqa: E402
-from test_relay import MSG, ProxyCase  # noqa: E402
+from test_relay import MSG, PASSWORD, USERNAME, ProxyCase  # noqa: E402
 
 
 def setUpModule():
@@ -139,6 +140,28 @@ class TestProtocol(ProxyCase):
         self.wait_log(r"event=disconnect .*messages=2")
         self.assertEqual(len(re.findall(r"event=upstream_connected", self.log())), 1)
         self.assertEqual(len(self.message_log()), 2)
+
+    def test_auth_after_a_message_relays_as_the_new_device(self):
+        # one message as the device known by its address, then AUTH as another device on the
+        # same connection: the second message is that device's (its account, its log line)
+        self.start_proxy()
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        for step in ("copier", "auth", "scanner2"):
+            if step == "auth":
+                plain = base64.b64encode(b"\0" + USERNAME.encode() + b"\0" + PASSWORD.encode())
+                self.assertEqual(r.cmd(b"AUTH PLAIN " + plain)[0], 235)
+                continue
+            self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+            self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+            self.assertEqual(r.cmd(b"DATA")[0], 354)
+            r.send(MSG + b".\r\n")
+            self.assertEqual(r.reply()[0], 250)
+        r.cmd(b"QUIT")
+        self.rig.sink_wait(2, 10)
+        self.wait_log(r"event=disconnect .*messages=2")
+        devices = [re.search(r"device=(\S+)", ln).group(1) for ln in self.message_log()]
+        self.assertEqual(devices, ["copier", "scanner2"])
 
     def test_ehlo_inside_a_transaction_resets_it(self):
         self.start_proxy()

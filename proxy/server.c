@@ -131,11 +131,19 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->cfg = cfg;
     s->devices = device_table_new(cfg);
     s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!s->dns) {
+        /* No usable /etc/resolv.conf: still serve upstreams named in /etc/hosts or by IP. */
+        log_warn("event=dns_degraded reason=\"cannot read nameservers from /etc/resolv.conf\" "
+                 "effect=\"only /etc/hosts names and IP literals resolve\"");
+        s->dns = evdns_base_new(base, 0);
+        if (s->dns)
+            evdns_base_load_hosts(s->dns, NULL);
+    }
     s->http = http_new(base);
     s->tokens = calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*s->tokens));
     s->tls_clients = calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*s->tls_clients));
     if (!s->devices || !s->dns || !s->http || !s->tokens || !s->tls_clients) {
-        snprintf(err, errlen, "cannot initialise (out of memory, or no usable resolv.conf)");
+        snprintf(err, errlen, "cannot initialise: out of memory");
         goto fail;
     }
     if (cfg->tls_cert) {

@@ -29,6 +29,7 @@ static void usage(FILE *f)
 struct runtime {
     struct event_base *base;
     struct server *srv;
+    struct event *grace; /* bounds the graceful shutdown */
     int signals;
 };
 
@@ -53,13 +54,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     /* Stop accepting; sessions in flight finish (bounded by the grace time). */
     log_info("event=stopping signal=%d sessions_open=%u", (int)sig, rt->srv->sessions_open);
     sd_notify(0, "STOPPING=1");
-    server_stop_listening(rt->srv);
+    server_drain(rt->srv);
     if (rt->srv->sessions_open == 0) {
         event_base_loopexit(rt->base, NULL);
         return;
     }
     struct timeval grace = {.tv_sec = SHUTDOWN_GRACE_SECONDS};
-    event_base_once(rt->base, -1, EV_TIMEOUT, on_grace_expired, rt, &grace);
+    rt->grace = evtimer_new(rt->base, on_grace_expired, rt);
+    if (!rt->grace || evtimer_add(rt->grace, &grace) != 0)
+        event_base_loopexit(rt->base, NULL);
 }
 
 static int run(struct config *cfg, int check_only)
@@ -108,6 +111,8 @@ out:
     for (int i = 0; i < 2; i++)
         if (sigs[i])
             event_free(sigs[i]);
+    if (rt.grace)
+        event_free(rt.grace);
     server_free(rt.srv);
     /* Upstream sessions that were sent QUIT own themselves until answered (at most a few
      * seconds): let them finish so nothing is left behind. */

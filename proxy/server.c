@@ -107,6 +107,15 @@ int server_listen(struct server *s, char *err, size_t errlen)
     return 0;
 }
 
+void server_drain(struct server *s)
+{
+    server_stop_listening(s);
+    for (struct server_session *ss = s->sessions, *next; ss; ss = next) {
+        next = server_session_next(ss);
+        server_session_drain(ss);
+    }
+}
+
 void server_stop_listening(struct server *s)
 {
     s->stopping = 1;

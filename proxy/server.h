@@ -39,6 +39,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
 int server_listen(struct server *s, char *err, size_t errlen);
 /* Stop accepting (sessions in flight go on). */
 void server_stop_listening(struct server *s);
+/* Shut down gracefully: stop accepting, close idle sessions with a 421, let each session with a
+ * message in flight finish that message first. The loop exits when the last session closes. */
+void server_drain(struct server *s);
 void server_free(struct server *s);
 /* The token cache of an account. */
 struct token_cache *server_token_cache(struct server *s, const struct cfg_account *acct);

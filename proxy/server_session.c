@@ -129,9 +129,31 @@ static void resume_later(struct server_session *s)
     event_active(s->resume_ev, 0, 0);
 }
 
+/* Shutting down: a session with no message in flight is told so and closed; one in the middle of
+ * a message gets here again once its message is done. */
+static void close_if_draining(struct server_session *s)
+{
+    if (!s->srv->stopping || s->closing || s->busy || s->state == SS_MAIL || s->state == SS_RCPT ||
+        s->state == SS_DATA)
+        return;
+    ss_reply(s, "421 4.3.2 Service shutting down, try again later");
+    ss_close_after_flush(s);
+}
+
+void server_session_drain(struct server_session *s)
+{
+    close_if_draining(s);
+}
+
+struct server_session *server_session_next(const struct server_session *s)
+{
+    return s->next;
+}
+
 void ss_set_busy(struct server_session *s, int busy)
 {
     s->busy = busy;
+    close_if_draining(s);
     /* While the upstream works, the device is not expected to talk: no read timeout. */
     if (busy || s->paused)
         bufferevent_disable(s->bev, EV_READ);

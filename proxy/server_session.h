@@ -12,6 +12,12 @@ struct server_session;
 struct server_session *server_session_start(struct server *srv, int fd, const struct sockaddr *sa,
                                             socklen_t salen, int tls, const char *listener);
 
+/* Shutting down: close the session now with a 421 if no message is in flight, else once its
+ * message is done. */
+void server_session_drain(struct server_session *s);
+/* The next session in the server's list (sessions close asynchronously, so a walk that drains
+ * them stays valid). */
+struct server_session *server_session_next(const struct server_session *s);
 /* Close a session at once (shutdown): no reply, the upstream connection dropped. */
 void server_session_abort(struct server_session *s);
 

@@ -10,6 +10,7 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
 import base64
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -212,6 +213,31 @@ class TestProtocol(ProxyCase):
         r.send(MSG + b".\r\n")
         self.assertEqual(r.reply()[0], 250)
         self.assertEqual(self.one_message(raw=True)["mail_from"], "")
+
+    def test_sigterm_lets_a_message_in_flight_finish(self):
+        self.start_proxy()
+        idle = self.greeted()
+        idle.cmd(b"EHLO idle.test")
+        busy = self.greeted()
+        busy.cmd(b"EHLO copier.test")
+        self.assertEqual(busy.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+        self.assertEqual(busy.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+        self.assertEqual(busy.cmd(b"DATA")[0], 354)
+        busy.send(MSG[:40])
+        self.proxy.proc.send_signal(signal.SIGTERM)
+        # the idle session is told at once; no new session is accepted
+        self.assertEqual(idle.reply(),
+                         (421, [b"421 4.3.2 Service shutting down, try again later"]))
+        self.wait_log(r"event=stopping signal=15 sessions_open=2")
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        # the message in flight is finished and delivered, then that session is closed too
+        busy.send(MSG[40:] + b".\r\n")
+        code, lines = busy.reply()
+        self.assertEqual(code, 250, lines)
+        self.assertEqual(busy.reply()[0], 421)
+        self.assertEqual(self.proxy.proc.wait(10), 0)
+        self.assertEqual(self.body_of(self.one_message()), MSG)
 
     def test_client_vanishing_mid_message_delivers_nothing(self):
         self.start_proxy(upstream_port=self.rig.raw_port)

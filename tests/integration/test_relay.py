@@ -127,10 +127,17 @@ class ProxyCase(unittest.TestCase):
 
     def tearDown(self):
         if self.proxy is not None:
-            self.proxy.stop()
-        # Secrets never in the log, whatever the test did.
-        if self.proxy is not None:
-            self.assert_no_secrets(self.proxy.log())
+            self.stop_proxy()
+
+    def stop_proxy(self):
+        """Stop the proxy (SIGTERM) and check what it left behind, whatever the test did."""
+        rc = self.proxy.stop()
+        log = self.proxy.log()
+        self.assert_no_secrets(log)
+        # The ASan+UBSan build reports to stderr (our log) and LeakSanitizer runs at exit: a
+        # report, or an unclean exit after SIGTERM, fails the test that caused it.
+        self.assertNotRegex(log, r"(Sanitizer|runtime error:)", "sanitizer report in the log")
+        self.assertIn(rc, (0, None), "the proxy did not exit cleanly on SIGTERM")
 
     def assert_no_secrets(self, log):
         try:
@@ -154,7 +161,7 @@ class ProxyCase(unittest.TestCase):
     def start_proxy(self, devices=None, tls_listener=False, edit=None, **kw):
         """Write a config for this rig (edit: text -> text) and start the proxy on it."""
         if self.proxy is not None:
-            self.proxy.stop()
+            self.stop_proxy()
         self.port = sop_rig.free_port()
         self.tls_port = sop_rig.free_port() if tls_listener else None
         self.cfg = os.path.join(self.tmp, "proxy.ini")
@@ -793,7 +800,7 @@ class TestRelay(ProxyCase):
                 self.assertTrue(data.endswith(b"after\r\n"), data)
                 self.assertIn(b"\r\nwire money\r\n", data)
                 self.assert_wire_clean(data)
-                self.proxy.stop()
+                self.stop_proxy()
                 self.assert_no_secrets(self.proxy.log())
 
     def test_bare_lf_reject_mode(self):
@@ -818,7 +825,7 @@ class TestRelay(ProxyCase):
                 r.cmd(b"QUIT")
                 m = self.one_message(raw=bool(upstream))
                 self.assertEqual(m["data"] if upstream else self.body_of(m), original)
-                self.proxy.stop()
+                self.stop_proxy()
         # and smtplib, which stuffs by itself
         self.rig.sink_clear()
         self.start_proxy()
@@ -934,7 +941,7 @@ class TestRelay(ProxyCase):
         self.assertEqual(len(self.rig.sink_wait(2)), 2)
         self.issued_seen = self.rig.idp_stats()["issued"]
         self.assertEqual(len(self.issued_seen), 2)
-        self.proxy.stop()
+        self.stop_proxy()
         log = self.proxy.log()
         self.assertIn("log_level", open(self.cfg).read())
         self.assertIn(" debug ", log, "the proxy ran at debug level")

@@ -41,6 +41,7 @@ struct ss_command {
 };
 
 static void process_input(struct server_session *s);
+static size_t output_pending(struct server_session *s);
 static void session_free(struct server_session *s);
 
 static const char *ss_state_str(enum ss_state st)
@@ -101,16 +102,35 @@ void ss_reply_error(struct server_session *s, const char *fmt, ...)
     if (++s->errors >= s->srv->cfg->max_errors && !s->closing) {
         log_info("event=too_many_errors session=%s ip=%s errors=%u", s->id, s->ip, s->errors);
         ss_reply(s, "421 4.7.0 Too many errors, closing connection");
-        s->closing = 1;
-        bufferevent_disable(s->bev, EV_READ);
-        event_active(s->resume_ev, 0, 0);
+        ss_close_after_flush(s);
     }
 }
 
 void ss_close_after_flush(struct server_session *s)
 {
+    if (!s->closing)
+        clock_gettime(CLOCK_MONOTONIC, &s->t_closing);
     s->closing = 1;
+    bufferevent_disable(s->bev, EV_READ);
     event_active(s->resume_ev, 0, 0);
+}
+
+/* Closing: free the session once the last reply has left. Under a STARTTLS filter that reply
+ * waits in the socket bufferevent below, whose "drained" callback belongs to the filter, so look
+ * again shortly instead of waiting for a callback that never comes; a peer that stops reading
+ * gets CLOSE_FLUSH_MAX_MS. */
+static void close_when_flushed(struct server_session *s)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (now.tv_sec - s->t_closing.tv_sec) * 1000L +
+              (now.tv_nsec - s->t_closing.tv_nsec) / 1000000L;
+    if (output_pending(s) == 0 || ms >= CLOSE_FLUSH_MAX_MS) {
+        session_free(s);
+        return;
+    }
+    struct timeval again = {.tv_sec = 0, .tv_usec = CLOSE_RECHECK_MS * 1000};
+    event_add(s->resume_ev, &again);
 }
 
 static size_t output_pending(struct server_session *s)
@@ -389,14 +409,10 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
     struct server_session *s = arg;
     (void)fd;
     (void)what;
-    if (s->closing) {
-        if (output_pending(s) == 0)
-            session_free(s);
-        return;
-    }
-    process_input(s);
-    if (s->closing && output_pending(s) == 0)
-        session_free(s);
+    if (!s->closing)
+        process_input(s);
+    if (s->closing)
+        close_when_flushed(s);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -420,15 +436,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     if (what & BEV_EVENT_TIMEOUT) {
         log_info("event=timeout session=%s ip=%s state=%s", s->id, s->ip, ss_state_str(s->state));
-        static const char msg[] = "421 4.4.2 Timeout, closing connection\r\n";
-        bufferevent_write(bev, msg, sizeof(msg) - 1);
-        bufferevent_disable(bev, EV_READ);
-        s->closing = 1;
-        /* give the 421 a moment; if the peer is gone the write timeout ends it */
-        struct timeval wt = {.tv_sec = 5};
-        bufferevent_set_timeouts(bev, NULL, &wt);
-        if (what & BEV_EVENT_WRITING)
+        if (what & BEV_EVENT_WRITING) { /* the peer does not read: nothing more to say */
             session_free(s);
+            return;
+        }
+        ss_reply(s, "421 4.4.2 Timeout, closing connection");
+        ss_close_after_flush(s);
         return;
     }
     if (what & BEV_EVENT_ERROR) {

@@ -26,6 +26,9 @@ struct smtp_data_dec;
 /* libevent stops reading the socket when this much input is buffered (pipelined commands). */
 #define SS_INPUT_HIGH_MARK (256 * 1024)
 #define SS_WRITE_TIMEOUT 300
+/* Closing: how often to look whether the last reply has left, and for how long at most. */
+#define CLOSE_RECHECK_MS 20
+#define CLOSE_FLUSH_MAX_MS 5000
 
 enum ss_state {
     SS_INIT,       /* greeting sent: EHLO/HELO first */
@@ -56,6 +59,7 @@ struct server_session {
     int busy;    /* waiting for the upstream: input is not processed */
     int paused;  /* body backpressure */
     int closing; /* close once the output is flushed */
+    struct timespec t_closing;
     unsigned errors;
     unsigned long messages;
     unsigned rcpts; /* accepted recipients of the current transaction */

@@ -239,6 +239,20 @@ class TestProtocol(ProxyCase):
         self.assertEqual(self.proxy.proc.wait(10), 0)
         self.assertEqual(self.body_of(self.one_message()), MSG)
 
+    def test_starttls_session_is_freed_after_quit(self):
+        # the 221 leaves through the TLS filter's lower bufferevent; the session must still be
+        # freed right after, not linger until shutdown
+        self.start_proxy()
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        r.starttls(self.rig.ssl_context())
+        r.buf = b""
+        self.assertEqual(r.cmd(b"EHLO copier.test")[0], 250)
+        self.assertEqual(r.cmd(b"QUIT"), (221, [b"221 2.0.0 Bye"]))
+        # this session's id (the harness's port probe connects and disconnects too)
+        sid = re.findall(r"event=connect session=(\w+)", self.log())[-1]
+        self.wait_log(r"event=disconnect session=%s " % sid, timeout=2)
+
     def test_client_vanishing_mid_message_delivers_nothing(self):
         self.start_proxy(upstream_port=self.rig.raw_port)
         r = self.greeted()

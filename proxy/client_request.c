@@ -81,10 +81,15 @@ void client_session_write(struct client_session *c, const char *data, size_t len
     /* Outside a body (or once the connection is gone) the bytes are dropped: the caller learns
      * why from data_end. */
     if (c->state == CLIENT_SESSION_BODY && c->bev) {
-        if (bufferevent_write(c->bev, data, len) != 0)
+        if (bufferevent_write(c->bev, data, len) != 0) {
             client_session_fail(c, "out of memory queueing the body");
-        else if (c->drain_cb && client_session_pending(c) > c->drain_low)
-            c->drain_armed = 1;
+        } else {
+            if (c->drain_cb && client_session_pending(c) > c->drain_low)
+                c->drain_armed = 1;
+            /* a body that stops moving fails after reply_timeout (re-armed on progress) */
+            if (!evtimer_pending(c->timer, NULL))
+                client_session_arm(c, c->reply_timeout);
+        }
     }
     client_session_api_leave(c);
 }

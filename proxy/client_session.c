@@ -210,6 +210,14 @@ int client_session_deliver(struct client_session *c, const struct smtp_reply *r,
 static int client_session_check_drain(struct client_session *c)
 {
     size_t pending = c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+    if (c->state == CLIENT_SESSION_BODY) {
+        /* progress: the upstream has reply_timeout again to take the rest; nothing queued,
+         * nothing to wait for (a slow device is not the upstream's fault) */
+        if (pending > 0)
+            client_session_arm(c, c->reply_timeout);
+        else
+            evtimer_del(c->timer);
+    }
     if (!c->drain_armed || !c->drain_cb || pending > c->drain_low)
         return c->dead ? -1 : 0;
     c->drain_armed = 0;
@@ -459,6 +467,11 @@ static void client_session_timercb(evutil_socket_t fd, short what, void *arg)
         client_session_fail(c, "timeout connecting to upstream %s:%u (state %s, %us)", c->host,
                             (unsigned)c->port, client_session_state_str(c->state),
                             c->connect_timeout);
+        break;
+    case CLIENT_SESSION_BODY:
+        client_session_fail(c,
+                            "timeout sending the message body: the upstream took nothing for %us",
+                            c->reply_timeout);
         break;
     default:
         client_session_fail(c, "timeout waiting for the upstream reply (state %s)",

@@ -1097,6 +1097,57 @@ static void test_connection_lost_during_body(void **state)
     fx_free(f);
 }
 
+/* The upstream stops reading the body: after reply_timeout without progress the session fails
+ * (a writer paused on backpressure is woken) instead of holding the device forever. */
+static void test_body_stalled_upstream_times_out(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET, S_EHLO1, S_STARTTLS, S_EHLO2, {"DATA", "354 go ahead\r\n", ACT_DATA},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    struct writer w = {0};
+    struct timeval t0, now;
+
+    f->srv->pause_ms = 900000; /* the server reads nothing more for the rest of the test */
+    f->cfg.reply_timeout = 1;
+    auth_prologue(f);
+    fx_command(f, "DATA", &res);
+    assert_int_equal(res.code, 354);
+    w.f = f;
+    w.body = make_body(16 * 1024 * 1024, &w.len);
+    w.high = 256 * 1024;
+    w.chunk = 64 * 1024;
+    client_session_set_drain_cb(f->c, 64 * 1024, writer_drain, &w);
+    writer_pump(&w);
+    /* a tick keeps the loop turning so the bound below is checked even when nothing happens */
+    struct timeval tick_tv = {0, 20000};
+    struct event *t = event_new(f->base, -1, EV_PERSIST, tick, NULL);
+    event_add(t, &tick_tv);
+    gettimeofday(&t0, NULL);
+    double el = 0;
+    while (client_session_usable(f->c) && el < 15) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+        gettimeofday(&now, NULL);
+        el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_usec - t0.tv_usec) / 1e6;
+    }
+    event_free(t);
+    if (client_session_usable(f->c))
+        fail_msg("a stalled upstream was not noticed in 15 s (%zu of %zu written)", w.off, w.len);
+    assert_true(el >= 0.9 && el < 5.0);
+    assert_true(evbuffer_get_length(f->srv->body) < w.len); /* it really stalled */
+    memset(&res, 0, sizeof(res));
+    res.in_api = 1;
+    client_session_data_end(f->c, result_cb, &res);
+    res.in_api = 0;
+    run_until(f->base, &res.done, 5);
+    assert_int_equal(res.code, 0);
+    assert_non_null(strstr(res.err, "the upstream took nothing for 1s"));
+    free((void *)w.body);
+    fx_free(f);
+}
+
 /* ---- failures ---- */
 
 static void test_greeting_421(void **state)
@@ -1485,6 +1536,7 @@ int main(void)
         cmocka_unit_test(test_data_5mb_backpressure),
         cmocka_unit_test(test_auth_never_logged),
         cmocka_unit_test(test_connection_lost_during_body),
+        cmocka_unit_test(test_body_stalled_upstream_times_out),
         cmocka_unit_test(test_greeting_421),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_not_ip_without_resolver),

@@ -3,10 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
-
-#include <openssl/crypto.h>
 
 #include "common/log.h"
 #include "common/secret.h"
@@ -56,7 +53,6 @@ struct relay {
 
     void (*drain_cb)(void *arg);
     void *drain_arg;
-    size_t low_mark;
 };
 
 static const char *op_str(enum relay_op op)
@@ -480,7 +476,6 @@ void relay_set_drain_cb(struct relay *r, size_t low_mark, void (*cb)(void *arg),
 {
     r->drain_cb = cb;
     r->drain_arg = arg;
-    r->low_mark = low_mark;
     if (r->up)
         client_session_set_drain_cb(r->up, low_mark, on_drain, r);
 }

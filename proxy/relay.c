@@ -139,8 +139,9 @@ static void drop_upstream(struct relay *r, int polite)
 
 static void fail_op(struct relay *r, const char *reply, const char *why)
 {
-    log_warn("event=upstream_failed session=%s account=%s op=%s reason=\"%s\"", r->log_id,
-             r->acct->name, op_str(r->op), why);
+    char safe[600];
+    log_warn("event=upstream_failed session=%s account=%s op=%s reason=%s", r->log_id,
+             r->acct->name, op_str(r->op), log_safe(safe, sizeof(safe), why, strlen(why)));
     drop_upstream(r, 0);
     finish(r, reply);
 }
@@ -197,8 +198,9 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     reply_text(rep, text, sizeof(text));
     if (rep->code == 535 && !r->auth_retried) {
         /* The token may have been revoked or be for the wrong audience: one fresh token. */
-        log_warn("event=upstream_auth_retry session=%s account=%s upstream=\"%.200s\"", r->log_id,
-                 r->acct->name, text);
+        char safe[300];
+        log_warn("event=upstream_auth_retry session=%s account=%s upstream=%s", r->log_id,
+                 r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")));
         r->auth_retried = 1;
         token_cache_invalidate(r->tokens, r->token);
         drop_token(r);
@@ -309,9 +311,11 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
     switch (r->op) {
     case OP_MAIL:
         r->in_tx = ok;
-        if (!ok)
-            log_info("event=mail_refused session=%s account=%s upstream=\"%.200s\"", r->log_id,
-                     r->acct->name, text);
+        if (!ok) {
+            char safe[300];
+            log_info("event=mail_refused session=%s account=%s upstream=%s", r->log_id,
+                     r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")));
+        }
         break;
     case OP_RCPT:
         if (ok)

@@ -535,6 +535,11 @@ void relay_data_abort(struct relay *r, const char *reason)
     drop_upstream(r, 0);
 }
 
+int relay_in_transaction(const struct relay *r)
+{
+    return r->in_tx;
+}
+
 void relay_rset(struct relay *r, relay_reply_cb cb, void *arg)
 {
     r->op = OP_RSET;

@@ -45,6 +45,8 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg);
 /* The proxy refused the body (size, bare LF, long line): drop the upstream connection so nothing
  * partial is ever delivered. reason is the reply the device gets (for the log). */
 void relay_data_abort(struct relay *r, const char *reason);
+/* 1 while the upstream holds the transaction MAIL opened (0 once it ended or was lost). */
+int relay_in_transaction(const struct relay *r);
 /* Reset the upstream transaction (if any). */
 void relay_rset(struct relay *r, relay_reply_cb cb, void *arg);
 

@@ -108,8 +108,9 @@ static void on_rcpt_reply(void *arg, const char *upstream_reply)
     if (upstream_reply[0] == '2') {
         s->rcpts++;
         ss_enter_state(s, SS_RCPT);
-    } else if (strncmp(upstream_reply, "451 4.4.2", 9) == 0)
+    } else if (!relay_in_transaction(s->relay)) {
         ss_reset_transaction(s); /* the upstream is gone: the transaction with it */
+    }
     ss_reply(s, "%s", upstream_reply);
     ss_set_busy(s, 0);
 }
@@ -154,7 +155,7 @@ static void on_data_reply(void *arg, const char *upstream_reply)
         ss_enter_state(s, SS_DATA);
         ss_reply(s, "354 End data with <CR><LF>.<CR><LF>");
     } else {
-        if (strncmp(upstream_reply, "451 4.4.2", 9) == 0)
+        if (!relay_in_transaction(s->relay))
             ss_reset_transaction(s);
         ss_reply(s, "%s", upstream_reply);
     }

@@ -14,6 +14,7 @@
 #include "oauth/http.h"
 #include "oauth/provider.h"
 #include "oauth/token_cache.h"
+#include "proxy/auth_worker.h"
 #include "proxy/device.h"
 #include "proxy/server_session.h"
 #include "proxy/tls.h"
@@ -139,6 +140,14 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->base = base;
     s->cfg = cfg;
     s->devices = device_table_new(cfg);
+    if (s->devices && device_has_logins(s->devices)) {
+        /* password checks run on 2 threads: the loop never waits for crypt(3) */
+        s->auth = auth_worker_new(base, s->devices, 2);
+        if (!s->auth) {
+            snprintf(err, errlen, "cannot start the password-check threads");
+            goto fail;
+        }
+    }
     s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     if (!s->dns) {
         /* No usable /etc/resolv.conf: still serve upstreams named in /etc/hosts or by IP. */
@@ -215,6 +224,7 @@ void server_free(struct server *s)
     if (s->dns)
         evdns_base_free(s->dns, 0);
     SSL_CTX_free(s->tls_server);
+    auth_worker_free(s->auth); /* its threads read the device table */
     device_table_free(s->devices);
     config_free(s->cfg);
     free(s);

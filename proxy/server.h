@@ -14,14 +14,16 @@ struct http;
 struct token_cache;
 struct server_listener;
 struct server_session;
+struct auth_worker;
 
 struct server {
     struct event_base *base;
     struct evdns_base *dns;
     struct config *cfg;
     struct device_table *devices;
-    SSL_CTX *tls_server;   /* NULL when no tls_cert: no STARTTLS, no listen_tls */
-    SSL_CTX **tls_clients; /* upstream TLS, one per cfg->accounts[i] (its own ca_file) */
+    struct auth_worker *auth; /* NULL when no device logs in */
+    SSL_CTX *tls_server;      /* NULL when no tls_cert: no STARTTLS, no listen_tls */
+    SSL_CTX **tls_clients;    /* upstream TLS, one per cfg->accounts[i] (its own ca_file) */
     struct http *http;
     struct token_cache **tokens;     /* one per cfg->accounts[i] */
     struct server_session *sessions; /* open sessions, for shutdown */

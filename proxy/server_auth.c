@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "proxy/auth_worker.h"
 #include "proxy/device.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
@@ -16,23 +17,36 @@ static int auth_allowed_here(struct server_session *s)
     return s->tls || device_address_known(s->srv->devices, (struct sockaddr *)&s->peer);
 }
 
+static void on_auth_checked(void *arg, const struct cfg_device *d, const char *why)
+{
+    struct server_session *s = arg;
+    s->auth_job = NULL;
+    if (!d) {
+        log_warn("event=auth_failed session=%s ip=%s user=%s reason=\"%s\"", s->id, s->ip,
+                 s->auth_user, why ? why : "refused");
+        ss_reply_error(s, "535 5.7.8 Authentication credentials invalid");
+    } else {
+        s->auth_device = d;
+        log_info("event=auth_ok session=%s ip=%s device=%s user=%s", s->id, s->ip, d->name,
+                 s->auth_user);
+        ss_reply(s, "235 2.7.0 Authentication successful");
+    }
+    ss_set_busy(s, 0);
+}
+
+/* The password is checked by the auth worker's threads (a yescrypt check costs ~20 ms of CPU):
+ * the session waits like it waits for the upstream, the loop serves everyone else meanwhile. */
 static void auth_check(struct server_session *s, const char *user, const char *pass)
 {
-    const char *why = NULL;
-    const struct cfg_device *d =
-        device_authenticate(s->srv->devices, (struct sockaddr *)&s->peer, user, pass, &why);
-    char u[200];
-    log_safe(u, sizeof(u), user, strlen(user));
+    log_safe(s->auth_user, sizeof(s->auth_user), user, strlen(user));
     ss_enter_state(s, SS_HELO);
-    if (!d) {
-        log_warn("event=auth_failed session=%s ip=%s user=%s reason=\"%s\"", s->id, s->ip, u,
-                 why ? why : "refused");
-        ss_reply_error(s, "535 5.7.8 Authentication credentials invalid");
+    s->auth_job = auth_worker_check(s->srv->auth, (struct sockaddr *)&s->peer, user, pass,
+                                    on_auth_checked, s);
+    if (!s->auth_job) {
+        ss_reply(s, "454 4.7.0 Temporary authentication failure");
         return;
     }
-    s->auth_device = d;
-    log_info("event=auth_ok session=%s ip=%s device=%s user=%s", s->id, s->ip, d->name, u);
-    ss_reply(s, "235 2.7.0 Authentication successful");
+    ss_set_busy(s, 1);
 }
 
 static void auth_plain_response(struct server_session *s, const char *b64)

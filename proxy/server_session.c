@@ -25,6 +25,7 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "proxy/auth_worker.h"
 #include "proxy/config.h"
 #include "proxy/device.h"
 #include "proxy/relay.h"
@@ -466,6 +467,7 @@ static void session_free(struct server_session *s)
                 (double)(t1.tv_nsec - s->t_connect.tv_nsec) / 1e6;
     log_info("event=disconnect session=%s ip=%s messages=%lu duration_ms=%.0f", s->id, s->ip,
              s->messages, ms);
+    auth_worker_cancel(s->auth_job);
     relay_free(s->relay);
     secret_free(s->login_user);
     smtp_parse_free(s->parser);

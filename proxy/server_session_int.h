@@ -69,6 +69,8 @@ struct server_session {
 
     const struct cfg_device *auth_device;  /* set by a successful AUTH */
     char *login_user;                      /* AUTH LOGIN between its two steps */
+    struct auth_job *auth_job;             /* a password being checked */
+    char auth_user[200];                   /* log-safe user name of that check */
     struct relay *relay;                   /* created at the first MAIL */
     const struct cfg_device *relay_device; /* the device the relay speaks for */
     int ehlo_esmtp;

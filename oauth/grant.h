@@ -1,15 +1,42 @@
-/* Constructors of the grant types behind provider_new(): one file per grant, private to oauth/. */
+/* Constructors of the grant types behind provider_new(): one file per grant, private to oauth/.
+ * grant_post.c holds what they share. */
 #ifndef SOP_GRANT_H
 #define SOP_GRANT_H
 
 #include <stddef.h>
 
+#include "oauth/provider.h"
+
 struct http;
-struct oauth_client_cfg;
-struct provider;
 
 /* grant_client_secret.c: client credentials with a client secret (Entra, generic OAuth 2). */
 struct provider *grant_client_secret_new(const struct oauth_client_cfg *cfg, struct http *http,
                                          char *err, size_t errlen);
+/* grant_client_assertion.c: client credentials with a certificate: a signed RS256 assertion. */
+struct provider *grant_client_assertion_new(const struct oauth_client_cfg *cfg, struct http *http,
+                                            char *err, size_t errlen);
+
+/* grant_post.c: where an account's tokens come from, checked and copied from its config. */
+struct grant_endpoint {
+    struct http *http;
+    char *token_url;
+    char *client_id;
+    char *scope; /* NULL: not sent; "microsoft" defaults to Exchange Online's .default */
+    char *ca_file;
+};
+
+/* Check provider, token_url (https://, or http:// to loopback) and client_id, and copy them.
+ * 0, or -1 with a message naming the account in err. */
+int grant_endpoint_init(struct grant_endpoint *ep, const struct oauth_client_cfg *cfg,
+                        struct http *http, char *err, size_t errlen);
+void grant_endpoint_clear(struct grant_endpoint *ep);
+/* POST form to the token endpoint and call cb with the token or a log-safe error (never with
+ * credential in it, whatever the IdP echoes); kind names the credential in the log line
+ * ("secret", "certificate"). NULL if it could not start (then cb is never called). */
+struct provider_req *grant_post(struct provider *p, const struct grant_endpoint *ep,
+                                const char *form, const char *credential, const char *kind,
+                                provider_done_cb cb, void *arg);
+/* provider_ops.cancel of every grant built on grant_post. */
+void grant_post_cancel(struct provider_req *r);
 
 #endif

@@ -9,24 +9,29 @@
 
 static const struct {
     const char *grant;
+    int certificate; /* 1: the account authenticates with client_cert + client_key */
     struct provider *(*create)(const struct oauth_client_cfg *cfg, struct http *http, char *err,
                                size_t errlen);
 } provider_grants[] = {
-    {"client_credentials", grant_client_secret_new},
+    {"client_credentials", 0, grant_client_secret_new},
+    {"client_credentials", 1, grant_client_assertion_new},
 };
 
 struct provider *provider_new(const struct oauth_client_cfg *cfg, struct http *http, char *err,
                               size_t errlen)
 {
     const char *grant;
+    int certificate;
     if (!cfg) {
         snprintf(err, errlen, "no account configuration");
         return NULL;
     }
     /* client_credentials is the default grant (config.h says so too). */
     grant = cfg->grant && *cfg->grant ? cfg->grant : "client_credentials";
+    certificate = cfg->client_cert && *cfg->client_cert;
     for (size_t i = 0; i < sizeof(provider_grants) / sizeof(provider_grants[0]); i++) {
-        if (strcmp(grant, provider_grants[i].grant) == 0)
+        if (strcmp(grant, provider_grants[i].grant) == 0 &&
+            certificate == provider_grants[i].certificate)
             return provider_grants[i].create(cfg, http, err, errlen);
     }
     snprintf(err, errlen, "grant \"%.64s\" is not supported (valid: client_credentials)", grant);

@@ -15,6 +15,8 @@ struct oauth_client_cfg {
     const char *token_url;
     const char *client_id;
     const char *client_secret; /* borrowed; never logged */
+    const char *client_cert;   /* PEM certificate path: a signed assertion instead of a secret */
+    const char *client_key;    /* PEM private key path (mode 0600), with client_cert */
     const char *scope;         /* may be NULL */
     const char *ca_file;       /* for https token endpoints; NULL: system store */
 };

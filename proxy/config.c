@@ -496,6 +496,8 @@ void config_free(struct config *cfg)
         free(a->client_id);
         free(a->client_secret_file);
         secret_free(a->client_secret);
+        free(a->client_certificate);
+        free(a->client_key);
         free(a->mailbox);
         free(a->token_url);
         free(a->scope);

@@ -36,7 +36,10 @@ struct cfg_account {
     char *client_id;
     char *client_secret_file;
     char *client_secret; /* loaded by config_load; wiped by config_free */
-    char *mailbox;       /* XOAUTH2 user= and the rewritten sender */
+    /* Instead of client_secret_file: a PEM certificate and its private key (mode 0600). */
+    char *client_certificate;
+    char *client_key;
+    char *mailbox; /* XOAUTH2 user= and the rewritten sender */
     enum sender_rewrite sender_rewrite;
     char *token_url;              /* resolved: explicit, or the provider's default from tenant */
     char *scope;                  /* resolved: explicit, or the provider's default (may be NULL) */

@@ -91,6 +91,31 @@ static void config_check_proxy(struct config_ctx *c, const struct config_section
     }
 }
 
+/* Exactly one way to prove who the account is: a client secret, or a certificate and its key. */
+static void config_check_credential(struct config_ctx *c, const struct config_section *s)
+{
+    const struct cfg_account *a = &c->cfg->accounts[s->index];
+    int secret = config_check_key_set(s, "client_secret_file");
+    int cert = config_check_key_set(s, "client_certificate");
+    int key = config_check_key_set(s, "client_key");
+
+    if (cert && !key)
+        config_err(c, cert, "client_certificate is set but client_key is not; set both");
+    if (key && !cert)
+        config_err(c, key, "client_key is set but client_certificate is not; set both");
+    if (secret && (cert || key))
+        config_err(c, cert ? cert : key,
+                   "[account %s]: client_secret_file (line %d) and a certificate are both set; "
+                   "use one of the two",
+                   a->name, secret);
+    if (!secret && !cert && !key)
+        config_err(c, s->line,
+                   "[account %s]: missing required key 'client_secret_file' (a file of mode "
+                   "0600), or 'client_certificate' and 'client_key' (PEM files, the key of mode "
+                   "0600)",
+                   a->name);
+}
+
 static void config_check_account(struct config_ctx *c, const struct config_section *s)
 {
     struct cfg_account *a = &c->cfg->accounts[s->index];
@@ -121,6 +146,7 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
                        "provider = oauth2)",
                        a->name);
     }
+    config_check_credential(c, s);
     if (!a->upstream.host && up->host)
         a->upstream.host = config_strdup(c, up->host);
     if (!a->upstream.port)

@@ -183,6 +183,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
             .token_url = a->token_url,
             .client_id = a->client_id,
             .client_secret = a->client_secret,
+            .client_cert = a->client_certificate,
+            .client_key = a->client_key,
             .scope = a->scope,
             .ca_file = NULL,
         };

@@ -3,7 +3,8 @@
 
 Runs alone:
     /usr/bin/python3 idp_standin.py --port 8400 --keydir /tmp/keys \
-        --client 11111111-2222-3333-4444-555555555555:SECRET:scanners@contoso.test
+        --client 11111111-2222-3333-4444-555555555555:SECRET:scanners@contoso.test \
+        --cert-client 22222222-3333-4444-5555-666666666666:/tmp/cert.pem:scanners@contoso.test
 
 Serves (threaded http.server, 127.0.0.1 only):
   POST /<tenant>/oauth2/v2.0/token   form: grant_type=client_credentials, client_id,
@@ -11,12 +12,20 @@ Serves (threaded http.server, 127.0.0.1 only):
        ok    -> 200 {"token_type":"Bearer","expires_in":N,"ext_expires_in":N,"access_token":JWT}
        wrong secret -> 401 {"error":"invalid_client","error_description":"AADSTS7000215: ...",
                              "error_codes":[7000215], ...}
+       a client registered with a certificate (--cert-client) instead sends
+       client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer and
+       client_assertion=JWT, checked like Entra: RS256, header x5t#S256 = the certificate's,
+       signature by its key, aud = this token URL, iss = sub = client_id, exp - nbf <= 600,
+       exp in the future, jti never seen before. Any failure -> 401 invalid_client with an
+       AADSTS code (700027 certificate or signature, 700024 time range, 700021 iss/sub,
+       50027 malformed or wrong aud, 7000216 no assertion, 7000222 replayed jti).
   POST /_control  JSON {"mode": "ok"|"down"|"error500"|"bad_first_token", "expires_in": N}
        "down": token requests get their connection closed without any reply;
        "error500": token requests get HTTP 500 with an Entra-shaped JSON error;
        "bad_first_token": the next token is signed with a key Dovecot does not trust (same kid,
        other RSA key), later ones are good again.
-  GET  /_stats    JSON {"requests": {client_id: count}, "issued": [tokens...], "mode": ...}
+  GET  /_stats    JSON {"requests": {client_id: count}, "issued": [tokens...], "mode": ...,
+                        "assertions": [every client_assertion received], "verified": [jti...]}
   POST /_reset    counters and issued tokens cleared, mode back to "ok".
 
 The JWT: RS256, header kid (and x5t like Entra), claims iss/aud/exp/nbf/iat, "appid", "tid",
@@ -48,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 KID = "rigKey1-Q0lHX2tleV9pZA"
 AUDIENCE = "https://outlook.office365.com"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def _new_key():
@@ -79,12 +89,73 @@ def _b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def load_cert(path):
+    """(certificate, x5t#S256) of a PEM certificate file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    with open(path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    return cert, _b64url(cert.fingerprint(hashes.SHA256()))
+
+
+def check_assertion(f, client_id, cert, x5t_s256, token_url, seen_jti):
+    """None if the form's client assertion is good, else (aadsts, text)."""
+    if f.get("client_assertion_type") != ASSERTION_TYPE or not f.get("client_assertion"):
+        return 7000216, ("'client_assertion', 'client_secret' or 'request' is required for the "
+                         "'client_credentials' grant type.")
+    a = f["client_assertion"]
+    try:
+        hdr = jwt.get_unverified_header(a)
+    except jwt.PyJWTError:
+        return 50027, "JWT token is invalid or malformed."
+    if hdr.get("alg") != "RS256" or hdr.get("typ", "JWT") != "JWT":
+        return 700027, "Client assertion failed signature validation (alg %r)." % hdr.get("alg")
+    if hdr.get("x5t#S256") != x5t_s256:
+        return 700027, ("The certificate with identifier used to sign the client assertion is "
+                        "not registered on application. [Reason - The key was not found., "
+                        "Thumbprint of key used by client: '%s']" % hdr.get("x5t#S256"))
+    try:
+        claims = jwt.decode(a, cert.public_key(), algorithms=["RS256"],
+                            options={"verify_aud": False, "verify_exp": False,
+                                     "verify_nbf": False, "verify_iat": False})
+    except jwt.InvalidSignatureError:
+        return 700027, "Client assertion failed signature validation."
+    except jwt.PyJWTError:
+        return 50027, "JWT token is invalid or malformed."
+    if claims.get("aud") != token_url:
+        return 50027, "Invalid JWT token. The audience %r is not the token endpoint." % (
+            claims.get("aud"),)
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        return 700021, "Client assertion application identifier doesn't match 'client_id' parameter."
+    now = time.time()
+    try:
+        exp, nbf = int(claims["exp"]), int(claims["nbf"])
+    except (KeyError, TypeError, ValueError):
+        return 700024, "Client assertion is not within its valid time range (no exp or nbf)."
+    if exp - nbf > 600 or exp <= now or nbf > now + 300:
+        return 700024, ("Client assertion is not within its valid time range. Current time: "
+                        "%d, assertion valid from %d, expiry time of assertion %d." % (now, nbf, exp))
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        return 50027, "JWT token is invalid or malformed (no jti)."
+    if jti in seen_jti:
+        return 7000222, "The client assertion was already used (replayed jti %s)." % jti
+    seen_jti.add(jti)
+    return None
+
+
 class IdpState:
-    def __init__(self, keydir, clients, expires_in=3599, keyfile=None):
+    def __init__(self, keydir, clients, expires_in=3599, keyfile=None, cert_clients=None):
         self.lock = threading.Lock()
         self.good_key = _load_or_make_key(keyfile)
         self.bad_key = _new_key()  # same kid, a key nobody trusts
         self.clients = clients     # client_id -> (secret, mailbox)
+        # client_id -> (certificate, x5t#S256, mailbox): clients that sign an assertion
+        self.cert_clients = {cid: load_cert(path) + (mailbox,)
+                             for cid, (path, mailbox) in (cert_clients or {}).items()}
+        self.seen_jti = set()
+        self.assertions = []       # every client_assertion received
+        self.verified = []         # the jti of every assertion accepted
         self.mode = "ok"
         self.expires_in = expires_in
         self.delay = 0.0
@@ -170,6 +241,7 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 obj = {"requests": dict(st.requests), "issued": list(st.issued),
                        "errors": list(st.errors), "mode": st.mode,
+                       "assertions": list(st.assertions), "verified": list(st.verified),
                        "total": sum(st.requests.values())}
             return self._send_json(200, obj)
         if self.path == "/_health":
@@ -204,6 +276,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.requests.clear()
                 st.issued.clear()
                 st.errors.clear()
+                st.assertions.clear()
+                st.verified.clear()
                 st.mode = "ok"
                 st.delay = 0.0
             return self._send_json(200, {"ok": True})
@@ -254,16 +328,29 @@ class Handler(BaseHTTPRequestHandler):
         if f.get("grant_type") != "client_credentials":
             return err(400, "unsupported_grant_type", 70003,
                        "The app requested an unsupported grant type.", [70003])
-        if client_id not in st.clients:
+        if client_id in st.cert_clients:
+            cert, x5t_s256, mailbox = st.cert_clients[client_id]
+            token_url = "http://%s%s" % (self.headers.get("Host", ""), path)
+            with st.lock:
+                if f.get("client_assertion"):
+                    st.assertions.append(f["client_assertion"])
+                problem = check_assertion(f, client_id, cert, x5t_s256, token_url, st.seen_jti)
+                if problem is None:
+                    st.verified.append(jwt.decode(f["client_assertion"],
+                                                  options={"verify_signature": False})["jti"])
+            if problem is not None:
+                return err(401, "invalid_client", problem[0], problem[1], [problem[0]])
+        elif client_id not in st.clients:
             return err(400, "unauthorized_client", 700016,
                        "Application with identifier '%s' was not found in the directory '%s'."
                        % (client_id, tenant), [700016])
-        secret, mailbox = st.clients[client_id]
-        if f.get("client_secret") != secret:
+        elif f.get("client_secret") != st.clients[client_id][0]:
             return err(401, "invalid_client", 7000215,
                        "Invalid client secret provided. Ensure the secret being sent in the "
                        "request is the client secret value, not the client secret ID, for a "
                        "secret added to app '%s'." % client_id, [7000215])
+        else:
+            mailbox = st.clients[client_id][1]
         scope = f.get("scope", "")
         if scope != AUDIENCE + "/.default":
             return err(400, "invalid_scope", 1002012,
@@ -287,9 +374,10 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def make_server(host, port, keydir, clients, verbose=False, expires_in=3599, keyfile=None):
+def make_server(host, port, keydir, clients, verbose=False, expires_in=3599, keyfile=None,
+                cert_clients=None):
     srv = Server((host, port), Handler)
-    srv.state = IdpState(keydir, clients, expires_in, keyfile)
+    srv.state = IdpState(keydir, clients, expires_in, keyfile, cert_clients)
     srv.verbose = verbose
     return srv
 
@@ -302,6 +390,9 @@ def main(argv=None):
                     help="Dovecot local_validation_key_dict fs:posix prefix directory")
     ap.add_argument("--client", action="append", default=[],
                     help="CLIENT_ID:SECRET:MAILBOX (repeatable); SECRET may be @FILE")
+    ap.add_argument("--cert-client", action="append", default=[],
+                    help="CLIENT_ID:CERT_PEM_FILE:MAILBOX (repeatable): authenticates with a "
+                         "client assertion signed by the certificate's key")
     ap.add_argument("--expires-in", type=int, default=3599)
     ap.add_argument("--keyfile", help="signing key (PEM); made there if missing, reused after")
     ap.add_argument("--port-file", help="write the bound port here once listening")
@@ -316,7 +407,12 @@ def main(argv=None):
             with open(secret[1:]) as f:
                 secret = f.read().strip()
         clients[cid] = (secret, mailbox)
-    srv = make_server(a.host, a.port, a.keydir, clients, a.verbose, a.expires_in, a.keyfile)
+    cert_clients = {}
+    for c in a.cert_client:
+        cid, path, mailbox = c.split(":", 2)
+        cert_clients[cid] = (path, mailbox)
+    srv = make_server(a.host, a.port, a.keydir, clients, a.verbose, a.expires_in, a.keyfile,
+                      cert_clients)
     port = srv.server_address[1]
     if a.port_file:
         with open(a.port_file + ".tmp", "w") as f:

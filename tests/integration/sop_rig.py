@@ -8,6 +8,9 @@
         rig.dovecot_port        # Dovecot submission: STARTTLS + AUTH XOAUTH2/OAUTHBEARER,
                                 # validates the IdP's JWTs locally, relays to the sink
         rig.sink_messages()     # what reached the sink (aiosmtpd), byte for byte
+        rig.cert_client_id      # an app registered at the IdP with a certificate, not a secret:
+        rig.client_cert_file, rig.client_key_file   # its certificate and key (0600)
+        rig.other_cert_file, rig.other_key_file     # a good pair the IdP does not know
 
 Pieces:
   * CA + server certificate, made with python3-cryptography.
@@ -57,6 +60,7 @@ PYTHON = "/usr/bin/python3"
 
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+CERT_CLIENT_ID = "22222222-3333-4444-5555-666666666666"   # authenticates with a certificate
 MAILBOX = "scanners@contoso.test"
 SCOPE = "https://outlook.office365.com/.default"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -172,6 +176,35 @@ def make_certs(d, names=("localhost",), ips=("127.0.0.1",)):
     os.chmod(ca_path, 0o644)
     os.chmod(cert_path, 0o644)
     return ca_path, cert_path, key_path
+
+
+def make_client_cert(d, name, days=365):
+    """A self-signed RSA certificate as an admin makes one for an Entra app registration
+    (openssl req -x509 -newkey rsa:2048 ... -subj /CN=smtp-oauth-proxy). Returns (cert, key)
+    paths; the key is mode 0600."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp-oauth-proxy")])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = (os.path.join(d, name + ext) for ext in (".pem", ".key"))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    os.chmod(cert_path, 0o644)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    return cert_path, key_path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,6 +550,7 @@ class Rig:
         self.with_dovecot = with_dovecot
         self.tenant = TENANT
         self.client_id = CLIENT_ID
+        self.cert_client_id = CERT_CLIENT_ID
         self.mailbox = MAILBOX
         self.client_secret = "rig~" + secrets.token_urlsafe(30)
         self.idp_proc = None
@@ -546,6 +580,8 @@ class Rig:
         with os.fdopen(fd, "w") as f:
             f.write(self.client_secret + "\n")
         os.chmod(self.secret_file, 0o600)
+        self.client_cert_file, self.client_key_file = make_client_cert(d, "app-cert")
+        self.other_cert_file, self.other_key_file = make_client_cert(d, "unregistered-cert")
         self.keydir = os.path.join(d, "keys")
         self.idp_port = free_port()
         self.sink_port = free_port()
@@ -593,7 +629,9 @@ class Rig:
             [PYTHON, os.path.join(HERE, "idp_standin.py"), "--port", str(self.idp_port),
              "--keydir", self.keydir,
              "--keyfile", os.path.join(self.dir, "idp-signing-key.pem"),
-             "--client", "%s:@%s:%s" % (self.client_id, self.secret_file, self.mailbox)],
+             "--client", "%s:@%s:%s" % (self.client_id, self.secret_file, self.mailbox),
+             "--cert-client", "%s:%s:%s" % (self.cert_client_id, self.client_cert_file,
+                                            self.mailbox)],
             stdin=subprocess.DEVNULL, stdout=self.idp_log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
@@ -722,7 +760,10 @@ class Rig:
                 "SOP_RIG_SINK_PORT": str(self.sink_port), "SOP_RIG_SINK_DIR": self.sink_dir,
                 "SOP_RIG_RAW_PORT": str(self.raw_port), "SOP_RIG_RAW_DIR": self.raw_dir,
                 "SOP_RIG_TENANT": self.tenant, "SOP_RIG_CLIENT_ID": self.client_id,
-                "SOP_RIG_SECRET_FILE": self.secret_file, "SOP_RIG_MAILBOX": self.mailbox}
+                "SOP_RIG_SECRET_FILE": self.secret_file, "SOP_RIG_MAILBOX": self.mailbox,
+                "SOP_RIG_CERT_CLIENT_ID": self.cert_client_id,
+                "SOP_RIG_CLIENT_CERT": self.client_cert_file,
+                "SOP_RIG_CLIENT_KEY": self.client_key_file}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,8 +800,10 @@ def hash_password(password):
 
 def proxy_config(rig, listen_port, listen_tls_port=None, devices=(), state_dir=None,
                  upstream_port=None, token_url=None, proxy_extra=None, account_extra=None,
-                 secret_file=None, tls=True, log_level="debug"):
-    """The proxy's INI config pointing at this rig. devices: [(name, {key: value})]."""
+                 secret_file=None, tls=True, log_level="debug", client_cert=None):
+    """The proxy's INI config pointing at this rig. devices: [(name, {key: value})].
+    client_cert=(cert, key): the account signs assertions as rig.cert_client_id instead of
+    using the client secret."""
     state_dir = state_dir or os.path.join(rig.dir, "proxy-state")
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     lines = ["[proxy]", "listen = 127.0.0.1:%d" % listen_port]
@@ -776,9 +819,12 @@ def proxy_config(rig, listen_port, listen_tls_port=None, devices=(), state_dir=N
     lines += ["", "[upstream]", "host = localhost",
               "port = %d" % (upstream_port or rig.dovecot_port), "ca_file = %s" % rig.ca_file,
               "", "[account scanners]", "provider = microsoft", "tenant = %s" % rig.tenant,
-              "client_id = %s" % rig.client_id,
-              "client_secret_file = %s" % (secret_file or rig.secret_file),
-              "mailbox = %s" % rig.mailbox, "token_url = %s" % (token_url or rig.token_url),
+              "client_id = %s" % (rig.cert_client_id if client_cert else rig.client_id)]
+    if client_cert:
+        lines += ["client_certificate = %s" % client_cert[0], "client_key = %s" % client_cert[1]]
+    else:
+        lines += ["client_secret_file = %s" % (secret_file or rig.secret_file)]
+    lines += ["mailbox = %s" % rig.mailbox, "token_url = %s" % (token_url or rig.token_url),
               "sender_rewrite = off"]
     for k, v in (account_extra or {}).items():
         lines.append("%s = %s" % (k, v))

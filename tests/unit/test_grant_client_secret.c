@@ -22,6 +22,7 @@
 #include "oauth/http.h"
 #include "oauth/provider.h"
 #include "oauth/token_cache.h"
+#include "token_endpoint_fixture.h"
 
 #define SECRET "Sec~ret/with&special=chars+1234"
 #define TOKEN "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL291dGxvb2sifQ.c2ln"
@@ -41,7 +42,6 @@ enum idp_mode {
 
 struct idp {
     struct evhttp *http;
-    int port;
     enum idp_mode mode;
     int hits;
     char grant_type[64], client_id[64], client_secret[128], scope[128], extra[64];
@@ -144,62 +144,28 @@ static void idp_handler(struct evhttp_request *req, void *arg)
     evbuffer_free(out);
 }
 
-/* ---- loop and log helpers ---- */
-
-static void flag_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    *(int *)arg = 1;
-}
-
-static void run_until(struct event_base *base, const int *done, int ms)
-{
-    int expired = 0;
-    struct event *t = evtimer_new(base, flag_cb, &expired);
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    assert_non_null(t);
-    evtimer_add(t, &tv);
-    while (!(done && *done) && !expired)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
-}
-
 struct fixture {
     struct event_base *base;
     struct idp idp;
     struct http *h;
     struct provider *p;
     char url[128];
-    FILE *log;
-    int saved_stderr;
+    struct log_capture lc;
 };
 
 /* Everything logged since setup. */
 static char *log_text(struct fixture *f)
 {
-    long n;
-    char *s;
-    fflush(f->log);
-    n = ftell(f->log);
-    assert_true(n >= 0);
-    s = calloc(1, (size_t)n + 1);
-    assert_non_null(s);
-    rewind(f->log);
-    assert_int_equal(fread(s, 1, (size_t)n, f->log), (size_t)n);
-    fseek(f->log, 0, SEEK_END);
-    return s;
+    return log_capture_text(&f->lc);
 }
 
-static void assert_log_clean(struct fixture *f)
+static void assert_log_clean(const char *s)
 {
-    char *s = log_text(f);
     assert_null(strstr(s, SECRET));
     assert_null(strstr(s, "Sec~ret"));
     assert_null(strstr(s, "Sec%7Eret"));
     assert_null(strstr(s, TOKEN));
     assert_null(strstr(s, "client_secret="));
-    free(s);
 }
 
 static void assert_log_has(struct fixture *f, const char *needle)
@@ -235,25 +201,11 @@ static int setup(void **state)
     assert_non_null(f);
     f->base = event_base_new();
     assert_non_null(f->base);
-    f->idp.http = evhttp_new(f->base);
-    assert_non_null(f->idp.http);
-    evhttp_set_gencb(f->idp.http, idp_handler, &f->idp);
-    struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(f->idp.http, "127.0.0.1", 0);
-    assert_non_null(bs);
-    struct sockaddr_in sin;
-    socklen_t sl = sizeof(sin);
-    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sin, &sl), 0);
-    f->idp.port = ntohs(sin.sin_port);
-    snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d/contoso/oauth2/v2.0/token", f->idp.port);
+    f->idp.http = token_endpoint_new(f->base, idp_handler, &f->idp, "/contoso/oauth2/v2.0/token",
+                                     f->url, sizeof(f->url));
     f->h = http_new(f->base);
     assert_non_null(f->h);
-    /* capture the log */
-    f->log = tmpfile();
-    assert_non_null(f->log);
-    fflush(stderr);
-    f->saved_stderr = dup(STDERR_FILENO);
-    assert_true(f->saved_stderr >= 0);
-    assert_true(dup2(fileno(f->log), STDERR_FILENO) >= 0);
+    log_capture_start(&f->lc);
     *state = f;
     return 0;
 }
@@ -261,15 +213,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    char *captured = log_text(f);
-    /* Give stderr back first: cmocka reports failures there. Then show what was logged. */
-    fflush(stderr);
-    dup2(f->saved_stderr, STDERR_FILENO);
-    close(f->saved_stderr);
-    fputs(captured, stderr);
+    /* stderr back first: cmocka reports failures there */
+    char *captured = log_capture_stop(&f->lc);
+    assert_log_clean(captured);
     free(captured);
-    assert_log_clean(f);
-    fclose(f->log);
     provider_free(f->p);
     http_free(f->h);
     evhttp_free(f->idp.http);

@@ -1,0 +1,253 @@
+/* What every client-credentials grant shares: the checks of the account's settings, and one token
+ * request: POST the form, read the answer, tell a refusal from a temporary failure, and log
+ * event=token_request / token_ok / token_failed. The credential in the form (a client secret or
+ * a signed assertion) is redacted from anything the IdP echoes and never logged. */
+#include "oauth/grant.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/secret.h"
+#include "oauth/http.h"
+#include "oauth/provider.h"
+#include "oauth/token_response.h"
+
+#define GRANT_POST_TIMEOUT_MS 30000L
+#define GRANT_POST_MS_SCOPE "https://outlook.office365.com/.default"
+
+struct provider_req {
+    struct provider *p;
+    struct http_req *hr;
+    provider_done_cb cb;
+    void *arg;
+    char *redact; /* secret_free: the credential that was sent */
+    int64_t started_ms;
+};
+
+static int64_t grant_post_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An IdP may echo what it was sent, whole or cut short: every run of at least
+ * GRANT_POST_REDACT_RUN characters (or the whole credential, if shorter) that also occurs in the
+ * credential is masked, so that neither a secret nor any piece of an assertion leaves in err. */
+#define GRANT_POST_REDACT_RUN 16
+
+static void grant_post_redact(char *s, const char *secret)
+{
+    static const char mark[] = "[redacted]";
+    size_t sl = secret ? strlen(secret) : 0;
+    size_t min = sl < GRANT_POST_REDACT_RUN ? sl : GRANT_POST_REDACT_RUN;
+    if (sl == 0)
+        return;
+    for (char *p = s; *p; p++) {
+        size_t best = 0;
+        for (const char *q = secret; *q; q++) {
+            size_t n = 0;
+            while (p[n] && q[n] && p[n] == q[n])
+                n++;
+            if (n > best)
+                best = n;
+        }
+        if (best < min)
+            continue;
+        if (best >= sizeof(mark) - 1) {
+            memcpy(p, mark, sizeof(mark) - 1);
+            memmove(p + sizeof(mark) - 1, p + best, strlen(p + best) + 1);
+            p += sizeof(mark) - 2;
+        } else {
+            /* A secret shorter than the mark: '*' in place keeps the length. */
+            memset(p, '*', best);
+            p += best - 1;
+        }
+    }
+}
+
+static int grant_post_temporary_status(long status)
+{
+    return status == 0 || status == 429 || status >= 500;
+}
+
+static void grant_post_req_free(struct provider_req *r)
+{
+    if (!r)
+        return;
+    secret_free(r->redact);
+    free(r);
+}
+
+static void grant_post_done(void *arg, long status, const char *body, size_t len, const char *herr)
+{
+    struct provider_req *r = arg;
+    struct provider *p = r->p;
+    struct token_response tr;
+    char err[768], perr[256];
+    int temporary = 1, rc;
+    int64_t duration = grant_post_now_ms() - r->started_ms;
+    provider_done_cb cb = r->cb;
+    void *cbarg = r->arg;
+
+    err[0] = '\0';
+    memset(&tr, 0, sizeof(tr));
+    if (status == 0) {
+        snprintf(err, sizeof(err), "connect failed: %s", herr ? herr : "no answer");
+        goto fail;
+    }
+    rc = token_response_parse(body, len, status, &tr, perr, sizeof(perr));
+    if (rc == 1) {
+        struct token_grant tg = {.access_token = tr.access_token, .expires_in = tr.expires_in};
+        /* The handle is gone once the answer is in: the callback may free the provider. */
+        grant_post_req_free(r);
+        log_info("event=token_ok account=%s status=%ld expires_in=%ld duration_ms=%lld", p->account,
+                 status, tr.expires_in, (long long)duration);
+        cb(cbarg, &tg, NULL, 0);
+        token_response_clear(&tr);
+        return;
+    }
+    if (rc == 0) {
+        char desc[512];
+        int n = snprintf(err, sizeof(err), "error=%s", tr.error);
+        if (tr.aadsts && n > 0 && (size_t)n < sizeof(err))
+            n += snprintf(err + n, sizeof(err) - (size_t)n, " aadsts=%ld", tr.aadsts);
+        if (tr.error_description && n > 0 && (size_t)n < sizeof(err))
+            snprintf(
+                err + n, sizeof(err) - (size_t)n, " description=%s",
+                log_safe(desc, sizeof(desc), tr.error_description, strlen(tr.error_description)));
+        /* RFC 6749 5.2 and Entra: these two mean "try again later", the rest are refusals. */
+        temporary = grant_post_temporary_status(status) ||
+                    strcmp(tr.error, "temporarily_unavailable") == 0 ||
+                    strcmp(tr.error, "server_error") == 0;
+        goto fail;
+    }
+    if (grant_post_temporary_status(status)) {
+        snprintf(err, sizeof(err), "HTTP %ld", status);
+    } else {
+        snprintf(err, sizeof(err), "%s", perr);
+        /* A 2xx we cannot read is likely a middlebox: retry; a bare 4xx is a wrong URL. */
+        temporary = status >= 200 && status <= 299;
+    }
+fail:
+    token_response_clear(&tr);
+    grant_post_redact(err, r->redact);
+    grant_post_req_free(r);
+    {
+        char safe[900];
+        /* IdP errors are already key=value; anything else is quoted. */
+        if (strncmp(err, "error=", 6) == 0)
+            log_warn("event=token_failed account=%s temporary=%d status=%ld duration_ms=%lld %s",
+                     p->account, temporary, status, (long long)duration, err);
+        else
+            log_warn("event=token_failed account=%s temporary=%d status=%ld duration_ms=%lld "
+                     "error=%s",
+                     p->account, temporary, status, (long long)duration,
+                     log_safe(safe, sizeof(safe), err, strlen(err)));
+    }
+    cb(cbarg, NULL, err, temporary);
+}
+
+struct provider_req *grant_post(struct provider *p, const struct grant_endpoint *ep,
+                                const char *form, const char *credential, const char *kind,
+                                provider_done_cb cb, void *arg)
+{
+    struct provider_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->redact = secret_dup(credential);
+    if (!r->redact) {
+        free(r);
+        return NULL;
+    }
+    r->p = p;
+    r->cb = cb;
+    r->arg = arg;
+    r->started_ms = grant_post_now_ms();
+    log_info("event=token_request account=%s grant=client_credentials credential=%s url=%s",
+             p->account, kind, ep->token_url);
+    /* http keeps its own copy of the form (and wipes it). */
+    r->hr = http_post_form(ep->http, ep->token_url, form, ep->ca_file, GRANT_POST_TIMEOUT_MS,
+                           grant_post_done, r);
+    if (!r->hr) {
+        log_warn("event=token_failed account=%s temporary=1 error=\"request could not start\"",
+                 p->account);
+        grant_post_req_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void grant_post_cancel(struct provider_req *r)
+{
+    if (!r)
+        return;
+    http_cancel(r->hr);
+    grant_post_req_free(r);
+}
+
+static char *grant_post_dup(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+int grant_endpoint_init(struct grant_endpoint *ep, const struct oauth_client_cfg *cfg,
+                        struct http *http, char *err, size_t errlen)
+{
+    const char *who = cfg->account ? cfg->account : "?";
+    const char *scope = cfg->scope;
+
+    memset(ep, 0, sizeof(*ep));
+    if (!cfg->provider ||
+        (strcmp(cfg->provider, "microsoft") != 0 && strcmp(cfg->provider, "oauth2") != 0)) {
+        snprintf(err, errlen, "account %s: provider must be microsoft or oauth2", who);
+        return -1;
+    }
+    if (!http) {
+        snprintf(err, errlen, "account %s: no http client", who);
+        return -1;
+    }
+    if (!cfg->token_url || !*cfg->token_url) {
+        snprintf(err, errlen, "account %s: token_url is required", who);
+        return -1;
+    }
+    if (strncmp(cfg->token_url, "https://", 8) != 0 &&
+        !(strncmp(cfg->token_url, "http://", 7) == 0 && http_url_is_loopback(cfg->token_url))) {
+        snprintf(err, errlen,
+                 "account %s: token_url must be https:// (http:// only to a loopback host)", who);
+        return -1;
+    }
+    if (!cfg->client_id || !*cfg->client_id) {
+        snprintf(err, errlen, "account %s: client_id is required", who);
+        return -1;
+    }
+    if ((!scope || !*scope) && strcmp(cfg->provider, "microsoft") == 0)
+        scope = GRANT_POST_MS_SCOPE;
+    ep->http = http;
+    ep->token_url = strdup(cfg->token_url);
+    ep->client_id = strdup(cfg->client_id);
+    ep->scope = grant_post_dup(scope);
+    ep->ca_file = grant_post_dup(cfg->ca_file);
+    if (!ep->token_url || !ep->client_id || (scope && *scope && !ep->scope) ||
+        (cfg->ca_file && *cfg->ca_file && !ep->ca_file)) {
+        grant_endpoint_clear(ep);
+        snprintf(err, errlen, "account %s: out of memory", who);
+        return -1;
+    }
+    return 0;
+}
+
+void grant_endpoint_clear(struct grant_endpoint *ep)
+{
+    if (!ep)
+        return;
+    free(ep->token_url);
+    free(ep->client_id);
+    free(ep->scope);
+    free(ep->ca_file);
+    memset(ep, 0, sizeof(*ep));
+}

@@ -24,6 +24,7 @@
 #define TOKEN_CACHE_AHEAD_DIVISOR 10    /* ... or a tenth of the lifetime */
 #define TOKEN_CACHE_BACKOFF_FIRST_MS 1000
 #define TOKEN_CACHE_BACKOFF_MAX_MS 300000
+#define TOKEN_CACHE_WALL_MAX_S (INT64_C(1) << 40) /* sanity bound on a stored expiry */
 
 /* Circular doubly-linked list with a sentinel: a waiter can unlink itself from whichever list
  * holds it (the cache's, or a batch being woken) without knowing which. */
@@ -41,7 +42,8 @@ struct token_wait {
 struct token_cache {
     struct provider *p;
     struct token_clock clock;
-    char *token; /* secret_free */
+    struct token_persist persist; /* all NULL: none */
+    char *token;                  /* secret_free */
     size_t token_len;
     int64_t expires_at_ms;
     int64_t lifetime_ms;
@@ -60,6 +62,14 @@ static int64_t token_cache_default_now(void *arg)
     struct timespec ts;
     (void)arg;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t token_cache_default_wall(void *arg)
+{
+    struct timespec ts;
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -202,6 +212,13 @@ static void token_cache_on_grant(void *arg, const struct token_grant *g, const c
             c->fails_in_row = 0;
             c->next_attempt_ms = 0;
             c->last_err[0] = '\0';
+            /* Persisted before any waiter hears of it (a rotated refresh token must never be
+             * used before it is on disk). Expiry rounded down: never later than the IdP's. */
+            if (c->persist.save) {
+                int64_t wall = c->clock.wall_ms(c->clock.arg);
+                (void)c->persist.save(c->persist.arg, t, (wall + c->lifetime_ms) / 1000,
+                                      g->expires_in);
+            }
         } else {
             secret_free(t);
             secret_free(copy);
@@ -260,6 +277,8 @@ struct token_cache *token_cache_new(struct provider *p, const struct token_clock
         c->clock.now_ms = token_cache_default_now;
     if (!c->clock.random)
         c->clock.random = token_cache_default_random;
+    if (!c->clock.wall_ms)
+        c->clock.wall_ms = token_cache_default_wall;
     token_link_init(&c->waiters);
     return c;
 }
@@ -276,8 +295,43 @@ void token_cache_free(struct token_cache *c)
         *c->freed = 1;
     token_cache_forget(c);
     provider_free(c->p);
+    if (c->persist.free)
+        c->persist.free(c->persist.arg);
     OPENSSL_cleanse(c, sizeof(*c));
     free(c);
+}
+
+int token_cache_set_persist(struct token_cache *c, const struct token_persist *p)
+{
+    char *token = NULL;
+    int64_t expires_at_s = 0, lifetime_s = 0, now, remaining_ms;
+
+    if (!c || !p || c->persist.load || c->persist.save || c->persist.free || c->token || c->req) {
+        if (p && p->free)
+            p->free(p->arg);
+        return -1;
+    }
+    c->persist = *p;
+    if (!p->load || p->load(p->arg, &token, &expires_at_s, &lifetime_s) != 1 || !token)
+        return 0;
+    if (expires_at_s <= 0 || expires_at_s > TOKEN_CACHE_WALL_MAX_S) {
+        secret_free(token);
+        return 0;
+    }
+    if (lifetime_s < 0 || lifetime_s > TOKEN_CACHE_WALL_MAX_S)
+        lifetime_s = 0;
+    now = c->clock.now_ms(c->clock.arg);
+    /* Wall clock to the cache's clock: what is left of the token's life, from now. */
+    remaining_ms = expires_at_s * 1000 - c->clock.wall_ms(c->clock.arg);
+    c->token = token;
+    c->token_len = strlen(token);
+    c->expires_at_ms = now + remaining_ms;
+    c->lifetime_ms = lifetime_s * 1000 >= remaining_ms ? lifetime_s * 1000 : remaining_ms;
+    if (!token_cache_usable(c, now)) {
+        token_cache_forget(c); /* too close to expiry (or past it) to hand out */
+        return 0;
+    }
+    return 1;
 }
 
 struct token_wait *token_cache_get(struct token_cache *c, token_cb cb, void *arg)

@@ -11,10 +11,26 @@ struct provider;
 struct token_cache;
 struct token_wait;
 
-/* Injected time and randomness; NULL fields = CLOCK_MONOTONIC and OpenSSL's RAND_bytes. */
+/* Injected time and randomness; NULL fields = CLOCK_MONOTONIC, OpenSSL's RAND_bytes and
+ * CLOCK_REALTIME. now_ms runs the cache; wall_ms only converts stored expiries. */
 struct token_clock {
     int64_t (*now_ms)(void *arg);
     uint32_t (*random)(void *arg);
+    void *arg;
+    int64_t (*wall_ms)(void *arg);
+};
+
+/* Optional persistence (the token store), so that a restart does not hit the IdP. Expiries
+ * cross this interface as wall-clock seconds since the epoch. */
+struct token_persist {
+    /* Once, from token_cache_set_persist: 1 with a stored token (*token from secret_dup, the
+     * cache takes it), its expiry and its lifetime as issued; 0 nothing stored. */
+    int (*load)(void *arg, char **token, int64_t *expires_at_s, int64_t *lifetime_s);
+    /* After every successful request, before any waiter hears of the token. 0 saved; -1 not
+     * (the hook has logged why; the token is used all the same). */
+    int (*save)(void *arg, const char *token, int64_t expires_at_s, int64_t lifetime_s);
+    /* Called with arg by token_cache_free. May be NULL. */
+    void (*free)(void *arg);
     void *arg;
 };
 
@@ -24,6 +40,10 @@ typedef void (*token_cb)(void *arg, const char *token, const char *err);
 
 /* Takes ownership of p. clock may be NULL. */
 struct token_cache *token_cache_new(struct provider *p, const struct token_clock *clock);
+/* Attach persistence (at most once, before the first get; the cache owns p->arg from now on,
+ * even on failure) and load a still-usable stored token: the cache starts VALID with its
+ * remaining lifetime. 1 a token was loaded; 0 none; -1 bad arguments. */
+int token_cache_set_persist(struct token_cache *c, const struct token_persist *p);
 /* Pending waiters are dropped without a callback. Accepts NULL. */
 void token_cache_free(struct token_cache *c);
 /* Ask for a usable token. If one is at hand (or the cache is backing off after a failure and

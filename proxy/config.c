@@ -486,6 +486,7 @@ void config_free(struct config *cfg)
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->state_dir);
+    free(cfg->key_file);
     config_free_upstream(&cfg->upstream);
     for (size_t i = 0; i < cfg->naccounts; i++) {
         struct cfg_account *a = &cfg->accounts[i];

@@ -76,6 +76,7 @@ struct config {
     unsigned data_timeout;    /* seconds */
     enum log_level log_level;
     char *state_dir;
+    char *key_file; /* the token store's key (32 bytes); NULL: tokens are not persisted */
     enum bare_lf_policy bare_lf;
     /* [upstream] */
     struct cfg_upstream upstream;

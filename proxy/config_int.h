@@ -148,6 +148,7 @@ CONFIG_SETTER(config_secret_set_file);          /* a regular file we can read */
 CONFIG_SETTER(config_secret_set_key_file);      /* and nobody else can: a private key */
 CONFIG_SETTER(config_secret_set_secret_file);   /* also loads account->client_secret */
 CONFIG_SETTER(config_secret_set_password_hash); /* a complete crypt(3) hash we accept */
+CONFIG_SETTER(config_secret_set_store_key);     /* the token store's key: 32 bytes, 0600 */
 
 /* config_check.c */
 

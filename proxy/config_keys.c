@@ -54,6 +54,8 @@ static const struct config_key config_proxy_keys[] = {
     {"log_level", config_value_set_choice, CF(log_level), "info", 0, 0, config_log_levels, 0, NULL},
     {"state_dir", config_value_set_abs_path, CF(state_dir), "/var/lib/smtp-oauth-proxy", 0, 0, NULL,
      0, "an absolute path"},
+    {"key_file", config_secret_set_store_key, CF(key_file), NULL, 0, 0, NULL, KEY_EMPTY_OK,
+     "a file of exactly 32 random bytes, mode 0600"},
     {"bare_lf", config_value_set_choice, CF(bare_lf), "normalize", 0, 0, config_bare_lf, 0, NULL},
 };
 

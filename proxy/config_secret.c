@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <crypt.h>
+#include <openssl/crypto.h>
 
 #include "common/secret.h"
+#include "store/token_store.h"
 
 #define CONFIG_HASH_HINT                                                                           \
     "use yescrypt ($y$), gost-yescrypt ($gy$), scrypt ($7$), sha512crypt ($6$), sha256crypt "      \
@@ -67,6 +69,21 @@ void config_secret_set_secret_file(struct config_ctx *c, struct config_section *
     }
     secret_free(a->client_secret);
     a->client_secret = secret;
+    config_value_store(c, s, k, value);
+}
+
+/* The token store's key: exactly 32 bytes that nobody else can read. Read here to check it (then
+ * wiped); the store reads it again when the daemon starts. */
+void config_secret_set_store_key(struct config_ctx *c, struct config_section *s,
+                                 const struct config_key *k, const char *value)
+{
+    char err[1024];
+    unsigned char key[TOKEN_STORE_KEY_LEN];
+    if (token_store_key_read(value, key, err, sizeof(err)) != 0) {
+        config_err(c, c->lineno, "%s: %s", k->name, err);
+        return;
+    }
+    OPENSSL_cleanse(key, sizeof(key));
     config_value_store(c, s, k, value);
 }
 

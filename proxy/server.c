@@ -14,10 +14,12 @@
 #include "oauth/http.h"
 #include "oauth/provider.h"
 #include "oauth/token_cache.h"
+#include "oauth/token_cache_store.h"
 #include "proxy/auth_worker.h"
 #include "proxy/device.h"
 #include "proxy/server_session.h"
 #include "proxy/tls.h"
+#include "store/token_store.h"
 
 struct server_listener {
     struct server *srv;
@@ -164,6 +166,15 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
         snprintf(err, errlen, "cannot initialise: out of memory");
         goto fail;
     }
+    if (cfg->key_file) {
+        char serr[1024];
+        s->store = token_store_new(cfg->state_dir, cfg->key_file, serr, sizeof(serr));
+        if (!s->store) {
+            snprintf(err, errlen, "token store: %s", serr);
+            goto fail;
+        }
+        log_info("event=token_store dir=%s/tokens", cfg->state_dir);
+    }
     if (cfg->tls_cert) {
         s->tls_server =
             tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_min_version, err, errlen);
@@ -200,6 +211,10 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
+        if (s->store && token_cache_store_attach(s->tokens[i], s->store, a->name) < 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
     }
     return s;
 fail:
@@ -221,6 +236,7 @@ void server_free(struct server *s)
             SSL_CTX_free(s->tls_clients[i]);
     }
     free(s->tokens);
+    token_store_free(s->store); /* after the caches, which borrow it */
     free(s->tls_clients);
     http_free(s->http);
     if (s->dns)

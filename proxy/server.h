@@ -12,6 +12,7 @@ struct evdns_base;
 struct device_table;
 struct http;
 struct token_cache;
+struct token_store;
 struct server_listener;
 struct server_session;
 struct auth_worker;
@@ -26,6 +27,7 @@ struct server {
     SSL_CTX **tls_clients;    /* upstream TLS, one per cfg->accounts[i] (its own ca_file) */
     struct http *http;
     struct token_cache **tokens;     /* one per cfg->accounts[i] */
+    struct token_store *store;       /* NULL: no key_file, tokens are not persisted */
     struct server_session *sessions; /* open sessions, for shutdown */
     struct server_listener **listeners;
     size_t nlisteners;

@@ -377,7 +377,7 @@ static void test_unknown_key(void **state)
                   "@DIR@/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
-                  "log_level, state_dir, bare_lf\n"
+                  "log_level, state_dir, key_file, bare_lf\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }

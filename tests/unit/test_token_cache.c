@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "common/secret.h"
 #include "oauth/provider.h"
 #include "oauth/token_cache.h"
 
@@ -17,6 +18,7 @@
 struct fake_clock {
     int64_t now;
     uint32_t rnd;
+    int64_t wall; /* ms since the epoch; moves with now in the persistence tests */
 };
 
 static int64_t fake_now(void *arg)
@@ -27,6 +29,11 @@ static int64_t fake_now(void *arg)
 static uint32_t fake_random(void *arg)
 {
     return ((struct fake_clock *)arg)->rnd;
+}
+
+static int64_t fake_wall(void *arg)
+{
+    return ((struct fake_clock *)arg)->wall;
 }
 
 /* ---- fake provider ---- */
@@ -153,6 +160,8 @@ static int setup(void **state)
     f->tc.now_ms = fake_now;
     f->tc.random = fake_random;
     f->tc.arg = &f->clk;
+    f->clk.wall = INT64_C(1800000000000);
+    f->tc.wall_ms = fake_wall;
     f->fp = calloc(1, sizeof(*f->fp));
     f->p = calloc(1, sizeof(*f->p));
     assert_non_null(f->fp);
@@ -555,6 +564,142 @@ static void test_sync_callback_may_free_cache(void **state)
     assert_null(f->c);
 }
 
+/* ---- persistence hooks ---- */
+
+#define WALL_S INT64_C(1800000000)
+
+struct fake_persist {
+    /* what load hands out */
+    const char *stored;
+    int64_t stored_exp, stored_life;
+    int loads;
+    /* what save got */
+    int saves;
+    char saved[64];
+    int64_t saved_exp, saved_life;
+    int waiter_calls_at_save; /* how many waiters had heard of a token when save ran */
+    struct waiter *watch;
+    int frees;
+};
+
+static int fp_load(void *arg, char **token, int64_t *exp, int64_t *life)
+{
+    struct fake_persist *p = arg;
+    p->loads++;
+    if (!p->stored)
+        return 0;
+    *token = secret_dup(p->stored);
+    *exp = p->stored_exp;
+    *life = p->stored_life;
+    return 1;
+}
+
+static int fp_save(void *arg, const char *token, int64_t exp, int64_t life)
+{
+    struct fake_persist *p = arg;
+    p->saves++;
+    snprintf(p->saved, sizeof(p->saved), "%s", token);
+    p->saved_exp = exp;
+    p->saved_life = life;
+    p->waiter_calls_at_save = p->watch ? p->watch->calls : -1;
+    return 0;
+}
+
+static void fp_free(void *arg)
+{
+    ((struct fake_persist *)arg)->frees++;
+}
+
+static int attach(struct fixture *f, struct fake_persist *p)
+{
+    struct token_persist tp = {.load = fp_load, .save = fp_save, .free = fp_free, .arg = p};
+    return token_cache_set_persist(f->c, &tp);
+}
+
+static void test_persist_loads_valid_token(void **state)
+{
+    struct fixture *f = *state;
+    struct token_cache_stats st;
+    struct fake_persist p = {.stored = "stored", .stored_exp = WALL_S + 3000, .stored_life = 3599};
+    assert_int_equal(attach(f, &p), 1);
+    assert_int_equal(p.loads, 1);
+    get_sync_token(f, "stored");
+    assert_int_equal(f->fp->requests, 0); /* no IdP request */
+    token_cache_stats(f->c, &st);
+    /* 3000 s left on the wall clock = 3000 s left on the cache's clock */
+    assert_int_equal(st.expires_at_ms, f->clk.now + 3000 * 1000);
+    /* still served until the margin before expiry, then a request */
+    f->clk.now += (3000 - 301) * 1000; /* outside the 5 min refresh-ahead window */
+    get_sync_token(f, "stored");
+    assert_int_equal(f->fp->requests, 0);
+    f->clk.now += 2 * 1000; /* inside it: served, and a background refresh */
+    get_sync_token(f, "stored");
+    assert_int_equal(f->fp->requests, 1);
+    token_cache_free(f->c);
+    f->c = NULL;
+    assert_int_equal(p.frees, 1);
+    assert_int_equal(p.saves, 0);
+}
+
+static void test_persist_ignores_near_expiry(void **state)
+{
+    struct fixture *f = *state;
+    struct waiter w = {0};
+    /* 20 s left: inside the 30 s margin, of no use */
+    struct fake_persist p = {.stored = "stale", .stored_exp = WALL_S + 20, .stored_life = 3599};
+    assert_int_equal(attach(f, &p), 0);
+    assert_non_null(token_cache_get(f->c, waiter_cb, &w));
+    assert_int_equal(f->fp->requests, 1);
+    fake_answer(f->fp, "fresh", 3600, NULL);
+    assert_string_equal(w.token, "fresh");
+}
+
+static void test_persist_ignores_expired_and_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct fake_persist p = {.stored = "old", .stored_exp = WALL_S - 10, .stored_life = 3599};
+    struct fake_persist none = {0};
+    assert_int_equal(attach(f, &p), 0);
+    /* a second attach is refused, and its arg freed */
+    assert_int_equal(attach(f, &none), -1);
+    assert_int_equal(none.frees, 1);
+    assert_int_equal(none.loads, 0);
+    prime(f, "t1", 3600);
+    assert_int_equal(p.saves, 1);
+}
+
+static void test_persist_saves_before_waiters(void **state)
+{
+    struct fixture *f = *state;
+    struct waiter w = {0};
+    struct fake_persist p = {0};
+    p.watch = &w;
+    assert_int_equal(attach(f, &p), 0);
+    f->clk.wall += 500; /* not on a second boundary: the expiry rounds down */
+    assert_non_null(token_cache_get(f->c, waiter_cb, &w));
+    fake_answer(f->fp, "t1", 3600, NULL);
+    assert_int_equal(p.saves, 1);
+    assert_int_equal(p.waiter_calls_at_save, 0); /* saved before the waiter heard */
+    assert_string_equal(p.saved, "t1");
+    assert_int_equal(p.saved_exp, WALL_S + 3600);
+    assert_int_equal(p.saved_life, 3600);
+    assert_string_equal(w.token, "t1");
+    /* a failed request saves nothing */
+    token_cache_invalidate(f->c, "t1");
+    struct waiter w2 = {0};
+    assert_non_null(token_cache_get(f->c, waiter_cb, &w2));
+    fake_answer(f->fp, NULL, 0, "boom");
+    assert_int_equal(p.saves, 1);
+    /* a refresh saves the new token */
+    f->clk.now += 2000;
+    struct waiter w3 = {0};
+    assert_non_null(token_cache_get(f->c, waiter_cb, &w3));
+    fake_answer(f->fp, "t2", 60, NULL);
+    assert_int_equal(p.saves, 2);
+    assert_string_equal(p.saved, "t2");
+    assert_int_equal(p.saved_life, 60);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +718,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalidate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending_waiters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_callback_may_free_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persist_loads_valid_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persist_ignores_near_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persist_ignores_expired_and_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persist_saves_before_waiters, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,9 @@
-/* AUTH XOAUTH2 on an open upstream session: the only code that sees the token. The response is
- * built here, sent by reference so that libevent's copy is wiped, never logged, and wiped as soon
- * as it is sent or dropped. */
+/* AUTH XOAUTH2 or OAUTHBEARER on an open upstream session: the only code that sees the token. The
+ * response is built here, sent by reference so that libevent's copy is wiped, never logged, and
+ * wiped as soon as it is sent or dropped. */
 #include "proxy/client_session_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,9 +71,11 @@ int client_auth_on_reply(struct client_session *c, const struct smtp_reply *r)
         return client_session_deliver(c, r, NULL);
     case CLIENT_SESSION_AUTH_RESULT:
         if (r->code == 334) {
-            /* An error challenge (base64 JSON): an empty line ends the exchange and the server
-             * answers with the real failure. */
-            if (client_session_send(c, "", NULL) < 0)
+            /* An error challenge (base64 JSON): an empty line (XOAUTH2) or a single ^A
+             * (OAUTHBEARER, RFC 7628 3.2.3) ends the exchange and the server answers with the
+             * real failure. */
+            if (client_session_send(c, c->auth_mech == CLIENT_AUTH_OAUTHBEARER ? "AQ==" : "",
+                                    NULL) < 0)
                 return -1;
             client_session_enter_state(c, CLIENT_SESSION_AUTH_ABORT);
             client_session_arm(c, c->reply_timeout);
@@ -91,24 +94,39 @@ int client_auth_on_reply(struct client_session *c, const struct smtp_reply *r)
     }
 }
 
-void client_session_auth_xoauth2(struct client_session *c, const char *user, const char *token,
-                                 client_reply_cb cb, void *arg)
+const char *client_auth_mech_name(enum client_auth_mech mech)
 {
-    static const char prefix[] = "AUTH XOAUTH2 ";
+    return mech == CLIENT_AUTH_OAUTHBEARER ? "OAUTHBEARER" : "XOAUTH2";
+}
+
+void client_session_auth(struct client_session *c, enum client_auth_mech mech, const char *user,
+                         const char *token, client_reply_cb cb, void *arg)
+{
     if (!c)
         return;
+    const char *name = client_auth_mech_name(mech);
+    char prefix[32], logged[48];
+    snprintf(prefix, sizeof(prefix), "AUTH %s ", name);
+    snprintf(logged, sizeof(logged), "AUTH %s <redacted>", name);
     client_session_api_enter(c);
     if (!client_request_can_start(c, cb, arg))
         goto out;
-    char *resp = sasl_xoauth2_encode(user ? user : "", token ? token : "");
+    char *resp =
+        mech == CLIENT_AUTH_OAUTHBEARER
+            ? sasl_oauthbearer_encode(user ? user : "", c->host, c->port, token ? token : "")
+            : sasl_xoauth2_encode(user ? user : "", token ? token : "");
     if (!resp) {
-        client_session_park_error(c, cb, arg,
-                                  "cannot build the XOAUTH2 response (empty user or token, or "
-                                  "a byte outside 0x21..0x7e)");
+        char why[160];
+        snprintf(why, sizeof(why),
+                 "cannot build the %s response (empty user or token, or a byte outside "
+                 "0x21..0x7e)",
+                 name);
+        client_session_park_error(c, cb, arg, why);
         goto out;
     }
+    c->auth_mech = mech;
     if (strlen(prefix) + strlen(resp) + 2 <= CLIENT_AUTH_LINE_MAX) {
-        int rc = client_auth_send_secret(c, prefix, resp, "AUTH XOAUTH2 <redacted>");
+        int rc = client_auth_send_secret(c, prefix, resp, logged);
         secret_free(resp);
         if (rc < 0) {
             /* The failure was reported to nobody (no request yet): give it to this one. */
@@ -118,9 +136,16 @@ void client_session_auth_xoauth2(struct client_session *c, const char *user, con
         client_request_wait(c, CLIENT_SESSION_AUTH_RESULT, c->reply_timeout, cb, arg);
     } else {
         /* RFC 4954 4: too long for the AUTH line; send it after the server's 334. */
+        prefix[strlen(prefix) - 1] = '\0';
         c->auth_resp = resp;
-        client_request_send(c, "AUTH XOAUTH2", CLIENT_SESSION_AUTH_CONT, c->reply_timeout, cb, arg);
+        client_request_send(c, prefix, CLIENT_SESSION_AUTH_CONT, c->reply_timeout, cb, arg);
     }
 out:
     client_session_api_leave(c);
+}
+
+void client_session_auth_xoauth2(struct client_session *c, const char *user, const char *token,
+                                 client_reply_cb cb, void *arg)
+{
+    client_session_auth(c, CLIENT_AUTH_XOAUTH2, user, token, cb, arg);
 }

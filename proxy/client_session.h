@@ -1,5 +1,6 @@
 /* The upstream side: one SMTP client connection to the submission server.
- * Connect, greeting, EHLO, STARTTLS (mandatory), TLS 1.2+ verified, EHLO, AUTH XOAUTH2, then
+ * Connect, greeting, EHLO, STARTTLS (mandatory), TLS 1.2+ verified, EHLO, AUTH XOAUTH2 or
+ * OAUTHBEARER, then
  * commands and a streamed DATA body. Callbacks are never called from inside an API call: they
  * always run from the event loop, so a caller may free the session from inside a callback. */
 #ifndef SOP_CLIENT_SESSION_H
@@ -46,6 +47,17 @@ const struct smtp_caps *client_session_caps(const struct client_session *c);
  * (235 on success). user and token are not kept after the call. */
 void client_session_auth_xoauth2(struct client_session *c, const char *user, const char *token,
                                  client_reply_cb cb, void *arg);
+enum client_auth_mech {
+    CLIENT_AUTH_XOAUTH2,     /* "user=" USER ^A "auth=Bearer " TOKEN ^A ^A */
+    CLIENT_AUTH_OAUTHBEARER, /* RFC 7628: "n,a=" USER "," ^A "host=" ^A "port=" ^A "auth=..." */
+};
+/* The mechanism's name as in AUTH lines and EHLO ("XOAUTH2", "OAUTHBEARER"). */
+const char *client_auth_mech_name(enum client_auth_mech mech);
+/* AUTH with mech, the same rules as client_session_auth_xoauth2. OAUTHBEARER carries the
+ * session's host and port; its error challenge (a 334 with JSON) is answered with a single ^A
+ * ("AQ==", RFC 7628 3.2.3) and the final reply is reported. */
+void client_session_auth(struct client_session *c, enum client_auth_mech mech, const char *user,
+                         const char *token, client_reply_cb cb, void *arg);
 /* Send one command line (no CRLF; at most 510 bytes) and report its reply. */
 void client_session_command(struct client_session *c, const char *line, client_reply_cb cb,
                             void *arg);

@@ -19,9 +19,9 @@ enum client_session_state {
     CLIENT_SESSION_HANDSHAKE,   /* TLS handshake running */
     CLIENT_SESSION_EHLO_TLS,    /* EHLO sent again over TLS */
     CLIENT_SESSION_READY,       /* idle, a command may be sent */
-    CLIENT_SESSION_AUTH_CONT,   /* "AUTH XOAUTH2" sent without a response, waiting for 334 */
+    CLIENT_SESSION_AUTH_CONT,   /* "AUTH <mech>" sent without a response, waiting for 334 */
     CLIENT_SESSION_AUTH_RESULT, /* response sent: 235, 5xx, or a 334 error challenge */
-    CLIENT_SESSION_AUTH_ABORT,  /* empty line sent after the error challenge */
+    CLIENT_SESSION_AUTH_ABORT,  /* empty line (or ^A) sent after the error challenge */
     CLIENT_SESSION_COMMAND,     /* a command sent, waiting for its reply */
     CLIENT_SESSION_BODY,        /* after 354: the caller streams the body */
     CLIENT_SESSION_DATA_END,    /* '.' sent, waiting for the final reply */
@@ -47,7 +47,8 @@ struct client_session {
 
     client_reply_cb cb; /* the one outstanding request */
     void *cb_arg;
-    char *auth_resp; /* XOAUTH2 response held until the 334; wiped when sent or dropped */
+    char *auth_resp; /* AUTH response held until the 334; wiped when sent or dropped */
+    enum client_auth_mech auth_mech; /* of the AUTH exchange in progress */
 
     void (*drain_cb)(void *arg);
     void *drain_arg;
@@ -115,11 +116,11 @@ void client_request_wait(struct client_session *c, enum client_session_state s, 
 void client_request_send(struct client_session *c, const char *line, enum client_session_state s,
                          unsigned timeout, client_reply_cb cb, void *arg);
 
-/* ---- client_auth.c: AUTH XOAUTH2, the only code that sees the token ---- */
+/* ---- client_auth.c: AUTH XOAUTH2 / OAUTHBEARER, the only code that sees the token ---- */
 
 /* A reply in AUTH_CONT, AUTH_RESULT or AUTH_ABORT. -1: stop processing. */
 int client_auth_on_reply(struct client_session *c, const struct smtp_reply *r);
-/* Wipe and drop the held XOAUTH2 response, if any. */
+/* Wipe and drop the held AUTH response, if any. */
 void client_auth_wipe(struct client_session *c);
 
 #endif

@@ -16,10 +16,19 @@ struct cfg_endpoint {
     int line;
 };
 
+/* upstream_auth: the SASL mechanism used upstream. */
+enum upstream_auth {
+    UPSTREAM_AUTH_UNSET,       /* an account without upstream_auth: [upstream]'s applies */
+    UPSTREAM_AUTH_AUTO,        /* XOAUTH2 if the EHLO offers it, else OAUTHBEARER */
+    UPSTREAM_AUTH_XOAUTH2,     /* XOAUTH2 only */
+    UPSTREAM_AUTH_OAUTHBEARER, /* OAUTHBEARER (RFC 7628) only */
+};
+
 struct cfg_upstream {
     char *host; /* DNS name (or IP literal, checked against the certificate's IP SAN) */
     uint16_t port;
-    char *ca_file; /* NULL: the system trust store */
+    char *ca_file;           /* NULL: the system trust store */
+    enum upstream_auth auth; /* never UNSET once loaded */
 };
 
 enum sender_rewrite {

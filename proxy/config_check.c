@@ -153,6 +153,8 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
         a->upstream.port = up->port;
     if (!a->upstream.ca_file && up->ca_file)
         a->upstream.ca_file = config_strdup(c, up->ca_file);
+    if (a->upstream.auth == UPSTREAM_AUTH_UNSET)
+        a->upstream.auth = up->auth;
 }
 
 static void config_check_device(struct config_ctx *c, struct config_section *s)

@@ -24,6 +24,11 @@ static const struct config_choice config_rewrites[] = {{"off", SENDER_REWRITE_OF
                                                        {"envelope", SENDER_REWRITE_ENVELOPE},
                                                        {"header", SENDER_REWRITE_HEADER},
                                                        {NULL, 0}};
+static const struct config_choice config_upstream_auths[] = {
+    {"xoauth2", UPSTREAM_AUTH_XOAUTH2},
+    {"oauthbearer", UPSTREAM_AUTH_OAUTHBEARER},
+    {"auto", UPSTREAM_AUTH_AUTO},
+    {NULL, 0}};
 
 #define CF(f) offsetof(struct config, f)
 #define AF(f) offsetof(struct cfg_account, f)
@@ -65,6 +70,8 @@ static const struct config_key config_upstream_keys[] = {
     {"port", config_value_set_port, CF(upstream.port), "587", 1, 65535, NULL, 0, NULL},
     {"ca_file", config_secret_set_file, CF(upstream.ca_file), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "a readable PEM file"},
+    {"upstream_auth", config_value_set_choice, CF(upstream.auth), "auto", 0, 0,
+     config_upstream_auths, 0, NULL},
     {"connect_timeout", config_value_set_duration, CF(upstream_connect_timeout), "30s", 1, 3600,
      NULL, 0, NULL},
     {"timeout", config_value_set_duration, CF(upstream_timeout), "300s", 1, 3600, NULL, 0, NULL},
@@ -97,6 +104,8 @@ static const struct config_key config_account_keys[] = {
     {"upstream_port", config_value_set_port, AF(upstream.port), NULL, 1, 65535, NULL, 0, NULL},
     {"upstream_ca_file", config_secret_set_file, AF(upstream.ca_file), NULL, 0, 0, NULL,
      KEY_EMPTY_OK, "a readable PEM file"},
+    {"upstream_auth", config_value_set_choice, AF(upstream.auth), NULL, 0, 0, config_upstream_auths,
+     KEY_EMPTY_OK, NULL},
 };
 
 static const struct config_key config_device_keys[] = {

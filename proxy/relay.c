@@ -33,6 +33,7 @@ struct relay {
     struct token_wait *token_wait;
     char *token; /* the token used for AUTH, kept until AUTH is answered (to invalidate it) */
     int auth_retried;
+    enum client_auth_mech mech; /* of the last AUTH sent */
 
     enum relay_op op;
     relay_reply_cb cb;
@@ -190,7 +191,8 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     if (rep->code == 235) {
         r->up_ready = 1;
         drop_token(r);
-        log_debug("event=upstream_auth_ok session=%s account=%s", r->log_id, r->acct->name);
+        log_debug("event=upstream_auth_ok session=%s account=%s mech=%s", r->log_id, r->acct->name,
+                  client_auth_mech_name(r->mech));
         send_mail(r);
         return;
     }
@@ -209,15 +211,77 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     }
     /* Never 5xx for a token problem: the device should try again later. */
     char why[RELAY_REPLY_MAX + 64];
-    snprintf(why, sizeof(why), "AUTH XOAUTH2 refused: %s", text);
+    snprintf(why, sizeof(why), "AUTH %s refused: %s", client_auth_mech_name(r->mech), text);
     fail_op(r, "454 4.7.0 Temporary authentication failure upstream, try again later", why);
+}
+
+static const char *upstream_auth_name(enum upstream_auth a)
+{
+    switch (a) {
+    case UPSTREAM_AUTH_XOAUTH2:
+        return "xoauth2";
+    case UPSTREAM_AUTH_OAUTHBEARER:
+        return "oauthbearer";
+    default:
+        return "auto";
+    }
+}
+
+/* The SASL mechanisms an EHLO offered, space-separated ("none" if none). */
+static const char *offered_mechs(unsigned bits, char *buf, size_t len)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } mechs[] = {{SMTP_AUTH_PLAIN, "PLAIN"},
+                 {SMTP_AUTH_LOGIN, "LOGIN"},
+                 {SMTP_AUTH_XOAUTH2, "XOAUTH2"},
+                 {SMTP_AUTH_OAUTHBEARER, "OAUTHBEARER"}};
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
+        if (!(bits & mechs[i].bit))
+            continue;
+        int w = snprintf(buf + o, len - o, "%s%s", o ? " " : "", mechs[i].name);
+        if (w < 0 || (size_t)w >= len - o)
+            break;
+        o += (size_t)w;
+    }
+    if (o == 0)
+        snprintf(buf, len, "none");
+    return buf;
+}
+
+/* upstream_auth against what the EHLO offers: 0 and *mech, or -1. auto prefers XOAUTH2. */
+static int pick_mech(enum upstream_auth want, unsigned offered, enum client_auth_mech *mech)
+{
+    int x = (offered & SMTP_AUTH_XOAUTH2) != 0, o = (offered & SMTP_AUTH_OAUTHBEARER) != 0;
+    if ((want == UPSTREAM_AUTH_XOAUTH2 || want == UPSTREAM_AUTH_AUTO) && x) {
+        *mech = CLIENT_AUTH_XOAUTH2;
+        return 0;
+    }
+    if ((want == UPSTREAM_AUTH_OAUTHBEARER || want == UPSTREAM_AUTH_AUTO) && o) {
+        *mech = CLIENT_AUTH_OAUTHBEARER;
+        return 0;
+    }
+    return -1;
 }
 
 static void start_auth(struct relay *r)
 {
     if (!r->token)
         return;
-    client_session_auth_xoauth2(r->up, r->acct->mailbox, r->token, on_auth, r);
+    const struct smtp_caps *caps = client_session_caps(r->up);
+    enum upstream_auth want = r->acct->upstream.auth;
+    if (pick_mech(want, caps ? caps->auth : 0, &r->mech) < 0) {
+        char offered[64], why[160];
+        snprintf(why, sizeof(why), "upstream_auth = %s but the upstream offers AUTH %s",
+                 upstream_auth_name(want),
+                 offered_mechs(caps ? caps->auth : 0, offered, sizeof(offered)));
+        fail_op(r, "454 4.7.0 Temporary authentication failure upstream, try again later", why);
+        return;
+    }
+    client_session_auth(r->up, r->mech, r->acct->mailbox, r->token, on_auth, r);
 }
 
 static void on_open(void *arg, const struct smtp_reply *rep, const char *err)

@@ -864,6 +864,299 @@ static void test_auth_json_error_challenge(void **state)
     fx_free(f);
 }
 
+/* ---- OAUTHBEARER (RFC 7628) ---- */
+
+/* The raw OAUTHBEARER string, built here independently of sasl.c. */
+static char *oauthbearer_raw(const char *user, uint16_t port, const char *token, size_t *len)
+{
+    size_t n = strlen(user) + strlen(token) + 128;
+    char *raw = malloc(n);
+    int w = snprintf(raw, n, "n,a=%s,\001host=127.0.0.1\001port=%u\001auth=Bearer %s\001\001", user,
+                     (unsigned)port, token);
+    assert_true(w > 0 && (size_t)w < n);
+    *len = (size_t)w;
+    return raw;
+}
+
+static char *expected_oauthbearer(const char *user, uint16_t port, const char *token)
+{
+    size_t n;
+    char *raw = oauthbearer_raw(user, port, token, &n);
+    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)raw, (int)n);
+    free(raw);
+    return b64;
+}
+
+/* Decode what the server received and compare it byte for byte with the RFC 7628 string. */
+static void decode_and_check_oauthbearer(const char *b64, const char *user, uint16_t port,
+                                         const char *token)
+{
+    size_t n = strlen(b64);
+    unsigned char *raw = malloc(n);
+    int len = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)n);
+    assert_true(len > 0);
+    while (len > 0 && n > 0 && b64[n - 1] == '=') {
+        len--;
+        n--;
+    }
+    size_t wn;
+    char *want = oauthbearer_raw(user, port, token, &wn);
+    assert_int_equal((size_t)len, wn);
+    assert_memory_equal(raw, want, wn);
+    free(want);
+    free(raw);
+}
+
+static void test_oauthbearer_inline(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH OAUTHBEARER *", "235 2.7.0 Authentication successful\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    const char *user = "scanners@contoso.edu", *token = "eyJ0eXAi.short-token_123";
+
+    auth_prologue(f);
+    res.in_api = 1;
+    client_session_auth(f->c, CLIENT_AUTH_OAUTHBEARER, user, token, result_cb, &res);
+    res.in_api = 0;
+    run_until(f->base, &res.done, 10);
+    assert_int_equal(res.code, 235);
+
+    char *b64 = expected_oauthbearer(user, f->srv->port, token);
+    char want[2048];
+    snprintf(want, sizeof(want), "%sAUTH OAUTHBEARER %s\r\n", open_bytes, b64);
+    char *got = srv_received(f->srv);
+    assert_string_equal(got, want);
+    char *resp = got + strlen(open_bytes) + strlen("AUTH OAUTHBEARER ");
+    resp[strlen(resp) - 2] = '\0';
+    decode_and_check_oauthbearer(resp, user, f->srv->port, token);
+    free(got);
+    free(b64);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+static void test_oauthbearer_continuation(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH OAUTHBEARER", "334 \r\n", ACT_NONE},
+        {"*", "235 2.7.0 Authentication successful\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    const char *user = "scanners@contoso.edu";
+    char token[2049];
+    for (size_t i = 0; i < sizeof(token) - 1; i++)
+        token[i] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._"[i % 65];
+    token[sizeof(token) - 1] = '\0';
+
+    auth_prologue(f);
+    client_session_auth(f->c, CLIENT_AUTH_OAUTHBEARER, user, token, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    assert_int_equal(res.code, 235);
+
+    char *b64 = expected_oauthbearer(user, f->srv->port, token);
+    size_t wl = strlen(open_bytes) + strlen("AUTH OAUTHBEARER\r\n") + strlen(b64) + 3;
+    char *want = malloc(wl);
+    snprintf(want, wl, "%sAUTH OAUTHBEARER\r\n%s\r\n", open_bytes, b64);
+    char *got = srv_received(f->srv);
+    assert_string_equal(got, want);
+    char *resp = got + strlen(open_bytes) + strlen("AUTH OAUTHBEARER\r\n");
+    resp[strlen(resp) - 2] = '\0';
+    decode_and_check_oauthbearer(resp, user, f->srv->port, token);
+    free(got);
+    free(want);
+    free(b64);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+/* "AUTH OAUTHBEARER " (17) + base64 + CRLF must be <= 512: base64 <= 492, raw <= 369 bytes. */
+static void test_oauthbearer_boundary_512(void **state)
+{
+    (void)state;
+    const char *user = "u@x.y";
+    static const struct step inline_steps[] = {
+        S_GREET, S_EHLO1, S_STARTTLS, S_EHLO2, {"AUTH OAUTHBEARER *", "235 2.7.0 OK\r\n", ACT_NONE},
+    };
+    static const struct step cont_steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH OAUTHBEARER", "334 \r\n", ACT_NONE},
+        {"*", "235 2.7.0 OK\r\n", ACT_NONE},
+    };
+    for (int pass = 0; pass < 2; pass++) {
+        struct fixture *f =
+            pass == 0 ? fx_new(inline_steps, N(inline_steps), good_cert, good_key, good_cert)
+                      : fx_new(cont_steps, N(cont_steps), good_cert, good_key, good_cert);
+        size_t fixed;
+        free(oauthbearer_raw(user, f->srv->port, "", &fixed));
+        size_t t = (pass == 0 ? 369 : 370) - fixed;
+        char token[400];
+        memset(token, 'k', t);
+        token[t] = '\0';
+        struct result res = {0};
+        auth_prologue(f);
+        client_session_auth(f->c, CLIENT_AUTH_OAUTHBEARER, user, token, result_cb, &res);
+        run_until(f->base, &res.done, 10);
+        assert_int_equal(res.code, 235);
+        char *got = srv_received(f->srv);
+        const char *auth = got + strlen(open_bytes);
+        if (pass == 0)
+            assert_int_equal(strcspn(auth, "\n") + 1, 511);
+        else
+            assert_int_equal(strncmp(auth, "AUTH OAUTHBEARER\r\n", 18), 0);
+        free(got);
+        assert_server_ok(f->srv);
+        fx_free(f);
+    }
+}
+
+#define S_OAB_ERROR                                                                                \
+    "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NvcGUiOiJodHRwczovL291dGxvb2sub2ZmaWNlLmNvbS9TTVRQ" \
+    "LlNlbmQifQ==\r\n"
+
+/* RFC 7628 3.2.3: the error challenge (base64 JSON) is answered with a single ^A, and the final
+ * failure is reported; the session stays usable. Inline and after a continuation. */
+static void test_oauthbearer_error_challenge(void **state)
+{
+    (void)state;
+    static const struct step inline_steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH OAUTHBEARER *", S_OAB_ERROR, ACT_NONE},
+        {"AQ==", "535 5.7.8 Authentication failed\r\n", ACT_NONE},
+        {"NOOP", "250 2.0.0 OK\r\n", ACT_NONE},
+    };
+    static const struct step cont_steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH OAUTHBEARER", "334 \r\n", ACT_NONE},
+        {"*", S_OAB_ERROR, ACT_NONE},
+        {"AQ==", "535 5.7.8 Authentication failed\r\n", ACT_NONE},
+        {"NOOP", "250 2.0.0 OK\r\n", ACT_NONE},
+    };
+    char long_tok[1201];
+    memset(long_tok, 'T', sizeof(long_tok) - 1);
+    long_tok[sizeof(long_tok) - 1] = '\0';
+    for (int pass = 0; pass < 2; pass++) {
+        struct fixture *f =
+            pass == 0 ? fx_new(inline_steps, N(inline_steps), good_cert, good_key, good_cert)
+                      : fx_new(cont_steps, N(cont_steps), good_cert, good_key, good_cert);
+        struct result res = {0};
+        auth_prologue(f);
+        client_session_auth(f->c, CLIENT_AUTH_OAUTHBEARER, "user@example.com",
+                            pass == 0 ? "expired-token" : long_tok, result_cb, &res);
+        run_until(f->base, &res.done, 10);
+        assert_int_equal(res.code, 535);
+        assert_string_equal(res.enhanced, "5.7.8");
+        assert_true(client_session_usable(f->c));
+        fx_command(f, "NOOP", &res);
+        assert_int_equal(res.code, 250);
+        char *got = srv_received(f->srv);
+        size_t n = strlen(got);
+        assert_true(n >= 14);
+        assert_string_equal(got + n - 14, "\r\nAQ==\r\nNOOP\r\n"); /* exactly "AQ==" */
+        free(got);
+        assert_server_ok(f->srv);
+        fx_free(f);
+    }
+}
+
+/* The OAUTHBEARER payload never reaches the debug log either. */
+static void test_oauthbearer_never_logged(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH OAUTHBEARER *", S_OAB_ERROR, ACT_NONE},
+        {"AQ==", "535 5.7.8 Authentication failed\r\n", ACT_NONE},
+        {"AUTH OAUTHBEARER", "334 \r\n", ACT_NONE},
+        {"*", "235 2.7.0 Authentication successful\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    const char *user = "scanners@contoso.edu";
+    char short_tok[] = "SHORTSECRET-0123456789";
+    char long_tok[1601];
+    memset(long_tok, 'L', sizeof(long_tok) - 1);
+    memcpy(long_tok, "LONGSECRET", 10);
+    long_tok[sizeof(long_tok) - 1] = '\0';
+    char logpath[PATH_MAX];
+    snprintf(logpath, sizeof(logpath), "%s/log", tmpdir);
+
+    enum log_level saved = log_get_level();
+    log_set_level(LOGL_DEBUG);
+    fflush(stderr);
+    int saved_fd = dup(STDERR_FILENO);
+    FILE *lf = fopen(logpath, "w+");
+    assert_non_null(lf);
+    dup2(fileno(lf), STDERR_FILENO);
+
+    auth_prologue(f);
+    client_session_auth(f->c, CLIENT_AUTH_OAUTHBEARER, user, short_tok, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    int code1 = res.code;
+    memset(&res, 0, sizeof(res));
+    client_session_auth(f->c, CLIENT_AUTH_OAUTHBEARER, user, long_tok, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+
+    dup2(saved_fd, STDERR_FILENO);
+    close(saved_fd);
+    log_set_level(saved);
+    assert_int_equal(code1, 535);
+    assert_int_equal(res.code, 235);
+
+    static char logbuf[65536];
+    rewind(lf);
+    size_t n = fread(logbuf, 1, sizeof(logbuf) - 1, lf);
+    logbuf[n] = '\0';
+    fclose(lf);
+    unlink(logpath);
+    char *b64s = expected_oauthbearer(user, f->srv->port, short_tok);
+    char *b64l = expected_oauthbearer(user, f->srv->port, long_tok);
+    assert_non_null(strstr(logbuf, "line=\"AUTH OAUTHBEARER <redacted>\""));
+    assert_non_null(strstr(logbuf, "line=\"<redacted>\""));
+    assert_non_null(strstr(logbuf, "5.7.8 Authentication failed"));
+    assert_null(strstr(logbuf, "SECRET"));
+    char slice[17];
+    for (size_t off = 40; off + 16 <= strlen(b64s); off += 8) {
+        memcpy(slice, b64s + off, 16);
+        slice[16] = '\0';
+        assert_null(strstr(logbuf, slice));
+    }
+    for (size_t off = 40; off + 16 <= strlen(b64l); off += 64) {
+        memcpy(slice, b64l + off, 16);
+        slice[16] = '\0';
+        assert_null(strstr(logbuf, slice));
+    }
+    free(b64s);
+    free(b64l);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
 /* ---- DATA with a 5 MB body and backpressure ---- */
 
 struct writer {
@@ -1533,6 +1826,11 @@ int main(void)
         cmocka_unit_test(test_auth_long_token_continuation),
         cmocka_unit_test(test_auth_boundary_512),
         cmocka_unit_test(test_auth_json_error_challenge),
+        cmocka_unit_test(test_oauthbearer_inline),
+        cmocka_unit_test(test_oauthbearer_continuation),
+        cmocka_unit_test(test_oauthbearer_boundary_512),
+        cmocka_unit_test(test_oauthbearer_error_challenge),
+        cmocka_unit_test(test_oauthbearer_never_logged),
         cmocka_unit_test(test_data_5mb_backpressure),
         cmocka_unit_test(test_auth_never_logged),
         cmocka_unit_test(test_connection_lost_during_body),

@@ -832,6 +832,49 @@ static void test_example_file(void **state)
     unlink(path);
 }
 
+/* upstream_auth: [upstream] sets the default (auto when absent), an account may override it. */
+static void test_upstream_auth(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->upstream.auth, UPSTREAM_AUTH_AUTO);
+    assert_int_equal(cfg->accounts[0].upstream.auth, UPSTREAM_AUTH_AUTO);
+    config_free(cfg);
+
+    cfg =
+        expect_ok(MIN_PROXY "[upstream]\nupstream_auth = oauthbearer\n" MIN_ACCOUNT
+                            "upstream_auth = xoauth2\n"
+                            "[account b]\nprovider = microsoft\ntenant = contoso.onmicrosoft.com\n"
+                            "client_id = cid\nclient_secret_file = @DIR@/b.secret\n"
+                            "mailbox = b@contoso.edu\n"
+                            "[account c]\nprovider = microsoft\ntenant = contoso.onmicrosoft.com\n"
+                            "client_id = cid\nclient_secret_file = @DIR@/b.secret\n"
+                            "mailbox = c@contoso.edu\nupstream_auth = auto\n"
+                            "[account e]\nprovider = microsoft\ntenant = contoso.onmicrosoft.com\n"
+                            "client_id = cid\nclient_secret_file = @DIR@/b.secret\n"
+                            "mailbox = e@contoso.edu\nupstream_auth =\n" MIN_DEVICE);
+    assert_int_equal(cfg->upstream.auth, UPSTREAM_AUTH_OAUTHBEARER);
+    assert_int_equal(cfg->naccounts, 4);
+    assert_int_equal(cfg->accounts[0].upstream.auth, UPSTREAM_AUTH_XOAUTH2);
+    assert_int_equal(cfg->accounts[1].upstream.auth, UPSTREAM_AUTH_OAUTHBEARER); /* inherited */
+    assert_int_equal(cfg->accounts[2].upstream.auth, UPSTREAM_AUTH_AUTO);
+    assert_int_equal(cfg->accounts[3].upstream.auth, UPSTREAM_AUTH_OAUTHBEARER); /* "=": unset */
+    config_free(cfg);
+
+    cfg = expect_ok(MIN_PROXY "[upstream]\nupstream_auth = xoauth2\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->accounts[0].upstream.auth, UPSTREAM_AUTH_XOAUTH2);
+    config_free(cfg);
+
+    expect_errors(MIN_PROXY "[upstream]\nupstream_auth = plain\n" MIN_ACCOUNT
+                            "upstream_auth = XOAUTH2\n" MIN_DEVICE,
+                  "@DIR@/c.conf:4: upstream_auth: invalid value 'plain'; valid: xoauth2, "
+                  "oauthbearer, auto\n"
+                  "@DIR@/c.conf:11: upstream_auth: invalid value 'XOAUTH2'; valid: xoauth2, "
+                  "oauthbearer, auto\n");
+    expect_errors(MIN_PROXY "[upstream]\nupstream_auth =\n" MIN_ACCOUNT MIN_DEVICE,
+                  "@DIR@/c.conf:4: upstream_auth: empty value\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -844,7 +887,7 @@ int main(void)
         cmocka_unit_test(test_bad_size_duration), cmocka_unit_test(test_out_of_range),
         cmocka_unit_test(test_line_too_long),     cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
-        cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_example_file),      cmocka_unit_test(test_upstream_auth),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

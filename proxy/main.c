@@ -1,6 +1,8 @@
 /* smtp-oauth-proxy: lets devices that speak plain SMTP or AUTH PLAIN/LOGIN send mail through
  * a submission server that wants OAuth2 (Exchange Online, Gmail), as a service account. */
 #include <signal.h>
+#include <stdint.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 
 #define DEFAULT_CONFIG "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf"
 #define SHUTDOWN_GRACE_SECONDS 30
+#define STATUS_INTERVAL_SECONDS 5
 
 static void usage(FILE *f)
 {
@@ -29,9 +32,60 @@ static void usage(FILE *f)
 struct runtime {
     struct event_base *base;
     struct server *srv;
-    struct event *grace; /* bounds the graceful shutdown */
+    struct event *grace;    /* bounds the graceful shutdown */
+    struct event *watchdog; /* WATCHDOG=1 from the loop itself; NULL without WatchdogSec= */
+    struct event *status;   /* STATUS= for systemctl status */
+    unsigned status_open;
+    unsigned long status_total;
     int signals;
 };
+
+/* Sent from the event loop: a loop that is stuck stops sending, and systemd restarts it. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    sd_notify(0, "WATCHDOG=1");
+}
+
+static void send_status(struct runtime *rt)
+{
+    rt->status_open = rt->srv->sessions_open;
+    rt->status_total = rt->srv->sessions_total;
+    sd_notifyf(0, "STATUS=sessions=%u total=%lu%s", rt->status_open, rt->status_total,
+               rt->srv->stopping ? " stopping" : "");
+}
+
+static void on_status(evutil_socket_t fd, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    (void)fd;
+    (void)what;
+    if (rt->srv->sessions_open != rt->status_open || rt->srv->sessions_total != rt->status_total)
+        send_status(rt);
+}
+
+/* Persistent timers for the watchdog (half the period systemd asked for) and the status line.
+ * 0 ok, -1 if libevent cannot make them. */
+static int notify_setup(struct runtime *rt)
+{
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+        uint64_t half = usec / 2;
+        struct timeval tv = {.tv_sec = (time_t)(half / 1000000),
+                             .tv_usec = (suseconds_t)(half % 1000000)};
+        rt->watchdog = event_new(rt->base, -1, EV_PERSIST, on_watchdog, rt);
+        if (!rt->watchdog || event_add(rt->watchdog, &tv) != 0)
+            return -1;
+        log_info("event=watchdog interval_ms=%lu", (unsigned long)(half / 1000));
+    }
+    struct timeval st = {.tv_sec = STATUS_INTERVAL_SECONDS};
+    rt->status = event_new(rt->base, -1, EV_PERSIST, on_status, rt);
+    if (!rt->status || event_add(rt->status, &st) != 0)
+        return -1;
+    return 0;
+}
 
 static void on_grace_expired(evutil_socket_t fd, short what, void *arg)
 {
@@ -55,6 +109,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_info("event=stopping signal=%d sessions_open=%u", (int)sig, rt->srv->sessions_open);
     sd_notify(0, "STOPPING=1");
     server_drain(rt->srv);
+    send_status(rt);
     if (rt->srv->sessions_open == 0) {
         event_base_loopexit(rt->base, NULL);
         return;
@@ -101,9 +156,14 @@ static int run(struct config *cfg, int check_only)
             goto out;
         }
     }
+    if (notify_setup(&rt) != 0) {
+        log_error("event=notify_setup_failed");
+        goto out;
+    }
     log_info("event=ready listeners=%zu accounts=%zu devices=%zu", rt.srv->nlisteners,
              rt.srv->cfg->naccounts, rt.srv->cfg->ndevices);
-    sd_notify(0, "READY=1\nSTATUS=serving");
+    sd_notifyf(0, "READY=1\nSTATUS=sessions=%u total=%lu", rt.srv->sessions_open,
+               rt.srv->sessions_total);
     event_base_dispatch(rt.base);
     log_info("event=stopped sessions_total=%lu", rt.srv->sessions_total);
     ret = 0;
@@ -113,6 +173,11 @@ out:
             event_free(sigs[i]);
     if (rt.grace)
         event_free(rt.grace);
+    /* Before the loop below, which runs while any event is added. */
+    if (rt.watchdog)
+        event_free(rt.watchdog);
+    if (rt.status)
+        event_free(rt.status);
     server_free(rt.srv);
     /* Upstream sessions that were sent QUIT own themselves until answered (at most a few
      * seconds): let them finish so nothing is left behind. */

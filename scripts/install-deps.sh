@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format cppcheck valgrind
       libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev libjwt-dev libcmocka-dev
-      libinih-dev libcrypt-dev libsystemd-dev
+      libinih-dev libcrypt-dev libsystemd-dev systemd groff-base man-db
       dovecot-core dovecot-submissiond postfix swaks curl openssl whois
       python3 python3-aiosmtpd python3-cryptography python3-jwt)
 

@@ -186,7 +186,10 @@ static int srv_step(struct srv *s, const char *line)
         s->in_data = 1;
         s->body_len = 0;
         if (s->pause_ms) {
-            struct timeval tv = {0, (suseconds_t)s->pause_ms * 1000};
+            /* normalised: libevent does not fix a tv_usec of a second or more, and such a
+             * timer misorders the timer heap (it hid the loop's tick and hung a test) */
+            struct timeval tv = {(time_t)(s->pause_ms / 1000),
+                                 (suseconds_t)(s->pause_ms % 1000) * 1000};
             bufferevent_disable(s->bev, EV_READ);
             evtimer_add(s->resume, &tv);
             return 1;

@@ -38,24 +38,69 @@ int secret_check_file(const char *path, char *err, size_t errlen)
     return check_stat(path, &st, err, errlen);
 }
 
+/* Open a secret file and check what it is through the opened descriptor (no window between the
+ * check and the read). The fd, or -1 with a message in err. */
+static int open_checked(const char *path, struct stat *st, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, st) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (check_stat(path, st, err, errlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Read until EOF or cap bytes. 0 and *len, or -1 with a message in err. */
+static int read_up_to(int fd, char *buf, size_t cap, size_t *len, const char *path, char *err,
+                      size_t errlen)
+{
+    *len = 0;
+    while (*len < cap) {
+        ssize_t r = read(fd, buf + *len, cap - *len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (r == 0)
+            break;
+        *len += (size_t)r;
+    }
+    return 0;
+}
+
+int secret_read_raw(const char *path, void *buf, size_t cap, size_t *len, long long *size,
+                    char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open_checked(path, &st, err, errlen);
+    if (fd < 0)
+        return -1;
+    int ret = read_up_to(fd, buf, cap, len, path, err, errlen);
+    *size = (long long)st.st_size;
+    close(fd);
+    return ret;
+}
+
 int secret_read_file(const char *path, char **out, char *err, size_t errlen)
 {
     int ret = -1;
     char *buf = NULL;
     size_t len = 0;
     struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    /* fstat on the opened file: no window between the check and the read. */
-    if (fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    if (check_stat(path, &st, err, errlen) != 0)
-        goto out;
+    int fd = open_checked(path, &st, err, errlen);
+    if (fd < 0)
+        return -1;
     if (st.st_size > SECRET_MAX) {
         snprintf(err, errlen, "%s: larger than %d bytes", path, SECRET_MAX);
         goto out;
@@ -65,18 +110,8 @@ int secret_read_file(const char *path, char **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: out of memory", path);
         goto out;
     }
-    while (len < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
+    if (read_up_to(fd, buf, (size_t)st.st_size, &len, path, err, errlen) != 0)
+        goto out;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         buf[--len] = '\0';
     if (len == 0) {
@@ -95,8 +130,7 @@ out:
         OPENSSL_cleanse(buf, (size_t)st.st_size + 1);
         free(buf);
     }
-    if (fd >= 0)
-        close(fd);
+    close(fd);
     return ret;
 }
 

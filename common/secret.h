@@ -10,6 +10,11 @@ int secret_check_file(const char *path, char *err, size_t errlen);
 /* Read a whole secret file (at most 64 KiB), checked as above, trailing CR/LF stripped.
  * 0 and *out (NUL-terminated, free with secret_free) or -1 with a message in err. */
 int secret_read_file(const char *path, char **out, char *err, size_t errlen);
+/* A secret file's bytes as they are (binary keys), checked as above: at most cap bytes into
+ * buf, *len read, *size the file's size (larger than cap when the file is: the caller judges).
+ * 0 ok; -1 with a message in err. The caller wipes buf. */
+int secret_read_raw(const char *path, void *buf, size_t cap, size_t *len, long long *size,
+                    char *err, size_t errlen);
 /* strdup that the caller frees with secret_free. */
 char *secret_dup(const char *s);
 /* Wipe the string's bytes, then free it. Accepts NULL. */

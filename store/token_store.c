@@ -68,53 +68,23 @@ const char *token_store_path(const struct token_store *s, const char *account, c
 int token_store_key_read(const char *path, unsigned char key[TOKEN_STORE_KEY_LEN], char *err,
                          size_t errlen)
 {
-    int ret = -1;
-    struct stat st;
     unsigned char buf[TOKEN_STORE_KEY_LEN + 1];
     size_t len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    long long size = 0;
+    int ret = -1;
+    if (secret_read_raw(path, buf, sizeof(buf), &len, &size, err, errlen) != 0)
         goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
-        goto out;
-    }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        snprintf(err, errlen,
-                 "%s: mode %04o is readable or writable by group/others; run: chmod 600 %s", path,
-                 (unsigned)(st.st_mode & 07777), path);
-        goto out;
-    }
-    while (len < sizeof(buf)) {
-        ssize_t r = read(fd, buf + len, sizeof(buf) - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
-    if (len != TOKEN_STORE_KEY_LEN || st.st_size != TOKEN_STORE_KEY_LEN) {
+    if (len != TOKEN_STORE_KEY_LEN || size != TOKEN_STORE_KEY_LEN) {
         snprintf(err, errlen,
                  "%s: must be exactly %d random bytes (it has %lld); make one with: "
                  "head -c 32 /dev/urandom > %s",
-                 path, TOKEN_STORE_KEY_LEN, (long long)st.st_size, path);
+                 path, TOKEN_STORE_KEY_LEN, size, path);
         goto out;
     }
     memcpy(key, buf, TOKEN_STORE_KEY_LEN);
     ret = 0;
 out:
     OPENSSL_cleanse(buf, sizeof(buf));
-    close(fd);
     return ret;
 }
 

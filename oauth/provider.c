@@ -38,6 +38,18 @@ struct provider *provider_new(const struct oauth_client_cfg *cfg, struct http *h
     return NULL;
 }
 
+int provider_uses_refresh_token(const struct provider *p)
+{
+    return p && p->ops && p->ops->set_refresh_token;
+}
+
+int provider_set_refresh_token(struct provider *p, const char *rt)
+{
+    if (!provider_uses_refresh_token(p) || !rt || !*rt)
+        return -1;
+    return p->ops->set_refresh_token(p, rt);
+}
+
 void provider_free(struct provider *p)
 {
     if (!p)

@@ -53,6 +53,9 @@ struct token_cache {
     int64_t next_attempt_ms; /* backing off until then */
     char last_err[512];
     unsigned long requests, failures;
+    int last_result;           /* -1 none yet, 0 failed, 1 ok */
+    int64_t last_attempt_wall; /* seconds */
+    int reauthorize;           /* the last failure needs a person: PROVIDER_REAUTHORIZE */
     /* Set by token_cache_free() while callbacks run, so the waking loop stops touching c. */
     int *freed;
 };
@@ -163,18 +166,29 @@ static void token_cache_backoff(struct token_cache *c, int64_t now, const char *
 }
 
 static void token_cache_on_grant(void *arg, const struct token_grant *g, const char *err,
-                                 int temporary);
+                                 int failure);
+
+static void token_cache_record(struct token_cache *c, int ok, int failure)
+{
+    c->last_result = ok;
+    c->last_attempt_wall = c->clock.wall_ms(c->clock.arg) / 1000;
+    c->reauthorize = !ok && failure == PROVIDER_REAUTHORIZE;
+}
 
 /* Start the one request. 0 started; -1 could not (recorded as a failure, with backoff). */
 static int token_cache_start(struct token_cache *c, int64_t now)
 {
     c->requests++;
+    c->p->start_err[0] = '\0';
+    c->p->start_failure = PROVIDER_TEMPORARY;
     c->req = c->p->ops->request(c->p, token_cache_on_grant, c);
     if (c->req)
         return 0;
     c->failures++;
     c->fails_in_row++;
-    token_cache_backoff(c, now, "token request could not be started");
+    token_cache_record(c, 0, c->p->start_failure);
+    token_cache_backoff(
+        c, now, c->p->start_err[0] ? c->p->start_err : "token request could not be started");
     return -1;
 }
 
@@ -188,7 +202,7 @@ static void token_cache_backoff_msg(const struct token_cache *c, int64_t now, ch
 }
 
 static void token_cache_on_grant(void *arg, const struct token_grant *g, const char *err,
-                                 int temporary)
+                                 int failure)
 {
     struct token_cache *c = arg;
     int64_t now = c->clock.now_ms(c->clock.arg);
@@ -198,7 +212,8 @@ static void token_cache_on_grant(void *arg, const struct token_grant *g, const c
     int freed = 0;
     int *outer;
 
-    (void)temporary; /* both kinds back off alike; the provider has logged which it was */
+    /* Every kind backs off alike (a person may fix a refused client at any moment); the
+     * provider has logged which it was. */
     c->req = NULL;
     if (g && g->access_token && *g->access_token && g->expires_in > 0) {
         char *t = secret_dup(g->access_token);
@@ -212,12 +227,13 @@ static void token_cache_on_grant(void *arg, const struct token_grant *g, const c
             c->fails_in_row = 0;
             c->next_attempt_ms = 0;
             c->last_err[0] = '\0';
+            token_cache_record(c, 1, 0);
             /* Persisted before any waiter hears of it (a rotated refresh token must never be
              * used before it is on disk). Expiry rounded down: never later than the IdP's. */
             if (c->persist.save) {
                 int64_t wall = c->clock.wall_ms(c->clock.arg);
                 (void)c->persist.save(c->persist.arg, t, (wall + c->lifetime_ms) / 1000,
-                                      g->expires_in);
+                                      g->expires_in, g->refresh_token);
             }
         } else {
             secret_free(t);
@@ -231,6 +247,7 @@ static void token_cache_on_grant(void *arg, const struct token_grant *g, const c
     if (!copy) {
         c->failures++;
         c->fails_in_row++;
+        token_cache_record(c, 0, g ? PROVIDER_TEMPORARY : failure);
         token_cache_backoff(c, now, err);
         snprintf(errbuf, sizeof(errbuf), "%s", c->last_err);
     }
@@ -280,6 +297,7 @@ struct token_cache *token_cache_new(struct provider *p, const struct token_clock
     if (!c->clock.wall_ms)
         c->clock.wall_ms = token_cache_default_wall;
     token_link_init(&c->waiters);
+    c->last_result = -1;
     return c;
 }
 
@@ -303,7 +321,7 @@ void token_cache_free(struct token_cache *c)
 
 int token_cache_set_persist(struct token_cache *c, const struct token_persist *p)
 {
-    char *token = NULL;
+    char *token = NULL, *refresh = NULL;
     int64_t expires_at_s = 0, lifetime_s = 0, now, remaining_ms;
 
     if (!c || !p || c->persist.load || c->persist.save || c->persist.free || c->token || c->req) {
@@ -312,7 +330,17 @@ int token_cache_set_persist(struct token_cache *c, const struct token_persist *p
         return -1;
     }
     c->persist = *p;
-    if (!p->load || p->load(p->arg, &token, &expires_at_s, &lifetime_s) != 1 || !token)
+    if (!p->load || p->load(p->arg, &token, &expires_at_s, &lifetime_s, &refresh) != 1)
+        token = refresh = NULL;
+    if (refresh) {
+        (void)provider_set_refresh_token(c->p, refresh);
+        secret_free(refresh);
+    } else if (provider_uses_refresh_token(c->p)) {
+        /* Known before anyone asks: `accounts` shows it, the first get fails at once. */
+        c->reauthorize = 1;
+        snprintf(c->last_err, sizeof(c->last_err), "no refresh token is stored");
+    }
+    if (!token)
         return 0;
     if (expires_at_s <= 0 || expires_at_s > TOKEN_CACHE_WALL_MAX_S) {
         secret_free(token);
@@ -408,13 +436,41 @@ void token_cache_invalidate(struct token_cache *c, const char *token)
     c->next_attempt_ms = 0;
 }
 
+int token_cache_import_refresh_token(struct token_cache *c, const char *refresh_token)
+{
+    if (!c || !refresh_token || !*refresh_token || !provider_uses_refresh_token(c->p))
+        return -1;
+    if (c->persist.save && c->persist.save(c->persist.arg, NULL, 0, 0, refresh_token) != 0)
+        return -1;
+    if (provider_set_refresh_token(c->p, refresh_token) != 0)
+        return -1;
+    /* A request in flight still carries the old grant: let it finish, its answer is as good
+     * as any (and a rotated token it brings is persisted as usual). */
+    token_cache_forget(c);
+    c->fails_in_row = 0;
+    c->next_attempt_ms = 0;
+    c->reauthorize = 0;
+    c->last_err[0] = '\0';
+    return 0;
+}
+
 void token_cache_stats(const struct token_cache *c, struct token_cache_stats *st)
 {
     memset(st, 0, sizeof(*st));
-    if (!c)
+    if (!c) {
+        st->last_result = -1;
         return;
+    }
     st->expires_at_ms = c->token ? c->expires_at_ms : 0;
+    if (c->token) {
+        int64_t left = c->expires_at_ms - c->clock.now_ms(c->clock.arg);
+        st->expires_at_wall = (c->clock.wall_ms(c->clock.arg) + left) / 1000;
+    }
     st->requests = c->requests;
     st->failures = c->failures;
     st->refreshing = c->req != NULL;
+    st->last_result = c->last_result;
+    st->last_attempt_wall = c->last_attempt_wall;
+    st->reauthorize = c->reauthorize;
+    snprintf(st->last_error, sizeof(st->last_error), "%s", c->last_err);
 }

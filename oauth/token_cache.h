@@ -23,12 +23,17 @@ struct token_clock {
 /* Optional persistence (the token store), so that a restart does not hit the IdP. Expiries
  * cross this interface as wall-clock seconds since the epoch. */
 struct token_persist {
-    /* Once, from token_cache_set_persist: 1 with a stored token (*token from secret_dup, the
-     * cache takes it), its expiry and its lifetime as issued; 0 nothing stored. */
-    int (*load)(void *arg, char **token, int64_t *expires_at_s, int64_t *lifetime_s);
-    /* After every successful request, before any waiter hears of the token. 0 saved; -1 not
+    /* Once, from token_cache_set_persist: 1 with what is stored: an access token (*token from
+     * secret_dup, the cache takes it, with its expiry and its lifetime as issued) and/or a
+     * refresh token (*refresh_token from secret_dup, handed to the provider); 0 nothing. */
+    int (*load)(void *arg, char **token, int64_t *expires_at_s, int64_t *lifetime_s,
+                char **refresh_token);
+    /* After every successful request, before any waiter hears of the token; refresh_token is
+     * the rotated one, or NULL to keep the stored one. token NULL: only a new refresh token
+     * (token_cache_import_refresh_token), the stored access token is dropped. 0 saved; -1 not
      * (the hook has logged why; the token is used all the same). */
-    int (*save)(void *arg, const char *token, int64_t expires_at_s, int64_t lifetime_s);
+    int (*save)(void *arg, const char *token, int64_t expires_at_s, int64_t lifetime_s,
+                const char *refresh_token);
     /* Called with arg by token_cache_free. May be NULL. */
     void (*free)(void *arg);
     void *arg;
@@ -56,10 +61,21 @@ void token_cache_cancel(struct token_wait *w);
  * get fetches a fresh one at once (no backoff). */
 void token_cache_invalidate(struct token_cache *c, const char *token);
 
+/* A refresh token a person just obtained (`authorize`): persisted, handed to the provider, and
+ * used from the next get on (the current access token, from the old grant, is dropped; any
+ * backoff ends). 0 ok; -1 the account's grant has no refresh token, or it could not be saved
+ * (then nothing changed). */
+int token_cache_import_refresh_token(struct token_cache *c, const char *refresh_token);
+
 struct token_cache_stats {
-    int64_t expires_at_ms; /* on the cache's clock; 0 = no token */
+    int64_t expires_at_ms;   /* on the cache's clock; 0 = no token */
+    int64_t expires_at_wall; /* the same, wall clock in seconds since the epoch; 0 = none */
     unsigned long requests, failures;
     int refreshing;
+    int last_result;           /* -1 no request yet, 0 the last one failed, 1 it succeeded */
+    int64_t last_attempt_wall; /* when the last request ended, wall clock seconds; 0 = none */
+    int reauthorize;           /* a person must run `authorize` (invalid_grant, none stored) */
+    char last_error[512];      /* the last failure, log-safe; "" after a success */
 };
 void token_cache_stats(const struct token_cache *c, struct token_cache_stats *st);
 

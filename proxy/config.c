@@ -487,6 +487,7 @@ void config_free(struct config *cfg)
     free(cfg->tls_key);
     free(cfg->state_dir);
     free(cfg->key_file);
+    free(cfg->control_socket);
     config_free_upstream(&cfg->upstream);
     for (size_t i = 0; i < cfg->naccounts; i++) {
         struct cfg_account *a = &cfg->accounts[i];
@@ -500,6 +501,9 @@ void config_free(struct config *cfg)
         free(a->client_certificate);
         free(a->client_key);
         free(a->mailbox);
+        free(a->service_account_key);
+        free(a->issuer);
+        free(a->device_authorization_url);
         free(a->token_url);
         free(a->scope);
         config_free_upstream(&a->upstream);

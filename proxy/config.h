@@ -39,9 +39,11 @@ enum sender_rewrite {
 
 struct cfg_account {
     char *name;
-    char *provider; /* "microsoft" | "oauth2" */
-    char *grant;    /* "client_credentials" (the default; more grants come later) */
-    char *tenant;   /* microsoft */
+    char *provider; /* "microsoft" | "google" | "oauth2" */
+    /* "client_credentials" | "refresh_token" | "service_account"; resolved: google defaults to
+     * service_account, the others to client_credentials. */
+    char *grant;
+    char *tenant; /* microsoft */
     char *client_id;
     char *client_secret_file;
     char *client_secret; /* loaded by config_load; wiped by config_free */
@@ -50,8 +52,13 @@ struct cfg_account {
     char *client_key;
     char *mailbox; /* XOAUTH2 user= and the rewritten sender */
     enum sender_rewrite sender_rewrite;
-    char *token_url;              /* resolved: explicit, or the provider's default from tenant */
-    char *scope;                  /* resolved: explicit, or the provider's default (may be NULL) */
+    char *service_account_key; /* google: the service account's JSON key file (mode 0600) */
+    char *issuer;              /* oauth2: token_url is discovered from it at start-up */
+    /* refresh_token grant: where `authorize` starts the device code flow; resolved: explicit,
+     * or microsoft's from tenant (NULL: only --refresh-token import works) */
+    char *device_authorization_url;
+    char *token_url; /* resolved: explicit, or the provider's default (NULL: from issuer) */
+    char *scope;     /* resolved: explicit, or the provider's default (may be NULL) */
     struct cfg_upstream upstream; /* resolved: [upstream] defaults + upstream_* overrides */
     int line;
 };
@@ -87,6 +94,7 @@ struct config {
     char *state_dir;
     char *key_file; /* the token store's key (32 bytes); NULL: tokens are not persisted */
     enum bare_lf_policy bare_lf;
+    char *control_socket; /* resolved: explicit, or STATE_DIR/control.sock */
     /* [upstream] */
     struct cfg_upstream upstream;
     unsigned upstream_connect_timeout; /* seconds */

@@ -9,7 +9,11 @@
 
 #define CONFIG_MS_TOKEN_URL_HEAD "https://login.microsoftonline.com/"
 #define CONFIG_MS_TOKEN_URL_TAIL "/oauth2/v2.0/token"
+#define CONFIG_MS_DEVICE_TAIL "/oauth2/v2.0/devicecode"
 #define CONFIG_MS_SCOPE "https://outlook.office365.com/.default"
+#define CONFIG_MS_DELEGATED_SCOPE "https://outlook.office.com/SMTP.Send offline_access"
+#define CONFIG_GOOGLE_TOKEN_URL "https://oauth2.googleapis.com/token"
+#define CONFIG_GOOGLE_SCOPE "https://mail.google.com/"
 
 /* The line where key name was given a value; 0 if it was not (or was given as "key ="). */
 static int config_check_key_set(const struct config_section *s, const char *name)
@@ -47,6 +51,19 @@ static void config_check_missing_keys(struct config_ctx *c, struct config_sectio
     }
 }
 
+/* A string built from parts, or oom noted. */
+static char *config_check_concat(struct config_ctx *c, const char *a, const char *b, const char *d)
+{
+    size_t len = strlen(a) + strlen(b) + strlen(d) + 1;
+    char *r = malloc(len);
+    if (!r) {
+        c->oom = 1;
+        return NULL;
+    }
+    snprintf(r, len, "%s%s%s", a, b, d);
+    return r;
+}
+
 static void config_check_proxy(struct config_ctx *c, const struct config_section *s)
 {
     struct config *cfg = c->cfg;
@@ -82,6 +99,17 @@ static void config_check_proxy(struct config_ctx *c, const struct config_section
             }
         }
     }
+    if (!cfg->control_socket && cfg->state_dir)
+        cfg->control_socket = config_check_concat(c, cfg->state_dir, "/control.sock", "");
+    /* sockaddr_un's sun_path holds 108 bytes with its NUL. */
+    if (cfg->control_socket && strlen(cfg->control_socket) >= 108)
+        config_err(c,
+                   config_check_key_set(s, "control_socket")
+                       ? config_check_key_set(s, "control_socket")
+                       : s->line,
+                   "control_socket: '%s' is longer than the 107 bytes a UNIX socket path can "
+                   "have; set a shorter control_socket",
+                   cfg->control_socket);
     if (!cfg->hostname) {
         char host[256] = "localhost";
         if (gethostname(host, sizeof(host)) != 0 || !host[0])
@@ -91,14 +119,40 @@ static void config_check_proxy(struct config_ctx *c, const struct config_section
     }
 }
 
-/* Exactly one way to prove who the account is: a client secret, or a certificate and its key. */
+/* What proves who the account is depends on the grant:
+ *   client_credentials  a client secret, or a certificate and its key (exactly one of the two);
+ *   refresh_token       the refresh token in the token store; a client secret only for
+ *                       confidential clients, never a certificate;
+ *   service_account     google's JSON key file. */
 static void config_check_credential(struct config_ctx *c, const struct config_section *s)
 {
     const struct cfg_account *a = &c->cfg->accounts[s->index];
     int secret = config_check_key_set(s, "client_secret_file");
     int cert = config_check_key_set(s, "client_certificate");
     int key = config_check_key_set(s, "client_key");
+    int sak = config_check_key_set(s, "service_account_key");
+    const char *grant = a->grant ? a->grant : "";
 
+    if (sak && strcmp(grant, "service_account") != 0)
+        config_err(c, sak,
+                   "service_account_key is only used with provider = google and grant = "
+                   "service_account");
+    if (strcmp(grant, "service_account") == 0) {
+        if (!sak)
+            config_err(c, s->line,
+                       "[account %s]: missing required key 'service_account_key' (the service "
+                       "account's JSON key file, mode 0600)",
+                       a->name);
+        if (secret || cert || key)
+            config_err(c,
+                       secret ? secret
+                       : cert ? cert
+                              : key,
+                       "[account %s]: grant = service_account signs with service_account_key; "
+                       "remove client_secret_file, client_certificate and client_key",
+                       a->name);
+        return;
+    }
     if (cert && !key)
         config_err(c, cert, "client_certificate is set but client_key is not; set both");
     if (key && !cert)
@@ -108,6 +162,21 @@ static void config_check_credential(struct config_ctx *c, const struct config_se
                    "[account %s]: client_secret_file (line %d) and a certificate are both set; "
                    "use one of the two",
                    a->name, secret);
+    if (strcmp(grant, "refresh_token") == 0) {
+        if (cert || key)
+            config_err(c, cert ? cert : key,
+                       "[account %s]: grant = refresh_token does not use a certificate; remove "
+                       "client_certificate and client_key (client_secret_file only for a "
+                       "confidential client)",
+                       a->name);
+        if (!c->cfg->key_file)
+            config_err(c, s->line,
+                       "[account %s]: grant = refresh_token keeps its refresh token in the token "
+                       "store: set key_file in [proxy] (make one with: head -c 32 /dev/urandom > "
+                       "FILE; chmod 600 FILE)",
+                       a->name);
+        return;
+    }
     if (!secret && !cert && !key)
         config_err(c, s->line,
                    "[account %s]: missing required key 'client_secret_file' (a file of mode "
@@ -116,11 +185,39 @@ static void config_check_credential(struct config_ctx *c, const struct config_se
                    a->name);
 }
 
+static void config_check_grant(struct config_ctx *c, const struct config_section *s)
+{
+    struct cfg_account *a = &c->cfg->accounts[s->index];
+    int grant_line = config_check_key_set(s, "grant");
+    int google = a->provider && strcmp(a->provider, "google") == 0;
+
+    if (!a->grant)
+        a->grant = config_strdup(c, google ? "service_account" : "client_credentials");
+    if (!a->grant)
+        return;
+    if (google && strcmp(a->grant, "client_credentials") == 0)
+        config_err(c, grant_line,
+                   "[account %s]: provider = google has no client_credentials grant; valid: "
+                   "service_account (domain-wide delegation), refresh_token",
+                   a->name);
+    if (!google && strcmp(a->grant, "service_account") == 0)
+        config_err(c, grant_line,
+                   "[account %s]: grant = service_account is google's; valid with provider = "
+                   "%s: client_credentials, refresh_token",
+                   a->name, a->provider ? a->provider : "?");
+    if (!config_check_key_set(s, "client_id") && strcmp(a->grant, "service_account") != 0)
+        config_err(c, s->line,
+                   "[account %s]: missing required key 'client_id' (the application (client) "
+                   "id)",
+                   a->name);
+}
+
 static void config_check_account(struct config_ctx *c, const struct config_section *s)
 {
     struct cfg_account *a = &c->cfg->accounts[s->index];
     const struct cfg_upstream *up = &c->cfg->upstream;
 
+    config_check_grant(c, s);
     if (a->provider && strcmp(a->provider, "microsoft") == 0) {
         if (!a->token_url && !config_check_key_set(s, "tenant")) {
             config_err(c, s->line,
@@ -128,24 +225,40 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
                        "required with provider = microsoft unless token_url is set)",
                        a->name);
         } else if (!a->token_url && a->tenant) {
-            size_t len = sizeof(CONFIG_MS_TOKEN_URL_HEAD) + strlen(a->tenant) +
-                         sizeof(CONFIG_MS_TOKEN_URL_TAIL);
-            a->token_url = malloc(len);
-            if (a->token_url)
-                snprintf(a->token_url, len, "%s%s%s", CONFIG_MS_TOKEN_URL_HEAD, a->tenant,
-                         CONFIG_MS_TOKEN_URL_TAIL);
-            else
-                c->oom = 1;
+            a->token_url = config_check_concat(c, CONFIG_MS_TOKEN_URL_HEAD, a->tenant,
+                                               CONFIG_MS_TOKEN_URL_TAIL);
         }
+        if (!a->device_authorization_url && a->tenant)
+            a->device_authorization_url =
+                config_check_concat(c, CONFIG_MS_TOKEN_URL_HEAD, a->tenant, CONFIG_MS_DEVICE_TAIL);
+        /* Delegated tokens carry the user's permission to send (SMTP.Send), and offline_access
+         * brings the refresh token; app-only tokens ask for the app's roles (.default). */
         if (!a->scope)
-            a->scope = config_strdup(c, CONFIG_MS_SCOPE);
+            a->scope = config_strdup(c, a->grant && strcmp(a->grant, "refresh_token") == 0
+                                            ? CONFIG_MS_DELEGATED_SCOPE
+                                            : CONFIG_MS_SCOPE);
+    } else if (a->provider && strcmp(a->provider, "google") == 0) {
+        /* For service_account the key file's token_uri applies unless token_url is set. */
+        if (!a->token_url && a->grant && strcmp(a->grant, "refresh_token") == 0)
+            a->token_url = config_strdup(c, CONFIG_GOOGLE_TOKEN_URL);
+        if (!a->scope)
+            a->scope = config_strdup(c, CONFIG_GOOGLE_SCOPE);
     } else if (a->provider && strcmp(a->provider, "oauth2") == 0) {
-        if (!config_check_key_set(s, "token_url"))
+        int tu = config_check_key_set(s, "token_url"), is = config_check_key_set(s, "issuer");
+        if (!tu && !is)
             config_err(c, s->line,
-                       "[account %s]: missing required key 'token_url' (required with "
-                       "provider = oauth2)",
+                       "[account %s]: missing required key 'token_url' or 'issuer' (one is "
+                       "required with provider = oauth2)",
                        a->name);
+        else if (tu && is)
+            config_err(c, is,
+                       "[account %s]: token_url (line %d) and issuer are both set; use one (issuer "
+                       "discovers the token endpoint)",
+                       a->name, tu);
     }
+    if (a->issuer && a->provider && strcmp(a->provider, "oauth2") != 0)
+        config_err(c, config_check_key_set(s, "issuer"),
+                   "[account %s]: issuer is only used with provider = oauth2", a->name);
     config_check_credential(c, s);
     if (!a->upstream.host && up->host)
         a->upstream.host = config_strdup(c, up->host);

@@ -12,7 +12,7 @@
 
 #include "proxy/config.h"
 
-#define CONFIG_KEYS_MAX 16
+#define CONFIG_KEYS_MAX 24
 
 #define CONFIG_KIB UINT64_C(1024)
 #define CONFIG_MIB (CONFIG_KIB * 1024)

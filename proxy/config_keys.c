@@ -18,8 +18,10 @@ static const struct config_choice config_log_levels[] = {{"error", LOGL_ERROR},
                                                          {NULL, 0}};
 static const struct config_choice config_bare_lf[] = {
     {"normalize", BARE_LF_NORMALIZE}, {"reject", BARE_LF_REJECT}, {NULL, 0}};
-static const struct config_choice config_providers[] = {{"microsoft", 0}, {"oauth2", 0}, {NULL, 0}};
-static const struct config_choice config_grants[] = {{"client_credentials", 0}, {NULL, 0}};
+static const struct config_choice config_providers[] = {
+    {"microsoft", 0}, {"google", 0}, {"oauth2", 0}, {NULL, 0}};
+static const struct config_choice config_grants[] = {
+    {"client_credentials", 0}, {"refresh_token", 0}, {"service_account", 0}, {NULL, 0}};
 static const struct config_choice config_rewrites[] = {{"off", SENDER_REWRITE_OFF},
                                                        {"envelope", SENDER_REWRITE_ENVELOPE},
                                                        {"header", SENDER_REWRITE_HEADER},
@@ -62,6 +64,8 @@ static const struct config_key config_proxy_keys[] = {
     {"key_file", config_secret_set_store_key, CF(key_file), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "a file of exactly 32 random bytes, mode 0600"},
     {"bare_lf", config_value_set_choice, CF(bare_lf), "normalize", 0, 0, config_bare_lf, 0, NULL},
+    {"control_socket", config_value_set_abs_path, CF(control_socket), NULL, 0, 0, NULL,
+     KEY_EMPTY_OK, "an absolute path (default STATE_DIR/control.sock)"},
 };
 
 static const struct config_key config_upstream_keys[] = {
@@ -80,11 +84,11 @@ static const struct config_key config_upstream_keys[] = {
 static const struct config_key config_account_keys[] = {
     {"provider", config_value_set_choice_str, AF(provider), NULL, 0, 0, config_providers,
      KEY_REQUIRED, NULL},
-    {"grant", config_value_set_choice_str, AF(grant), "client_credentials", 0, 0, config_grants, 0,
-     NULL},
+    /* No default here: it depends on the provider (config_check_account). */
+    {"grant", config_value_set_choice_str, AF(grant), NULL, 0, 0, config_grants, 0, NULL},
     {"tenant", config_value_set_dns_name, AF(tenant), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "a tenant id or domain"},
-    {"client_id", config_value_set_word, AF(client_id), NULL, 0, 0, NULL, KEY_REQUIRED,
+    {"client_id", config_value_set_word, AF(client_id), NULL, 0, 0, NULL, 0,
      "the application (client) id"},
     {"client_secret_file", config_secret_set_secret_file, AF(client_secret_file), NULL, 0, 0, NULL,
      0, "a file of mode 0600"},
@@ -98,6 +102,12 @@ static const struct config_key config_account_keys[] = {
      NULL},
     {"token_url", config_value_set_url, AF(token_url), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "an https:// URL"},
+    {"issuer", config_value_set_url, AF(issuer), NULL, 0, 0, NULL, KEY_EMPTY_OK,
+     "an https:// URL (its /.well-known/openid-configuration names the token endpoint)"},
+    {"device_authorization_url", config_value_set_url, AF(device_authorization_url), NULL, 0, 0,
+     NULL, KEY_EMPTY_OK, "an https:// URL"},
+    {"service_account_key", config_secret_set_key_file, AF(service_account_key), NULL, 0, 0, NULL,
+     0, "a Google service account JSON key file of mode 0600"},
     {"scope", config_value_set_text, AF(scope), NULL, 0, 0, NULL, KEY_EMPTY_OK, "an OAuth2 scope"},
     {"upstream_host", config_value_set_host, AF(upstream.host), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "a DNS name or an IP address"},

@@ -12,9 +12,8 @@
 
 #include "common/log.h"
 #include "oauth/http.h"
-#include "oauth/provider.h"
 #include "oauth/token_cache.h"
-#include "oauth/token_cache_store.h"
+#include "proxy/account_tokens.h"
 #include "proxy/auth_worker.h"
 #include "proxy/device.h"
 #include "proxy/server_session.h"
@@ -187,34 +186,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
         s->tls_clients[i] = tls_client_ctx_new(a->upstream.ca_file, err, errlen);
         if (!s->tls_clients[i])
             goto fail;
-        struct oauth_client_cfg oc = {
-            .account = a->name,
-            .provider = a->provider,
-            .grant = a->grant,
-            .token_url = a->token_url,
-            .client_id = a->client_id,
-            .client_secret = a->client_secret,
-            .client_cert = a->client_certificate,
-            .client_key = a->client_key,
-            .scope = a->scope,
-            .ca_file = NULL,
-        };
-        char perr[256];
-        struct provider *p = provider_new(&oc, s->http, perr, sizeof(perr));
-        if (!p) {
-            snprintf(err, errlen, "%s line %d: account %s: %s", cfg->path, a->line, a->name, perr);
+        s->tokens[i] = account_tokens_new(cfg, a, s->http, s->store, err, errlen);
+        if (!s->tokens[i])
             goto fail;
-        }
-        s->tokens[i] = token_cache_new(p, NULL);
-        if (!s->tokens[i]) {
-            provider_free(p);
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-        if (s->store && token_cache_store_attach(s->tokens[i], s->store, a->name) < 0) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
     }
     return s;
 fail:

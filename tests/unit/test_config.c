@@ -377,7 +377,7 @@ static void test_unknown_key(void **state)
                   "@DIR@/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
-                  "log_level, state_dir, key_file, bare_lf\n"
+                  "log_level, state_dir, key_file, bare_lf, control_socket\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }
@@ -573,15 +573,15 @@ static void test_missing_required(void **state)
                             "[device g]\naccount = a\naddress = 10.0.0.2\n"
                             "password_hash = " HASH_YESCRYPT "\n",
                   "@DIR@/c.conf:3: [account a]: missing required key 'provider'; valid: microsoft, "
-                  "oauth2\n"
+                  "google, oauth2\n"
+                  "@DIR@/c.conf:3: [account a]: missing required key 'mailbox' (local@domain)\n"
                   "@DIR@/c.conf:3: [account a]: missing required key 'client_id' (the application "
                   "(client) id)\n"
-                  "@DIR@/c.conf:3: [account a]: missing required key 'mailbox' (local@domain)\n"
                   "@DIR@/c.conf:3: [account a]: missing required key 'client_secret_file' (a file "
                   "of mode 0600), or 'client_certificate' and 'client_key' (PEM files, the key of "
                   "mode 0600)\n"
-                  "@DIR@/c.conf:5: [account b]: missing required key 'token_url' (required with "
-                  "provider = oauth2)\n"
+                  "@DIR@/c.conf:5: [account b]: missing required key 'token_url' or 'issuer' "
+                  "(one is required with provider = oauth2)\n"
                   "@DIR@/c.conf:10: [account c]: missing required key 'tenant' (the tenant id or "
                   "domain; required with provider = microsoft unless token_url is set)\n"
                   "@DIR@/c.conf:15: [device d]: missing required key 'account' (the name of an "
@@ -651,7 +651,8 @@ static void test_out_of_range(void **state)
                   "@DIR@/c.conf:15: port: 0 is out of range; valid: 1..65535\n"
                   "@DIR@/c.conf:22: sender_rewrite: invalid value 'yes'; valid: off, envelope, "
                   "header\n"
-                  "@DIR@/c.conf:23: grant: invalid value 'password'; valid: client_credentials\n"
+                  "@DIR@/c.conf:23: grant: invalid value 'password'; valid: client_credentials, "
+                  "refresh_token, service_account\n"
                   "@DIR@/c.conf:24: upstream_port: 70000 is out of range; valid: 1..65535\n");
     expect_errors(
         "[proxy]\nlisten = 127.0.0.1:25\nmax_message_size = 1023\n" MIN_ACCOUNT MIN_DEVICE,
@@ -697,7 +698,7 @@ static void test_many_errors(void **state)
                   "[upstream]\n"
                   "host = bad_host!\n"
                   "[upstream]\n"
-                  "[account a]\nprovider = google\ntenant = contoso.onmicrosoft.com\n"
+                  "[account a]\nprovider = yahoo\ntenant = contoso.onmicrosoft.com\n"
                   "client_id = has space\nclient_secret_file = @DIR@/a.secret\nmailbox = nobody\n"
                   "token_url = http://idp.example.org/token\n"
                   "[account a]\n"
@@ -718,7 +719,8 @@ static void test_many_errors(void **state)
                   "@DIR@/c.conf:8: host: invalid host 'bad_host!'; expected a DNS name or an IP "
                   "address\n"
                   "@DIR@/c.conf:9: duplicate section [upstream] (first at line 7)\n"
-                  "@DIR@/c.conf:11: provider: invalid value 'google'; valid: microsoft, oauth2\n"
+                  "@DIR@/c.conf:11: provider: invalid value 'yahoo'; valid: microsoft, google, "
+                  "oauth2\n"
                   "@DIR@/c.conf:13: client_id: only printable characters without blanks are "
                   "allowed\n"
                   "@DIR@/c.conf:15: mailbox: 'nobody' is not a mailbox address; expected "

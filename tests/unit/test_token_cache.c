@@ -572,7 +572,10 @@ struct fake_persist {
     /* what load hands out */
     const char *stored;
     int64_t stored_exp, stored_life;
+    const char *stored_rt;
     int loads;
+    int fail_save;
+    char saved_rt[64];
     /* what save got */
     int saves;
     char saved[64];
@@ -582,23 +585,30 @@ struct fake_persist {
     int frees;
 };
 
-static int fp_load(void *arg, char **token, int64_t *exp, int64_t *life)
+static int fp_load(void *arg, char **token, int64_t *exp, int64_t *life, char **refresh)
 {
     struct fake_persist *p = arg;
     p->loads++;
-    if (!p->stored)
+    if (!p->stored && !p->stored_rt)
         return 0;
-    *token = secret_dup(p->stored);
-    *exp = p->stored_exp;
-    *life = p->stored_life;
+    if (p->stored) {
+        *token = secret_dup(p->stored);
+        *exp = p->stored_exp;
+        *life = p->stored_life;
+    }
+    if (p->stored_rt)
+        *refresh = secret_dup(p->stored_rt);
     return 1;
 }
 
-static int fp_save(void *arg, const char *token, int64_t exp, int64_t life)
+static int fp_save(void *arg, const char *token, int64_t exp, int64_t life, const char *refresh)
 {
     struct fake_persist *p = arg;
     p->saves++;
-    snprintf(p->saved, sizeof(p->saved), "%s", token);
+    if (p->fail_save)
+        return -1;
+    snprintf(p->saved, sizeof(p->saved), "%s", token ? token : "(none)");
+    snprintf(p->saved_rt, sizeof(p->saved_rt), "%s", refresh ? refresh : "(kept)");
     p->saved_exp = exp;
     p->saved_life = life;
     p->waiter_calls_at_save = p->watch ? p->watch->calls : -1;

@@ -16,6 +16,10 @@ struct provider *grant_client_secret_new(const struct oauth_client_cfg *cfg, str
 struct provider *grant_client_assertion_new(const struct oauth_client_cfg *cfg, struct http *http,
                                             char *err, size_t errlen);
 
+/* grant_refresh.c: a delegated mailbox's refresh token (rotated tokens are handed on). */
+struct provider *grant_refresh_new(const struct oauth_client_cfg *cfg, struct http *http, char *err,
+                                   size_t errlen);
+
 /* grant_post.c: where an account's tokens come from, checked and copied from its config. */
 struct grant_endpoint {
     struct http *http;

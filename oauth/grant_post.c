@@ -102,11 +102,14 @@ static void grant_post_done(void *arg, long status, const char *body, size_t len
     }
     rc = token_response_parse(body, len, status, &tr, perr, sizeof(perr));
     if (rc == 1) {
-        struct token_grant tg = {.access_token = tr.access_token, .expires_in = tr.expires_in};
+        struct token_grant tg = {.access_token = tr.access_token,
+                                 .expires_in = tr.expires_in,
+                                 .refresh_token = tr.refresh_token};
         /* The handle is gone once the answer is in: the callback may free the provider. */
         grant_post_req_free(r);
-        log_info("event=token_ok account=%s status=%ld expires_in=%ld duration_ms=%lld", p->account,
-                 status, tr.expires_in, (long long)duration);
+        log_info("event=token_ok account=%s status=%ld expires_in=%ld duration_ms=%lld%s",
+                 p->account, status, tr.expires_in, (long long)duration,
+                 tr.refresh_token ? " refresh_token=rotated" : "");
         cb(cbarg, &tg, NULL, 0);
         token_response_clear(&tr);
         return;
@@ -168,8 +171,8 @@ struct provider_req *grant_post(struct provider *p, const struct grant_endpoint 
     r->cb = cb;
     r->arg = arg;
     r->started_ms = grant_post_now_ms();
-    log_info("event=token_request account=%s grant=client_credentials credential=%s url=%s",
-             p->account, kind, ep->token_url);
+    log_info("event=token_request account=%s grant=%s credential=%s url=%s", p->account,
+             p->ops && p->ops->grant ? p->ops->grant : "?", kind, ep->token_url);
     /* http keeps its own copy of the form (and wipes it). */
     r->hr = http_post_form(ep->http, ep->token_url, form, ep->ca_file, GRANT_POST_TIMEOUT_MS,
                            grant_post_done, r);

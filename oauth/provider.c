@@ -15,6 +15,7 @@ static const struct {
 } provider_grants[] = {
     {"client_credentials", 0, grant_client_secret_new},
     {"client_credentials", 1, grant_client_assertion_new},
+    {"refresh_token", 0, grant_refresh_new},
 };
 
 struct provider *provider_new(const struct oauth_client_cfg *cfg, struct http *http, char *err,
@@ -34,7 +35,9 @@ struct provider *provider_new(const struct oauth_client_cfg *cfg, struct http *h
             certificate == provider_grants[i].certificate)
             return provider_grants[i].create(cfg, http, err, errlen);
     }
-    snprintf(err, errlen, "grant \"%.64s\" is not supported (valid: client_credentials)", grant);
+    snprintf(err, errlen,
+             "grant \"%.64s\" is not supported here (valid: client_credentials, refresh_token)",
+             grant);
     return NULL;
 }
 

@@ -27,6 +27,8 @@ Serves (threaded http.server, 127.0.0.1 only):
   GET  /_stats    JSON {"requests": {client_id: count}, "issued": [tokens...], "mode": ...,
                         "assertions": [every client_assertion received], "verified": [jti...]}
   POST /_reset    counters and issued tokens cleared, mode back to "ok".
+  Delegated access (device code flow, rotating refresh tokens, /_device, /_mint_refresh_token):
+  see idp_delegated.py; public clients are registered with --public-client CLIENT_ID.
 
 The JWT: RS256, header kid (and x5t like Entra), claims iss/aud/exp/nbf/iat, "appid", "tid",
 "roles", and the claim Dovecot maps to the user ("email" = the client's mailbox). Entra-like
@@ -54,6 +56,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from idp_delegated import Delegated
 
 KID = "rigKey1-Q0lHX2tleV9pZA"
 AUDIENCE = "https://outlook.office365.com"
@@ -145,8 +149,11 @@ def check_assertion(f, client_id, cert, x5t_s256, token_url, seen_jti):
 
 
 class IdpState:
-    def __init__(self, keydir, clients, expires_in=3599, keyfile=None, cert_clients=None):
+    def __init__(self, keydir, clients, expires_in=3599, keyfile=None, cert_clients=None,
+                 public_clients=None):
         self.lock = threading.Lock()
+        # device code flow and rotating refresh tokens (idp_delegated.py)
+        self.delegated = Delegated(public_clients, self.lock)
         self.good_key = _load_or_make_key(keyfile)
         self.bad_key = _new_key()  # same kid, a key nobody trusts
         self.clients = clients     # client_id -> (secret, mailbox)
@@ -243,6 +250,7 @@ class Handler(BaseHTTPRequestHandler):
                        "errors": list(st.errors), "mode": st.mode,
                        "assertions": list(st.assertions), "verified": list(st.verified),
                        "total": sum(st.requests.values())}
+                obj.update(st.delegated.stats())
             return self._send_json(200, obj)
         if self.path == "/_health":
             return self._send_json(200, {"ok": True})
@@ -269,6 +277,10 @@ class Handler(BaseHTTPRequestHandler):
                     st.expires_in = int(req["expires_in"])
                 if "delay" in req:
                     st.delay = float(req["delay"])
+                try:
+                    st.delegated.control(req)
+                except ValueError as e:
+                    return self._send_json(400, {"error": str(e)})
                 obj = {"mode": st.mode, "expires_in": st.expires_in, "delay": st.delay}
             return self._send_json(200, obj)
         if path == "/_reset":
@@ -280,10 +292,20 @@ class Handler(BaseHTTPRequestHandler):
                 st.verified.clear()
                 st.mode = "ok"
                 st.delay = 0.0
+                st.delegated.reset()
             return self._send_json(200, {"ok": True})
+        if path in ("/_device", "/_mint_refresh_token"):
+            try:
+                req = json.loads(body or b"{}")
+                obj = (st.delegated.device_action(req) if path == "/_device"
+                       else st.delegated.mint(req))
+            except (ValueError, KeyError) as e:
+                return self._send_json(400, {"error": str(e)})
+            return self._send_json(200 if obj else 404, obj or {"error": "no such user_code"})
 
         parts = path.strip("/").split("/")
-        if len(parts) != 4 or parts[1:] != ["oauth2", "v2.0", "token"]:
+        if len(parts) != 4 or parts[1:3] != ["oauth2", "v2.0"] or \
+                parts[3] not in ("token", "devicecode"):
             return self._send_json(404, {"error": "not_found"})
         tenant = parts[0]
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -325,6 +347,13 @@ class Handler(BaseHTTPRequestHandler):
             return err(400, "invalid_request", 900144,
                        "The request body must contain the following parameter: 'grant_type'.",
                        [900144])
+        if parts[3] == "devicecode":
+            return st.delegated.devicecode(
+                self, f, lambda code, error, aadsts, text: err(code, error, aadsts, text, [aadsts]))
+        if st.delegated.token(
+                self, st, tenant, f,
+                lambda code, error, aadsts, text: err(code, error, aadsts, text, [aadsts])):
+            return
         if f.get("grant_type") != "client_credentials":
             return err(400, "unsupported_grant_type", 70003,
                        "The app requested an unsupported grant type.", [70003])
@@ -375,9 +404,9 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(host, port, keydir, clients, verbose=False, expires_in=3599, keyfile=None,
-                cert_clients=None):
+                cert_clients=None, public_clients=None):
     srv = Server((host, port), Handler)
-    srv.state = IdpState(keydir, clients, expires_in, keyfile, cert_clients)
+    srv.state = IdpState(keydir, clients, expires_in, keyfile, cert_clients, public_clients)
     srv.verbose = verbose
     return srv
 
@@ -393,6 +422,9 @@ def main(argv=None):
     ap.add_argument("--cert-client", action="append", default=[],
                     help="CLIENT_ID:CERT_PEM_FILE:MAILBOX (repeatable): authenticates with a "
                          "client assertion signed by the certificate's key")
+    ap.add_argument("--public-client", action="append", default=[],
+                    help="CLIENT_ID (repeatable): a public client for the device code flow and "
+                         "refresh tokens (idp_delegated.py)")
     ap.add_argument("--expires-in", type=int, default=3599)
     ap.add_argument("--keyfile", help="signing key (PEM); made there if missing, reused after")
     ap.add_argument("--port-file", help="write the bound port here once listening")
@@ -412,7 +444,7 @@ def main(argv=None):
         cid, path, mailbox = c.split(":", 2)
         cert_clients[cid] = (path, mailbox)
     srv = make_server(a.host, a.port, a.keydir, clients, a.verbose, a.expires_in, a.keyfile,
-                      cert_clients)
+                      cert_clients, a.public_client)
     port = srv.server_address[1]
     if a.port_file:
         with open(a.port_file + ".tmp", "w") as f:

@@ -61,6 +61,7 @@ PYTHON = "/usr/bin/python3"
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 CERT_CLIENT_ID = "22222222-3333-4444-5555-666666666666"   # authenticates with a certificate
+PUBLIC_CLIENT_ID = "33333333-4444-5555-6666-777777777777" # a public client: delegated access
 MAILBOX = "scanners@contoso.test"
 SCOPE = "https://outlook.office365.com/.default"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -551,6 +552,7 @@ class Rig:
         self.tenant = TENANT
         self.client_id = CLIENT_ID
         self.cert_client_id = CERT_CLIENT_ID
+        self.public_client_id = PUBLIC_CLIENT_ID  # delegated: device code, refresh tokens
         self.mailbox = MAILBOX
         self.client_secret = "rig~" + secrets.token_urlsafe(30)
         self.idp_proc = None
@@ -631,7 +633,8 @@ class Rig:
              "--keyfile", os.path.join(self.dir, "idp-signing-key.pem"),
              "--client", "%s:@%s:%s" % (self.client_id, self.secret_file, self.mailbox),
              "--cert-client", "%s:%s:%s" % (self.cert_client_id, self.client_cert_file,
-                                            self.mailbox)],
+                                            self.mailbox),
+             "--public-client", self.public_client_id],
             stdin=subprocess.DEVNULL, stdout=self.idp_log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout

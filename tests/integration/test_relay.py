@@ -261,6 +261,36 @@ class ProxyCase(unittest.TestCase):
         self.assertNotRegex(data, rb"\r(?!\n)", "lone CR crossed the proxy")
         self.assertNotRegex(data, rb"(?<!\r)\n", "bare LF crossed the proxy")
 
+    def _try_send(self, s, rcpts=("alice@contoso.test",), msg=None):
+        """MAIL/RCPT/DATA/message; stops at the first failure. Returns the reply codes."""
+        msg = MSG if msg is None else msg
+        codes = []
+        code, _ = s.docmd("MAIL FROM:<copier@contoso.test>")
+        codes.append(code)
+        if code != 250:
+            return codes
+        for r in rcpts:
+            code, _ = s.docmd("RCPT TO:<%s>" % r)
+            codes.append(code)
+            if code != 250:
+                return codes
+        code, _ = s.docmd("DATA")
+        codes.append(code)
+        if code != 354:
+            return codes
+        s.send(msg + b".\r\n")
+        codes.append(s.getreply()[0])
+        return codes
+
+    def _send_expect_4xx(self):
+        s = smtplib.SMTP("localhost", self.port, timeout=T_FAIL, source_address=("127.0.0.1", 0))
+        self.addCleanup(s.close)
+        s.ehlo("copier.test")
+        codes = self._try_send(s)
+        self.assertEqual(codes[-1] // 100, 4, "expected a 4xx, got %r" % codes)
+        self.assertFalse(any(c // 100 == 5 for c in codes), codes)
+        self.assert_nothing_relayed(0)
+
 
 MSG = (b"From: Copier 3F <copier@contoso.test>\r\nTo: Alice <alice@contoso.test>\r\n"
        b"Subject: Scan from copier 3F\r\nMessage-ID: <scan-1@copier.contoso.test>\r\n"
@@ -556,35 +586,6 @@ class TestRelay(ProxyCase):
         self.assert_nothing_relayed(0)
         self.assertEqual(self.rig.dovecot_log().count("Login: user="), logins,
                          "the proxy authenticated to an upstream it could not verify")
-
-    def _try_send(self, s, rcpts=("alice@contoso.test",), msg=MSG):
-        """MAIL/RCPT/DATA/message; stops at the first failure. Returns the reply codes."""
-        codes = []
-        code, _ = s.docmd("MAIL FROM:<copier@contoso.test>")
-        codes.append(code)
-        if code != 250:
-            return codes
-        for r in rcpts:
-            code, _ = s.docmd("RCPT TO:<%s>" % r)
-            codes.append(code)
-            if code != 250:
-                return codes
-        code, _ = s.docmd("DATA")
-        codes.append(code)
-        if code != 354:
-            return codes
-        s.send(msg + b".\r\n")
-        codes.append(s.getreply()[0])
-        return codes
-
-    def _send_expect_4xx(self):
-        s = smtplib.SMTP("localhost", self.port, timeout=T_FAIL, source_address=("127.0.0.1", 0))
-        self.addCleanup(s.close)
-        s.ehlo("copier.test")
-        codes = self._try_send(s)
-        self.assertEqual(codes[-1] // 100, 4, "expected a 4xx, got %r" % codes)
-        self.assertFalse(any(c // 100 == 5 for c in codes), codes)
-        self.assert_nothing_relayed(0)
 
     def test_idp_down(self):
         self.start_proxy()

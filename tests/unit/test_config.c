@@ -787,30 +787,25 @@ static void test_whole_file(void **state)
     config_free(NULL);
 }
 
-/* The shipped example loads, with its /etc paths pointed at the test directory. */
-static void test_example_file(void **state)
+/* A shipped example, with its /etc paths pointed at the test directory (NULL: not there). */
+static char *example_text(const char *name)
 {
     char path[512], *text, *p;
     size_t len, cap = 1 << 16;
     FILE *f;
-    (void)state;
-    /* __FILE__ is .../tests/unit/test_config.c: the example is two folders up. */
+    /* __FILE__ is .../tests/unit/test_config.c: the examples are two folders up. */
     snprintf(path, sizeof(path), "%s", __FILE__);
     p = strstr(path, "tests/unit/test_config.c");
     assert_non_null(p);
-    snprintf(p, sizeof(path) - (size_t)(p - path), "examples/m365-client-secret.conf");
+    snprintf(p, sizeof(path) - (size_t)(p - path), "examples/%s", name);
     f = fopen(path, "r");
-    if (!f) {
-        skip();
-        return;
-    }
+    if (!f)
+        return NULL;
     text = calloc(1, cap);
     assert_non_null(text);
     len = fread(text, 1, cap - 1, f);
     fclose(f);
     assert_true(len > 0 && len < cap - 1);
-    /* Keep the name "scanners.secret" but in our directory: write it, then redirect paths. */
-    write_file("scanners.secret", "example-secret\n", 0600);
     char *out = calloc(1, cap * 2), *o = out;
     assert_non_null(out);
     for (p = text; *p;) {
@@ -822,6 +817,21 @@ static void test_example_file(void **state)
             *o++ = *p++;
         }
     }
+    free(text);
+    return out;
+}
+
+static void test_example_file(void **state)
+{
+    char path[512];
+    (void)state;
+    char *out = example_text("m365-client-secret.conf");
+    if (!out) {
+        skip();
+        return;
+    }
+    /* Keep the name "scanners.secret" but in our directory. */
+    write_file("scanners.secret", "example-secret\n", 0600);
     struct config *cfg = expect_ok(out);
     assert_int_equal(cfg->naccounts, 1);
     assert_int_equal(cfg->ndevices, 3);
@@ -829,9 +839,77 @@ static void test_example_file(void **state)
     assert_ptr_equal(cfg->devices[2].account, &cfg->accounts[0]);
     config_free(cfg);
     free(out);
-    free(text);
     snprintf(path, sizeof(path), "%s/scanners.secret", test_dir);
     unlink(path);
+}
+
+/* The delegated example: grant = refresh_token resolves its scope, device code URL and control
+ * socket, and needs the store key it names. */
+static void test_delegated_example(void **state)
+{
+    char path[512];
+    (void)state;
+    char *out = example_text("m365-delegated.conf");
+    if (!out) {
+        skip();
+        return;
+    }
+    write_file("store.key", "0123456789abcdef0123456789abcdef", 0600);
+    struct config *cfg = expect_ok(out);
+    const struct cfg_account *a = &cfg->accounts[0];
+    assert_string_equal(a->grant, "refresh_token");
+    assert_null(a->client_secret);
+    assert_string_equal(a->scope, "https://outlook.office.com/SMTP.Send offline_access");
+    assert_string_equal(
+        a->token_url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
+    assert_string_equal(
+        a->device_authorization_url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode");
+    assert_string_equal(cfg->control_socket, "/var/lib/smtp-oauth-proxy/control.sock");
+    config_free(cfg);
+    free(out);
+    snprintf(path, sizeof(path), "%s/store.key", test_dir);
+    unlink(path);
+}
+
+/* Each grant takes its own credentials; every wrong combination says what to do. */
+static void test_grant_credentials(void **state)
+{
+    (void)state;
+    write_file("a.secret", "s3cret\n", 0600);
+    write_file("sa.json", "{}", 0600);
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t.example\n"
+                                       "client_id = c\nmailbox = m@x.org\ngrant = refresh_token\n",
+                  "@DIR@/c.conf:6: [account a]: grant = refresh_token keeps its refresh token in "
+                  "the token store: set key_file in [proxy] (make one with: head -c 32 "
+                  "/dev/urandom > FILE; chmod 600 FILE)\n");
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = microsoft\ntenant = t.example\n"
+                                       "client_id = c\nmailbox = m@x.org\n"
+                                       "grant = service_account\n",
+                  "@DIR@/c.conf:6: [account a]: missing required key 'service_account_key' (the "
+                  "service account's JSON key file, mode 0600)\n"
+                  "@DIR@/c.conf:11: [account a]: grant = service_account is google's; valid with "
+                  "provider = microsoft: client_credentials, refresh_token\n");
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = google\nmailbox = m@x.org\n"
+                                       "grant = client_credentials\n"
+                                       "client_secret_file = @DIR@/a.secret\n",
+                  "@DIR@/c.conf:6: [account a]: missing required key 'client_id' (the application "
+                  "(client) id)\n"
+                  "@DIR@/c.conf:9: [account a]: provider = google has no client_credentials "
+                  "grant; valid: service_account (domain-wide delegation), refresh_token\n");
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = google\nmailbox = m@x.org\n"
+                                       "service_account_key = @DIR@/sa.json\n"
+                                       "client_secret_file = @DIR@/a.secret\n",
+                  "@DIR@/c.conf:10: [account a]: grant = service_account signs with "
+                  "service_account_key; remove client_secret_file, client_certificate and "
+                  "client_key\n");
+    expect_errors(MIN_PROXY MIN_DEVICE "[account a]\nprovider = oauth2\nclient_id = c\n"
+                                       "mailbox = m@x.org\nclient_secret_file = @DIR@/a.secret\n"
+                                       "token_url = https://idp.example/t\n"
+                                       "issuer = https://idp.example\n",
+                  "@DIR@/c.conf:12: [account a]: token_url (line 11) and issuer are both set; use "
+                  "one (issuer discovers the token endpoint)\n");
 }
 
 /* upstream_auth: [upstream] sets the default (auto when absent), an account may override it. */
@@ -889,7 +967,8 @@ int main(void)
         cmocka_unit_test(test_bad_size_duration), cmocka_unit_test(test_out_of_range),
         cmocka_unit_test(test_line_too_long),     cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
-        cmocka_unit_test(test_example_file),      cmocka_unit_test(test_upstream_auth),
+        cmocka_unit_test(test_example_file),      cmocka_unit_test(test_delegated_example),
+        cmocka_unit_test(test_grant_credentials), cmocka_unit_test(test_upstream_auth),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -322,6 +322,11 @@ fail:
     return NULL;
 }
 
+struct event_base *http_base(const struct http *h)
+{
+    return h ? h->base : NULL;
+}
+
 void http_free(struct http *h)
 {
     if (!h || h->dead)

@@ -14,6 +14,8 @@ struct http_req;
 typedef void (*http_done_cb)(void *arg, long status, const char *body, size_t len, const char *err);
 
 struct http *http_new(struct event_base *base);
+/* The loop h runs on, for callers that also need timers on it. */
+struct event_base *http_base(const struct http *h);
 /* Cancels every request in flight without calling their callbacks. Accepts NULL. */
 void http_free(struct http *h);
 /* POST application/x-www-form-urlencoded. https:// is verified (ca_file NULL: system store);

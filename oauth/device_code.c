@@ -1,0 +1,688 @@
+/* The device authorization grant (RFC 8628 3.1-3.5; Entra's devicecode endpoint, Google's
+ * device/code): one request for a code, then token requests every `interval` seconds on an
+ * event timer until the IdP answers with tokens or a final no, or the code expires.
+ *
+ * Everything the IdP sends is hostile until checked: the code and the URL a person is shown go
+ * to a terminal, so control characters are refused there and stripped from the message; the
+ * device code is a credential (whoever holds it gets the tokens once someone signs in), so it is
+ * wiped when freed and masked in anything the IdP echoes back. */
+#include "oauth/device_code.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/secret.h"
+#include "oauth/http.h"
+#include "oauth/token_response.h"
+
+#define DC_GRANT_TYPE "urn:ietf:params:oauth:grant-type:device_code"
+#define DC_HTTP_TIMEOUT_MS 30000L
+#define DC_HTTP_TIMEOUT_MIN_MS 1000L
+#define DC_DEFAULT_INTERVAL 5 /* RFC 8628 3.2 */
+#define DC_MAX_INTERVAL 60    /* what we accept from the server */
+#define DC_SLOW_DOWN 5        /* RFC 8628 3.5 */
+#define DC_MAX_WAIT 300       /* slow_down and back-off stop growing the wait here */
+#define DC_BACKOFF_CAP 60     /* transport failures back off up to here (or interval) */
+#define DC_MAX_EXPIRES 3600   /* a longer life is cut to this */
+#define DC_DEVICE_CODE_MAX 4096
+#define DC_USER_CODE_MAX 64
+#define DC_URI_MAX 512
+#define DC_MESSAGE_MAX 1024
+#define DC_REDACT_RUN 16
+
+struct device_code {
+    struct http *http;
+    struct event *timer;
+    struct http_req *hr; /* the request in flight, if any */
+    char *account, *device_url, *token_url, *client_id, *scope, *ca_file;
+    char *client_secret; /* secret_free; NULL: a public client */
+    char *device_code;   /* secret_free */
+    int64_t ms_per_second;
+    device_code_prompt_cb prompt;
+    device_code_done_cb done;
+    void *arg;
+    int64_t interval;    /* seconds between polls, after slow_down */
+    int64_t deadline_ms; /* monotonic: the code is dead from then on */
+    int at_deadline;     /* the armed timer is the deadline, not a poll */
+    int failures;        /* transport failures and 5xx in a row */
+    int polls;
+    char last_failure[256];
+    int in_prompt, cancelled;
+};
+
+/* What the device authorization endpoint said, checked. */
+struct dc_auth {
+    char *device_code; /* secret_free */
+    char *user_code;
+    char *uri;
+    char *message; /* NULL if none */
+    int64_t expires_in, interval;
+};
+
+static int64_t dc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void dc_free(struct device_code *dc)
+{
+    if (!dc)
+        return;
+    http_cancel(dc->hr);
+    if (dc->timer)
+        event_free(dc->timer);
+    free(dc->account);
+    free(dc->device_url);
+    free(dc->token_url);
+    free(dc->client_id);
+    free(dc->scope);
+    free(dc->ca_file);
+    secret_free(dc->client_secret);
+    secret_free(dc->device_code);
+    free(dc);
+}
+
+static void dc_auth_clear(struct dc_auth *a)
+{
+    secret_free(a->device_code);
+    free(a->user_code);
+    free(a->uri);
+    free(a->message);
+    memset(a, 0, sizeof(*a));
+}
+
+/* An IdP may echo what it was sent: every run of at least DC_REDACT_RUN characters (or the whole
+ * secret, if shorter) that also occurs in the secret is masked. */
+static void dc_redact(char *s, const char *secret)
+{
+    static const char mark[] = "[redacted]";
+    size_t sl = secret ? strlen(secret) : 0;
+    size_t min = sl < DC_REDACT_RUN ? sl : DC_REDACT_RUN;
+    if (sl == 0)
+        return;
+    for (char *p = s; *p; p++) {
+        size_t best = 0;
+        for (const char *q = secret; *q; q++) {
+            size_t n = 0;
+            while (p[n] && q[n] && p[n] == q[n])
+                n++;
+            if (n > best)
+                best = n;
+        }
+        if (best < min)
+            continue;
+        if (best >= sizeof(mark) - 1) {
+            memcpy(p, mark, sizeof(mark) - 1);
+            memmove(p + sizeof(mark) - 1, p + best, strlen(p + best) + 1);
+            p += sizeof(mark) - 2;
+        } else {
+            memset(p, '*', best);
+            p += best - 1;
+        }
+    }
+}
+
+/* The one way out: log, call done, free. */
+static void dc_finish(struct device_code *dc, const struct token_grant *g, const char *err)
+{
+    char safe[900];
+    if (g)
+        log_info("event=device_code_ok account=%s polls=%d refresh_token=%s", dc->account,
+                 dc->polls, g->refresh_token ? "yes" : "no");
+    else
+        log_warn("event=device_code_failed account=%s polls=%d error=%s", dc->account, dc->polls,
+                 log_safe(safe, sizeof(safe), err, strlen(err)));
+    dc->done(dc->arg, g, err);
+    dc_free(dc);
+}
+
+static void dc_fail(struct device_code *dc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void dc_fail(struct device_code *dc, const char *fmt, ...)
+{
+    char err[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, sizeof(err), fmt, ap);
+    va_end(ap);
+    dc_redact(err, dc->device_code);
+    dc_redact(err, dc->client_secret);
+    dc_finish(dc, NULL, err);
+}
+
+/* "error=X aadsts=N description=\"...\"" from an IdP's error answer, for err. */
+static void dc_idp_error(char *out, size_t outlen, const struct token_response *tr)
+{
+    char desc[512];
+    int n = snprintf(out, outlen, "error=%s", tr->error);
+    if (tr->aadsts && n > 0 && (size_t)n < outlen)
+        n += snprintf(out + n, outlen - (size_t)n, " aadsts=%ld", tr->aadsts);
+    if (tr->error_description && n > 0 && (size_t)n < outlen)
+        snprintf(
+            out + n, outlen - (size_t)n, " description=%s",
+            log_safe(desc, sizeof(desc), tr->error_description, strlen(tr->error_description)));
+}
+
+/* Bytes in lo..0x7e only, 1..max of them. */
+static int dc_ascii_ok(const char *s, size_t max, unsigned char lo)
+{
+    size_t n = 0;
+    if (!s)
+        return 0;
+    for (; *s; s++, n++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < lo || c > 0x7e || n >= max)
+            return 0;
+    }
+    return n > 0;
+}
+
+/* Length of the valid UTF-8 sequence at s and its code point; 0 if invalid. */
+static size_t dc_utf8(const unsigned char *s, uint32_t *cp)
+{
+    size_t len;
+    uint32_t v, min;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+        v = s[0] & 0x1fu;
+        min = 0x80;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        v = s[0] & 0x0fu;
+        min = 0x800;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        v = s[0] & 0x07u;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[i] & 0x3fu);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    *cp = v;
+    return len;
+}
+
+/* The server's sentence for a terminal: C0 controls and DEL become one space; C1 controls (an
+ * 8-bit CSI starts an escape sequence too), bidi overrides and invalid UTF-8 are dropped; cut at
+ * a character boundary after DC_MESSAGE_MAX bytes. NULL if nothing is left, or no memory. */
+static char *dc_clean_text(const char *src)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    char *out = malloc(DC_MESSAGE_MAX + 1);
+    size_t o = 0;
+    if (!out)
+        return NULL;
+    while (*s) {
+        uint32_t cp = 0;
+        size_t len = 1;
+        if (*s < 0x20 || *s == 0x7f) {
+            if (o > 0 && out[o - 1] != ' ' && o < DC_MESSAGE_MAX)
+                out[o++] = ' ';
+            s++;
+            continue;
+        }
+        if (*s >= 0x80) {
+            len = dc_utf8(s, &cp);
+            if (len == 0 || cp <= 0x9f || (cp >= 0x202a && cp <= 0x202e) ||
+                (cp >= 0x2066 && cp <= 0x2069)) {
+                s += len ? len : 1;
+                continue;
+            }
+        }
+        if (o + len > DC_MESSAGE_MAX)
+            break;
+        memcpy(out + o, s, len);
+        o += len;
+        s += len;
+    }
+    while (o > 0 && out[o - 1] == ' ')
+        o--;
+    out[o] = '\0';
+    if (o == 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* A number of seconds: a JSON number or a string of digits (Entra's v1 endpoints send strings).
+ * 0 ok, 1 absent, -1 not a number in 0..1e9. */
+static int dc_json_seconds(const cJSON *root, const char *name, int64_t *out)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, name);
+    double d;
+    if (!j || cJSON_IsNull(j))
+        return 1;
+    if (cJSON_IsNumber(j)) {
+        d = j->valuedouble;
+    } else if (cJSON_IsString(j) && j->valuestring[0] && strlen(j->valuestring) <= 10) {
+        d = 0;
+        for (const char *q = j->valuestring; *q; q++) {
+            if (*q < '0' || *q > '9')
+                return -1;
+            d = d * 10 + (*q - '0');
+        }
+    } else {
+        return -1;
+    }
+    if (!(d >= 0 && d <= 1e9))
+        return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+static const char *dc_json_string(const cJSON *root, const char *name)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, name);
+    return cJSON_IsString(j) ? j->valuestring : NULL;
+}
+
+/* The device authorization answer (RFC 8628 3.2), checked. Nothing from the body goes into err.
+ * 0 ok, -1 with err. */
+static int dc_auth_parse(const char *body, size_t len, struct dc_auth *a, char *err, size_t errlen)
+{
+    int ret = -1;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const char *device_code, *user_code, *uri, *message;
+    int rc;
+
+    memset(a, 0, sizeof(*a));
+    if (!cJSON_IsObject(root)) {
+        snprintf(err, errlen, "the answer is not a JSON object");
+        goto out;
+    }
+    device_code = dc_json_string(root, "device_code");
+    user_code = dc_json_string(root, "user_code");
+    uri = dc_json_string(root, "verification_uri");
+    if (!uri) /* Google's name for it */
+        uri = dc_json_string(root, "verification_url");
+    message = dc_json_string(root, "message");
+    if (!dc_ascii_ok(device_code, DC_DEVICE_CODE_MAX, 0x21)) {
+        snprintf(err, errlen, "device_code is missing, longer than %d bytes or not visible ASCII",
+                 DC_DEVICE_CODE_MAX);
+        goto out;
+    }
+    if (!dc_ascii_ok(user_code, DC_USER_CODE_MAX, 0x20)) {
+        snprintf(err, errlen,
+                 "user_code is missing, longer than %d characters, or has control or non-ASCII "
+                 "characters",
+                 DC_USER_CODE_MAX);
+        goto out;
+    }
+    if (!dc_ascii_ok(uri, DC_URI_MAX, 0x21)) {
+        snprintf(err, errlen,
+                 "verification_uri is missing, longer than %d characters, or has blanks, control "
+                 "or non-ASCII characters",
+                 DC_URI_MAX);
+        goto out;
+    }
+    /* A person opens it and signs in there: nothing but https (http only to loopback: tests). */
+    if (strncmp(uri, "https://", 8) != 0 &&
+        !(strncmp(uri, "http://", 7) == 0 && http_url_is_loopback(uri))) {
+        snprintf(err, errlen, "verification_uri is not an https:// URL");
+        goto out;
+    }
+    rc = dc_json_seconds(root, "expires_in", &a->expires_in);
+    if (rc != 0 || a->expires_in < 1) {
+        snprintf(err, errlen, "expires_in is missing or not a number of seconds of at least 1");
+        goto out;
+    }
+    if (a->expires_in > DC_MAX_EXPIRES)
+        a->expires_in = DC_MAX_EXPIRES;
+    rc = dc_json_seconds(root, "interval", &a->interval);
+    if (rc == 1)
+        a->interval = DC_DEFAULT_INTERVAL;
+    else if (rc != 0 || a->interval > DC_MAX_INTERVAL) {
+        snprintf(err, errlen, "interval is not a number of seconds between 0 and %d",
+                 DC_MAX_INTERVAL);
+        goto out;
+    }
+    if (a->interval < 1)
+        a->interval = 1;
+    a->device_code = secret_dup(device_code);
+    a->user_code = strdup(user_code);
+    a->uri = strdup(uri);
+    a->message = message ? dc_clean_text(message) : NULL;
+    if (!a->device_code || !a->user_code || !a->uri) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    ret = 0;
+out:
+    if (root) {
+        /* cJSON_Delete does not wipe, and the tree holds the device code. */
+        cJSON *dcj = cJSON_GetObjectItemCaseSensitive(root, "device_code");
+        if (cJSON_IsString(dcj))
+            OPENSSL_cleanse(dcj->valuestring, strlen(dcj->valuestring));
+        cJSON_Delete(root);
+    }
+    if (ret != 0)
+        dc_auth_clear(a);
+    return ret;
+}
+
+static void dc_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void dc_polled(void *arg, long status, const char *body, size_t len, const char *herr);
+
+static void dc_fail_expired(struct device_code *dc)
+{
+    if (dc->failures)
+        dc_fail(dc,
+                "the code expired while the token endpoint was failing (last: %s); run "
+                "authorize again",
+                dc->last_failure);
+    else
+        dc_fail(dc, "the code expired before anyone signed in; run authorize again");
+}
+
+/* Poll again after wait seconds, or stop at the code's expiry if that comes first. */
+static void dc_schedule(struct device_code *dc, int64_t wait)
+{
+    int64_t now = dc_now_ms();
+    int64_t at = now + wait * dc->ms_per_second;
+    struct timeval tv;
+    if (at >= dc->deadline_ms) {
+        at = dc->deadline_ms;
+        dc->at_deadline = 1;
+    }
+    int64_t delay = at > now ? at - now : 0;
+    tv.tv_sec = (time_t)(delay / 1000);
+    tv.tv_usec = (suseconds_t)((delay % 1000) * 1000);
+    if (evtimer_add(dc->timer, &tv) != 0)
+        dc_fail(dc, "could not arm the poll timer");
+}
+
+static void dc_poll(struct device_code *dc)
+{
+    char *form = NULL;
+    int64_t left = dc->deadline_ms - dc_now_ms();
+    long timeout = DC_HTTP_TIMEOUT_MS;
+
+    /* A request must not outlive the code by much: the code is the only thing it carries. */
+    if (left < timeout)
+        timeout = left > DC_HTTP_TIMEOUT_MIN_MS ? (long)left : DC_HTTP_TIMEOUT_MIN_MS;
+    if (http_form_add(&form, "grant_type", DC_GRANT_TYPE) != 0 ||
+        http_form_add(&form, "client_id", dc->client_id) != 0 ||
+        http_form_add(&form, "device_code", dc->device_code) != 0 ||
+        (dc->client_secret && http_form_add(&form, "client_secret", dc->client_secret) != 0)) {
+        secret_free(form);
+        dc_fail(dc, "out of memory");
+        return;
+    }
+    dc->polls++;
+    log_debug("event=device_code_poll account=%s poll=%d interval=%lld", dc->account, dc->polls,
+              (long long)dc->interval);
+    dc->hr = http_post_form(dc->http, dc->token_url, form, dc->ca_file, timeout, dc_polled, dc);
+    secret_free(form);
+    if (!dc->hr)
+        dc_fail(dc, "the token request could not start");
+}
+
+static void dc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct device_code *dc = arg;
+    (void)fd;
+    (void)what;
+    if (dc->at_deadline)
+        dc_fail_expired(dc);
+    else
+        dc_poll(dc);
+}
+
+/* No usable answer this time (network, 5xx, 429): try again, backing off (RFC 8628 3.5),
+ * until the code expires. */
+static void dc_transient(struct device_code *dc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void dc_transient(struct device_code *dc, const char *fmt, ...)
+{
+    va_list ap;
+    int64_t wait = dc->interval;
+    int64_t cap = dc->interval > DC_BACKOFF_CAP ? dc->interval : DC_BACKOFF_CAP;
+    char safe[300];
+
+    va_start(ap, fmt);
+    vsnprintf(dc->last_failure, sizeof(dc->last_failure), fmt, ap);
+    va_end(ap);
+    dc_redact(dc->last_failure, dc->device_code);
+    dc_redact(dc->last_failure, dc->client_secret);
+    dc->failures++;
+    for (int i = 1; i < dc->failures && wait < cap; i++)
+        wait *= 2;
+    if (wait > cap)
+        wait = cap;
+    log_warn("event=device_code_retry account=%s failures=%d wait_s=%lld error=%s", dc->account,
+             dc->failures, (long long)wait,
+             log_safe(safe, sizeof(safe), dc->last_failure, strlen(dc->last_failure)));
+    dc_schedule(dc, wait);
+}
+
+static void dc_polled(void *arg, long status, const char *body, size_t len, const char *herr)
+{
+    struct device_code *dc = arg;
+    struct token_response tr;
+    char perr[256], idp[700];
+    int rc;
+
+    dc->hr = NULL;
+    if (status == 0) {
+        dc_transient(dc, "no answer: %s", herr ? herr : "connect failed");
+        return;
+    }
+    rc = token_response_parse(body, len, status, &tr, perr, sizeof(perr));
+    if (rc == 1) {
+        struct token_grant g = {.access_token = tr.access_token,
+                                .expires_in = tr.expires_in,
+                                .refresh_token = tr.refresh_token};
+        dc_finish(dc, &g,
+                  tr.refresh_token ? NULL
+                                   : "no refresh token: the scope must include offline_access");
+        token_response_clear(&tr);
+        return;
+    }
+    if (rc < 0) {
+        if (status == 429 || status >= 500)
+            dc_transient(dc, "HTTP %ld", status);
+        else
+            dc_fail(dc, "the token endpoint's answer is not usable: %s", perr);
+        return;
+    }
+    /* RFC 8628 3.5, and Entra's authorization_declined. */
+    if (strcmp(tr.error, "authorization_pending") == 0) {
+        dc->failures = 0;
+        dc_schedule(dc, dc->interval);
+    } else if (strcmp(tr.error, "slow_down") == 0) {
+        dc->failures = 0;
+        if (dc->interval + DC_SLOW_DOWN <= DC_MAX_WAIT)
+            dc->interval += DC_SLOW_DOWN;
+        log_info("event=device_code_slow_down account=%s interval=%lld", dc->account,
+                 (long long)dc->interval);
+        dc_schedule(dc, dc->interval);
+    } else if (strcmp(tr.error, "authorization_declined") == 0 ||
+               strcmp(tr.error, "access_denied") == 0) {
+        dc_fail(dc, "the sign-in was declined");
+    } else if (strcmp(tr.error, "expired_token") == 0) {
+        dc_fail(dc, "the code expired before anyone signed in; run authorize again");
+    } else if (status == 429 || status >= 500 || strcmp(tr.error, "temporarily_unavailable") == 0 ||
+               strcmp(tr.error, "server_error") == 0) {
+        dc_idp_error(idp, sizeof(idp), &tr);
+        dc_transient(dc, "HTTP %ld %s", status, idp);
+    } else if (strcmp(tr.error, "bad_verification_code") == 0) {
+        dc_fail(dc, "the identity provider does not know this device code "
+                    "(bad_verification_code); run authorize again");
+    } else {
+        dc_idp_error(idp, sizeof(idp), &tr);
+        dc_fail(dc, "the identity provider refused: %s", idp);
+    }
+    token_response_clear(&tr);
+}
+
+static void dc_authorized(void *arg, long status, const char *body, size_t len, const char *herr)
+{
+    struct device_code *dc = arg;
+    struct token_response tr;
+    struct dc_auth a;
+    char perr[512], idp[700];
+
+    dc->hr = NULL;
+    if (status == 0) {
+        dc_fail(dc, "no answer from the device authorization endpoint: %s",
+                herr ? herr : "connect failed");
+        return;
+    }
+    /* An error answer has the token endpoint's shape (RFC 8628 3.2 -> RFC 6749 5.2). */
+    if (token_response_parse(body, len, status, &tr, perr, sizeof(perr)) == 0) {
+        dc_idp_error(idp, sizeof(idp), &tr);
+        token_response_clear(&tr);
+        dc_fail(dc, "the device authorization endpoint refused (HTTP %ld): %s", status, idp);
+        return;
+    }
+    token_response_clear(&tr);
+    if (status < 200 || status > 299) {
+        dc_fail(dc, "the device authorization endpoint answered HTTP %ld", status);
+        return;
+    }
+    if (dc_auth_parse(body, len, &a, perr, sizeof(perr)) != 0) {
+        dc_fail(dc, "the device authorization endpoint's answer is not usable: %s", perr);
+        return;
+    }
+    dc->device_code = a.device_code;
+    a.device_code = NULL;
+    dc->interval = a.interval;
+    dc->deadline_ms = dc_now_ms() + a.expires_in * dc->ms_per_second;
+    log_info("event=device_code_issued account=%s expires_in=%lld interval=%lld", dc->account,
+             (long long)a.expires_in, (long long)a.interval);
+
+    struct device_code_prompt p = {.verification_uri = a.uri,
+                                   .user_code = a.user_code,
+                                   .message = a.message,
+                                   .expires_in = a.expires_in,
+                                   .interval = a.interval};
+    dc->in_prompt = 1;
+    dc->prompt(dc->arg, &p);
+    dc->in_prompt = 0;
+    dc_auth_clear(&a);
+    if (dc->cancelled) {
+        dc_free(dc);
+        return;
+    }
+    dc_schedule(dc, dc->interval);
+}
+
+static int dc_url_ok(const char *url)
+{
+    return url && (strncmp(url, "https://", 8) == 0 ||
+                   (strncmp(url, "http://", 7) == 0 && http_url_is_loopback(url)));
+}
+
+static char *dc_dup(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+struct device_code *device_code_start(struct http *http, const struct device_code_cfg *cfg,
+                                      device_code_prompt_cb prompt, device_code_done_cb done,
+                                      void *arg, char *err, size_t errlen)
+{
+    struct device_code *dc = NULL;
+    char *form = NULL;
+    const char *who = cfg && cfg->account ? cfg->account : "?";
+
+    if (!http || !cfg || !prompt || !done || !http_base(http)) {
+        snprintf(err, errlen, "account %s: device code flow started without its callbacks", who);
+        return NULL;
+    }
+    if (!dc_url_ok(cfg->device_authorization_url)) {
+        snprintf(err, errlen,
+                 "account %s: device_authorization_url must be https:// (http:// only to a "
+                 "loopback host)",
+                 who);
+        return NULL;
+    }
+    if (!dc_url_ok(cfg->token_url)) {
+        snprintf(err, errlen,
+                 "account %s: token_url must be https:// (http:// only to a loopback host)", who);
+        return NULL;
+    }
+    if (!cfg->client_id || !*cfg->client_id) {
+        snprintf(err, errlen, "account %s: client_id is required", who);
+        return NULL;
+    }
+    if (cfg->ms_per_second > 1000) {
+        snprintf(err, errlen, "account %s: ms_per_second must be at most 1000", who);
+        return NULL;
+    }
+    dc = calloc(1, sizeof(*dc));
+    if (!dc)
+        goto oom;
+    dc->http = http;
+    dc->prompt = prompt;
+    dc->done = done;
+    dc->arg = arg;
+    dc->ms_per_second = cfg->ms_per_second > 0 ? cfg->ms_per_second : 1000;
+    dc->account = strdup(who);
+    dc->device_url = strdup(cfg->device_authorization_url);
+    dc->token_url = strdup(cfg->token_url);
+    dc->client_id = strdup(cfg->client_id);
+    dc->scope = dc_dup(cfg->scope);
+    dc->ca_file = dc_dup(cfg->ca_file);
+    if (cfg->client_secret && *cfg->client_secret)
+        dc->client_secret = secret_dup(cfg->client_secret);
+    dc->timer = evtimer_new(http_base(http), dc_timer_cb, dc);
+    if (!dc->account || !dc->device_url || !dc->token_url || !dc->client_id ||
+        (cfg->scope && *cfg->scope && !dc->scope) ||
+        (cfg->ca_file && *cfg->ca_file && !dc->ca_file) ||
+        (cfg->client_secret && *cfg->client_secret && !dc->client_secret) || !dc->timer)
+        goto oom;
+    if (http_form_add(&form, "client_id", dc->client_id) != 0 ||
+        (dc->scope && http_form_add(&form, "scope", dc->scope) != 0) ||
+        (dc->client_secret && http_form_add(&form, "client_secret", dc->client_secret) != 0))
+        goto oom;
+    log_info("event=device_code_request account=%s url=%s", dc->account, dc->device_url);
+    dc->hr = http_post_form(http, dc->device_url, form, dc->ca_file, DC_HTTP_TIMEOUT_MS,
+                            dc_authorized, dc);
+    secret_free(form);
+    if (!dc->hr) {
+        snprintf(err, errlen, "account %s: the request to device_authorization_url could not start",
+                 who);
+        dc_free(dc);
+        return NULL;
+    }
+    return dc;
+oom:
+    secret_free(form);
+    dc_free(dc);
+    snprintf(err, errlen, "account %s: out of memory", who);
+    return NULL;
+}
+
+void device_code_cancel(struct device_code *dc)
+{
+    if (!dc)
+        return;
+    /* From inside prompt: the frame below frees it once prompt returns. */
+    if (dc->in_prompt) {
+        dc->cancelled = 1;
+        return;
+    }
+    dc_free(dc);
+}

@@ -26,6 +26,7 @@ struct provider_req {
     void *arg;
     char *redact; /* secret_free: the credential that was sent */
     int64_t started_ms;
+    grant_explain_fn explain;
 };
 
 static int64_t grant_post_now_ms(void)
@@ -119,6 +120,15 @@ static void grant_post_done(void *arg, long status, const char *body, size_t len
         int n = snprintf(err, sizeof(err), "error=%s", tr.error);
         if (tr.aadsts && n > 0 && (size_t)n < sizeof(err))
             n += snprintf(err + n, sizeof(err) - (size_t)n, " aadsts=%ld", tr.aadsts);
+        if (r->explain && n > 0 && (size_t)n < sizeof(err)) {
+            /* Before the description: what to do must survive any cut. */
+            char hint[320], qhint[400];
+            hint[0] = '\0';
+            r->explain(p, tr.error, tr.error_description, hint, sizeof(hint));
+            if (hint[0])
+                n += snprintf(err + n, sizeof(err) - (size_t)n, " hint=%s",
+                              log_safe(qhint, sizeof(qhint), hint, strlen(hint)));
+        }
         if (tr.error_description && n > 0 && (size_t)n < sizeof(err))
             snprintf(
                 err + n, sizeof(err) - (size_t)n, " description=%s",
@@ -171,6 +181,7 @@ struct provider_req *grant_post(struct provider *p, const struct grant_endpoint 
     r->cb = cb;
     r->arg = arg;
     r->started_ms = grant_post_now_ms();
+    r->explain = ep->explain;
     log_info("event=token_request account=%s grant=%s credential=%s url=%s", p->account,
              p->ops && p->ops->grant ? p->ops->grant : "?", kind, ep->token_url);
     /* http keeps its own copy of the form (and wipes it). */
@@ -198,6 +209,12 @@ static char *grant_post_dup(const char *s)
     return s && *s ? strdup(s) : NULL;
 }
 
+static int grant_endpoint_url_ok(const char *url)
+{
+    return strncmp(url, "https://", 8) == 0 ||
+           (strncmp(url, "http://", 7) == 0 && http_url_is_loopback(url));
+}
+
 int grant_endpoint_init(struct grant_endpoint *ep, const struct oauth_client_cfg *cfg,
                         struct http *http, char *err, size_t errlen)
 {
@@ -218,8 +235,7 @@ int grant_endpoint_init(struct grant_endpoint *ep, const struct oauth_client_cfg
         snprintf(err, errlen, "account %s: token_url is required", who);
         return -1;
     }
-    if (strncmp(cfg->token_url, "https://", 8) != 0 &&
-        !(strncmp(cfg->token_url, "http://", 7) == 0 && http_url_is_loopback(cfg->token_url))) {
+    if (!grant_endpoint_url_ok(cfg->token_url)) {
         snprintf(err, errlen,
                  "account %s: token_url must be https:// (http:// only to a loopback host)", who);
         return -1;
@@ -236,6 +252,35 @@ int grant_endpoint_init(struct grant_endpoint *ep, const struct oauth_client_cfg
     ep->scope = grant_post_dup(scope);
     ep->ca_file = grant_post_dup(cfg->ca_file);
     if (!ep->token_url || !ep->client_id || (scope && *scope && !ep->scope) ||
+        (cfg->ca_file && *cfg->ca_file && !ep->ca_file)) {
+        grant_endpoint_clear(ep);
+        snprintf(err, errlen, "account %s: out of memory", who);
+        return -1;
+    }
+    return 0;
+}
+
+int grant_endpoint_init_url(struct grant_endpoint *ep, const struct oauth_client_cfg *cfg,
+                            const char *token_url, struct http *http, char *err, size_t errlen)
+{
+    const char *who = cfg->account ? cfg->account : "?";
+
+    memset(ep, 0, sizeof(*ep));
+    if (!http) {
+        snprintf(err, errlen, "account %s: no http client", who);
+        return -1;
+    }
+    if (!token_url || !grant_endpoint_url_ok(token_url)) {
+        snprintf(err, errlen,
+                 "account %s: the token URL must be https:// (http:// only to a loopback host)",
+                 who);
+        return -1;
+    }
+    ep->http = http;
+    ep->token_url = strdup(token_url);
+    ep->scope = grant_post_dup(cfg->scope);
+    ep->ca_file = grant_post_dup(cfg->ca_file);
+    if (!ep->token_url || (cfg->scope && *cfg->scope && !ep->scope) ||
         (cfg->ca_file && *cfg->ca_file && !ep->ca_file)) {
         grant_endpoint_clear(ep);
         snprintf(err, errlen, "account %s: out of memory", who);

@@ -15,6 +15,7 @@ static const struct {
 } provider_grants[] = {
     {"client_credentials", 0, grant_client_secret_new},
     {"client_credentials", 1, grant_client_assertion_new},
+    {"service_account", 0, grant_google_new}, /* provider = google; it checks */
     {"refresh_token", 0, grant_refresh_new},
 };
 
@@ -36,7 +37,8 @@ struct provider *provider_new(const struct oauth_client_cfg *cfg, struct http *h
             return provider_grants[i].create(cfg, http, err, errlen);
     }
     snprintf(err, errlen,
-             "grant \"%.64s\" is not supported here (valid: client_credentials, refresh_token)",
+             "grant \"%.64s\" is not supported here (valid: client_credentials, refresh_token, "
+             "service_account with provider = google)",
              grant);
     return NULL;
 }

@@ -111,5 +111,9 @@ struct config {
 struct config *config_load(const char *path, char **errors);
 void config_free(struct config *cfg);
 struct cfg_account *config_account(const struct config *cfg, const char *name);
+/* The rule for every URL the proxy fetches, configured or discovered (an issuer's endpoints):
+ * https://HOST[:PORT][/PATH], or http:// to a loopback host only. 0 ok; -2 http:// to another
+ * host; -1 not such a URL. */
+int config_value_check_url(const char *url);
 
 #endif

@@ -352,8 +352,8 @@ void config_value_set_mailbox(struct config_ctx *c, struct config_section *s,
 }
 
 /* https://HOST[:PORT][/PATH], or http:// to a loopback host only (a local IdP in tests). 0 ok;
- * -2 http:// elsewhere; -1 not such a URL. */
-static int config_value_check_url(const char *url)
+ * -2 http:// elsewhere; -1 not such a URL. Public (config.h): discovered URLs pass it too. */
+int config_value_check_url(const char *url)
 {
     char host[256];
     const char *p, *auth_end, *port = NULL;

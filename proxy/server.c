@@ -180,6 +180,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
         if (!s->tls_server)
             goto fail;
     }
+    /* issuer: token endpoints come from discovery documents, before the loop serves anyone */
+    if (account_tokens_discover(cfg, err, errlen) != 0)
+        goto fail;
     for (size_t i = 0; i < cfg->naccounts; i++) {
         const struct cfg_account *a = &cfg->accounts[i];
         /* each account may trust its own upstream CA (upstream_ca_file) */

@@ -27,6 +27,8 @@ Serves (threaded http.server, 127.0.0.1 only):
   GET  /_stats    JSON {"requests": {client_id: count}, "issued": [tokens...], "mode": ...,
                         "assertions": [every client_assertion received], "verified": [jti...]}
   POST /_reset    counters and issued tokens cleared, mode back to "ok".
+  GET  /<tenant>/v2.0/.well-known/openid-configuration: OpenID Connect discovery, and
+       /_control {"discovery_issuer": URL} to make it lie: see idp_discovery.py.
   Delegated access (device code flow, rotating refresh tokens, /_device, /_mint_refresh_token):
   see idp_delegated.py; public clients are registered with --public-client CLIENT_ID.
 
@@ -58,6 +60,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from idp_delegated import Delegated
+from idp_discovery import Discovery
 
 KID = "rigKey1-Q0lHX2tleV9pZA"
 AUDIENCE = "https://outlook.office365.com"
@@ -152,6 +155,7 @@ class IdpState:
     def __init__(self, keydir, clients, expires_in=3599, keyfile=None, cert_clients=None,
                  public_clients=None):
         self.lock = threading.Lock()
+        self.discovery = Discovery(self.lock)  # idp_discovery.py
         # device code flow and rotating refresh tokens (idp_delegated.py)
         self.delegated = Delegated(public_clients, self.lock)
         self.good_key = _load_or_make_key(keyfile)
@@ -250,8 +254,12 @@ class Handler(BaseHTTPRequestHandler):
                        "errors": list(st.errors), "mode": st.mode,
                        "assertions": list(st.assertions), "verified": list(st.verified),
                        "total": sum(st.requests.values())}
+                obj.update(st.discovery.stats())
                 obj.update(st.delegated.stats())
             return self._send_json(200, obj)
+        tenant = st.discovery.matches(urllib.parse.urlsplit(self.path).path)
+        if tenant:
+            return st.discovery.serve(self, tenant)
         if self.path == "/_health":
             return self._send_json(200, {"ok": True})
         self._send_json(404, {"error": "not_found"})
@@ -277,6 +285,7 @@ class Handler(BaseHTTPRequestHandler):
                     st.expires_in = int(req["expires_in"])
                 if "delay" in req:
                     st.delay = float(req["delay"])
+                st.discovery.control(req)
                 try:
                     st.delegated.control(req)
                 except ValueError as e:
@@ -292,6 +301,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.verified.clear()
                 st.mode = "ok"
                 st.delay = 0.0
+                st.discovery.reset()
                 st.delegated.reset()
             return self._send_json(200, {"ok": True})
         if path in ("/_device", "/_mint_refresh_token"):

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -42,9 +43,9 @@ static const char *discovery_show(char *buf, size_t len, const char *s)
     return log_safe(buf, len, s, strlen(s));
 }
 
-/* An endpoint named `name` in doc, checked by check; *out malloc'd. 1 taken, 0 absent (only
- * allowed when !required), -1 with err. */
-static int discovery_endpoint(const cJSON *doc, const char *name, int required,
+/* An endpoint named `name` in doc, checked by check (and https:// only when the issuer is);
+ * *out malloc'd. 1 taken, 0 absent (only allowed when !required), -1 with err. */
+static int discovery_endpoint(const cJSON *doc, const char *name, int required, int https_only,
                               discovery_url_check check, char **out, char *err, size_t errlen)
 {
     char shown[DISCOVERY_SHOW];
@@ -62,6 +63,14 @@ static int discovery_endpoint(const cJSON *doc, const char *name, int required,
     discovery_show(shown, sizeof(shown), v->valuestring);
     switch (check(v->valuestring)) {
     case 0:
+        /* A document fetched over https may not send the secret over plain http, even to a
+         * loopback port: http:// endpoints are for an http:// (loopback, test) issuer only. */
+        if (https_only && strncasecmp(v->valuestring, "https://", 8) != 0) {
+            snprintf(err, errlen,
+                     "the discovery document's %s %s is not https:// although the issuer is", name,
+                     shown);
+            return -1;
+        }
         break;
     case -2:
         snprintf(err, errlen,
@@ -86,7 +95,7 @@ int discovery_parse(const char *issuer, const char *body, size_t len, discovery_
 {
     char shown[DISCOVERY_SHOW];
     struct discovery d = {0};
-    int ret = -1;
+    int ret = -1, https;
     cJSON *doc = cJSON_ParseWithLength(body, len);
     const cJSON *iss;
 
@@ -117,8 +126,10 @@ int discovery_parse(const char *issuer, const char *body, size_t len, discovery_
                        : "");
         goto out;
     }
-    if (discovery_endpoint(doc, "token_endpoint", 1, check, &d.token_endpoint, err, errlen) < 0 ||
-        discovery_endpoint(doc, "device_authorization_endpoint", 0, check,
+    https = strncasecmp(issuer, "https://", 8) == 0;
+    if (discovery_endpoint(doc, "token_endpoint", 1, https, check, &d.token_endpoint, err, errlen) <
+            0 ||
+        discovery_endpoint(doc, "device_authorization_endpoint", 0, https, check,
                            &d.device_authorization_endpoint, err, errlen) < 0)
         goto out;
     *out = d;

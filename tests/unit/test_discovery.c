@@ -468,6 +468,21 @@ static void test_bad_issuer_not_fetched(void **state)
 
 /* ---- the parser, fed hostile documents ---- */
 
+/* An https issuer's document may not point at plain http, not even on loopback. */
+static void test_https_issuer_no_http_endpoint(void **state)
+{
+    char err[1024] = "";
+    struct discovery d = {0};
+    const char *doc = "{\"issuer\":\"https://idp.example/t\",\"token_endpoint\":"
+                      "\"http://127.0.0.1:8080/token\"}";
+    (void)state;
+    assert_int_equal(discovery_parse("https://idp.example/t", doc, strlen(doc),
+                                     config_value_check_url, &d, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "is not https:// although the issuer is"));
+    assert_null(d.token_endpoint);
+}
+
 static void test_parse_hostile(void **state)
 {
     static const char *const docs[] = {
@@ -559,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_never_answers),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_bad_issuer_not_fetched),
+        cmocka_unit_test(test_https_issuer_no_http_endpoint),
         cmocka_unit_test(test_parse_hostile),
         cmocka_unit_test(test_parse_escapes_peer_text),
         cmocka_unit_test(test_parse_truncated),

@@ -19,6 +19,8 @@ Serves (threaded http.server, 127.0.0.1 only):
        exp in the future, jti never seen before. Any failure -> 401 invalid_client with an
        AADSTS code (700027 certificate or signature, 700024 time range, 700021 iss/sub,
        50027 malformed or wrong aud, 7000216 no assertion, 7000222 replayed jti).
+  POST /google/token   Google's token endpoint for service accounts (domain-wide delegation),
+       registered with --google-sa CLIENT_EMAIL:PUBLIC_KEY_PEM:SUBS: see idp_google.py.
   POST /_control  JSON {"mode": "ok"|"down"|"error500"|"bad_first_token", "expires_in": N}
        "down": token requests get their connection closed without any reply;
        "error500": token requests get HTTP 500 with an Entra-shaped JSON error;
@@ -58,6 +60,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from idp_google import TOKEN_PATH as GOOGLE_TOKEN_PATH, Google
 
 from idp_delegated import Delegated
 from idp_discovery import Discovery
@@ -160,6 +164,7 @@ class IdpState:
         self.delegated = Delegated(public_clients, self.lock)
         self.good_key = _load_or_make_key(keyfile)
         self.bad_key = _new_key()  # same kid, a key nobody trusts
+        self.google = Google(self)  # service accounts: main() registers them (--google-sa)
         self.clients = clients     # client_id -> (secret, mailbox)
         # client_id -> (certificate, x5t#S256, mailbox): clients that sign an assertion
         self.cert_clients = {cid: load_cert(path) + (mailbox,)
@@ -254,6 +259,7 @@ class Handler(BaseHTTPRequestHandler):
                        "errors": list(st.errors), "mode": st.mode,
                        "assertions": list(st.assertions), "verified": list(st.verified),
                        "total": sum(st.requests.values())}
+                obj.update(st.google.stats())
                 obj.update(st.discovery.stats())
                 obj.update(st.delegated.stats())
             return self._send_json(200, obj)
@@ -271,6 +277,8 @@ class Handler(BaseHTTPRequestHandler):
             body = self._body()
         except ValueError:
             return self._send_json(413, {"error": "too_large"})
+        if path == GOOGLE_TOKEN_PATH:
+            return st.google.token(self, body)
         if path == "/_control":
             try:
                 req = json.loads(body or b"{}")
@@ -299,6 +307,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.errors.clear()
                 st.assertions.clear()
                 st.verified.clear()
+                st.google.reset()
                 st.mode = "ok"
                 st.delay = 0.0
                 st.discovery.reset()
@@ -435,6 +444,9 @@ def main(argv=None):
     ap.add_argument("--public-client", action="append", default=[],
                     help="CLIENT_ID (repeatable): a public client for the device code flow and "
                          "refresh tokens (idp_delegated.py)")
+    ap.add_argument("--google-sa", action="append", default=[],
+                    help="CLIENT_EMAIL:PUBLIC_KEY_PEM:SUBS (repeatable): a Google service account "
+                         "delegated for the comma-separated SUBS (none: not delegated)")
     ap.add_argument("--expires-in", type=int, default=3599)
     ap.add_argument("--keyfile", help="signing key (PEM); made there if missing, reused after")
     ap.add_argument("--port-file", help="write the bound port here once listening")
@@ -455,6 +467,7 @@ def main(argv=None):
         cert_clients[cid] = (path, mailbox)
     srv = make_server(a.host, a.port, a.keydir, clients, a.verbose, a.expires_in, a.keyfile,
                       cert_clients, a.public_client)
+    srv.state.google.register(a.google_sa)
     port = srv.server_address[1]
     if a.port_file:
         with open(a.port_file + ".tmp", "w") as f:

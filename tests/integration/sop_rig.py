@@ -11,6 +11,9 @@
         rig.cert_client_id      # an app registered at the IdP with a certificate, not a secret:
         rig.client_cert_file, rig.client_key_file   # its certificate and key (0600)
         rig.other_cert_file, rig.other_key_file     # a good pair the IdP does not know
+        rig.google_token_url    # Google's token endpoint at the stand-in (idp_google.py)
+        rig.google_key_file     # a service account's JSON key (0600), delegated for rig.mailbox
+        rig.google_undelegated_key_file   # another one, without domain-wide delegation
 
 Pieces:
   * CA + server certificate, made with python3-cryptography.
@@ -206,6 +209,34 @@ def make_client_cert(d, name, days=365):
                                   serialization.NoEncryption()))
     os.chmod(key_path, 0o600)
     return cert_path, key_path
+
+
+def make_google_key(d, name, email):
+    """A service account's JSON key as Google's console downloads it (mode 0600), and its public
+    key for the stand-in. Returns (json path, public PEM path)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    import idp_google
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    doc = {"type": "service_account", "project_id": "contoso-mail",
+           "private_key_id": idp_google.key_id(key.public_key()), "private_key": pem,
+           "client_email": email, "client_id": str(100000000000000000000 + secrets.randbelow(
+               10 ** 20)), "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+           "token_uri": "https://oauth2.googleapis.com/token",
+           "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+           "universe_domain": "googleapis.com"}
+    path, pub_path = (os.path.join(d, name + ext) for ext in (".json", ".pub.pem"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.chmod(path, 0o600)
+    with open(pub_path, "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path, pub_path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,6 +615,12 @@ class Rig:
         os.chmod(self.secret_file, 0o600)
         self.client_cert_file, self.client_key_file = make_client_cert(d, "app-cert")
         self.other_cert_file, self.other_key_file = make_client_cert(d, "unregistered-cert")
+        self.google_email = "smtp-relay@contoso-mail.iam.gserviceaccount.com"
+        self.google_key_file, self.google_pub_file = make_google_key(
+            d, "google-sa", self.google_email)
+        self.google_undelegated_email = "no-delegation@contoso-mail.iam.gserviceaccount.com"
+        self.google_undelegated_key_file, self.google_undelegated_pub_file = make_google_key(
+            d, "google-sa-undelegated", self.google_undelegated_email)
         self.keydir = os.path.join(d, "keys")
         self.idp_port = free_port()
         self.sink_port = free_port()
@@ -620,6 +657,10 @@ class Rig:
         return "http://127.0.0.1:%d/%s/oauth2/v2.0/token" % (self.idp_port, self.tenant)
 
     @property
+    def google_token_url(self):
+        return "http://127.0.0.1:%d/google/token" % self.idp_port
+
+    @property
     def idp_base(self):
         return "http://127.0.0.1:%d" % self.idp_port
 
@@ -631,6 +672,9 @@ class Rig:
             [PYTHON, os.path.join(HERE, "idp_standin.py"), "--port", str(self.idp_port),
              "--keydir", self.keydir,
              "--keyfile", os.path.join(self.dir, "idp-signing-key.pem"),
+             "--google-sa", "%s:%s:%s" % (self.google_email, self.google_pub_file, self.mailbox),
+             "--google-sa", "%s:%s:" % (self.google_undelegated_email,
+                                        self.google_undelegated_pub_file),
              "--client", "%s:@%s:%s" % (self.client_id, self.secret_file, self.mailbox),
              "--cert-client", "%s:%s:%s" % (self.cert_client_id, self.client_cert_file,
                                             self.mailbox),

@@ -12,7 +12,9 @@
 #include <systemd/sd-daemon.h>
 
 #include "common/log.h"
+#include "proxy/cli.h"
 #include "proxy/config.h"
+#include "proxy/control.h"
 #include "proxy/server.h"
 
 #define DEFAULT_CONFIG "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf"
@@ -22,19 +24,24 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: smtp-oauth-proxy [--config FILE] [--check]\n"
+               "       smtp-oauth-proxy [--config FILE] COMMAND ARGS...\n"
                "       smtp-oauth-proxy --version | --help\n"
                "\n"
                "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
                "      --check        validate the configuration, print \"ok\" or every problem\n"
-               "                     with file:line, and exit\n");
+               "                     with file:line, and exit\n"
+               "Without a command it runs the daemon. Commands (they ask the running daemon over\n"
+               "its control socket, or use the token store when none runs):\n");
+    cli_usage(f);
 }
 
 struct runtime {
     struct event_base *base;
     struct server *srv;
-    struct event *grace;    /* bounds the graceful shutdown */
-    struct event *watchdog; /* WATCHDOG=1 from the loop itself; NULL without WatchdogSec= */
-    struct event *status;   /* STATUS= for systemctl status */
+    struct control *control; /* the control socket (token, accounts, authorize) */
+    struct event *grace;     /* bounds the graceful shutdown */
+    struct event *watchdog;  /* WATCHDOG=1 from the loop itself; NULL without WatchdogSec= */
+    struct event *status;    /* STATUS= for systemctl status */
     unsigned status_open;
     unsigned long status_total;
     int signals;
@@ -148,6 +155,12 @@ static int run(struct config *cfg, int check_only)
         log_error("event=listen_failed reason=\"%s\"", err);
         goto out;
     }
+    /* Before READY=1: once systemd says we run, `token` must find us. */
+    rt.control = control_new(rt.srv, err, sizeof(err));
+    if (!rt.control) {
+        log_error("event=control_failed reason=\"%s\"", err);
+        goto out;
+    }
     int signums[2] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2; i++) {
         sigs[i] = evsignal_new(rt.base, signums[i], on_signal, &rt);
@@ -178,6 +191,7 @@ out:
         event_free(rt.watchdog);
     if (rt.status)
         event_free(rt.status);
+    control_free(rt.control); /* its connections may wait on the server's token caches */
     server_free(rt.srv);
     /* Upstream sessions that were sent QUIT own themselves until answered (at most a few
      * seconds): let them finish so nothing is left behind. */
@@ -190,8 +204,8 @@ out:
 int main(int argc, char **argv)
 {
     const char *config_path = DEFAULT_CONFIG;
-    int check_only = 0;
-    for (int i = 1; i < argc; i++) {
+    int check_only = 0, cmd = 0;
+    for (int i = 1; i < argc && !cmd; i++) {
         if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) && i + 1 < argc) {
             config_path = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
@@ -204,13 +218,21 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
+        } else if (argv[i][0] != '-' && cli_is_command(argv[i])) {
+            cmd = i; /* what follows is the command's */
         } else {
-            fprintf(stderr, "smtp-oauth-proxy: unknown argument '%s'\n", argv[i]);
+            fprintf(stderr, "smtp-oauth-proxy: unknown %s '%s'\n",
+                    argv[i][0] == '-' ? "argument" : "command", argv[i]);
             usage(stderr);
             return 2;
         }
     }
 
+    if (cmd && check_only) {
+        fprintf(stderr, "smtp-oauth-proxy: --check takes no command\n");
+        usage(stderr);
+        return 2;
+    }
     char *errors = NULL;
     struct config *cfg = config_load(config_path, &errors);
     if (!cfg) {
@@ -228,7 +250,15 @@ int main(int argc, char **argv)
         config_free(cfg);
         return 1;
     }
-    int ret = run(cfg, check_only);
+    int ret;
+    if (cmd) {
+        /* A command's stdout may be a token for another program: only warnings and errors
+         * go to stderr, never the daemon's info lines. */
+        log_set_level(cfg->log_level < LOGL_WARN ? cfg->log_level : LOGL_WARN);
+        ret = cli_run(cfg, argv[cmd], argc - cmd - 1, argv + cmd + 1);
+    } else {
+        ret = run(cfg, check_only);
+    }
     curl_global_cleanup();
     return ret;
 }

@@ -246,7 +246,7 @@ static void grant_google_explain(const struct provider *p, const char *error,
                      "Google does not know key %s of %s (deleted or disabled?): make a new JSON "
                      "key and point service_account_key at it",
                      g->key_id, g->client_email);
-        else if (strstr(d, "iat") || strstr(d, "exp") || strstr(d, "timeframe"))
+        else if (strstr(d, "timeframe") || strstr(d, "iat and exp"))
             snprintf(buf, len, "the assertion's times were refused: check this host's clock");
         else if (strstr(d, "account not found"))
             snprintf(buf, len, "service account %s does not exist (deleted?)", g->client_email);

@@ -38,7 +38,7 @@
 #define SCOPE "https://mail.google.com/"
 #define TOKEN "ya29.c.b0Aaekm1KqTestTokenNotARealOne_kNq8v3Jm2xYzWpQrStUvWxYz0123456789"
 
-enum idp_mode { IDP_OK, IDP_UNAUTHORIZED, IDP_BAD_SUB, IDP_BAD_SIGNATURE, IDP_ECHO };
+enum idp_mode { IDP_OK, IDP_UNAUTHORIZED, IDP_BAD_SUB, IDP_BAD_SIGNATURE, IDP_CLOCK, IDP_ECHO };
 
 struct idp {
     struct evhttp *http;
@@ -100,6 +100,13 @@ static void idp_handler(struct evhttp_request *req, void *arg)
     case IDP_BAD_SIGNATURE:
         evbuffer_add_printf(out, "{\"error\":\"invalid_grant\",\"error_description\":"
                                  "\"Invalid JWT Signature.\"}");
+        evhttp_send_reply(req, 400, "Bad Request", out);
+        break;
+    case IDP_CLOCK:
+        evbuffer_add_printf(out, "{\"error\":\"invalid_grant\",\"error_description\":"
+                                 "\"Invalid JWT: Token must be a short-lived token (60 minutes) "
+                                 "and in a reasonable timeframe. Check your iat and exp values in "
+                                 "the JWT claim.\"}");
         evhttp_send_reply(req, 400, "Bad Request", out);
         break;
     case IDP_ECHO: /* a careless IdP quoting what it got */
@@ -513,6 +520,23 @@ static void test_key_deleted(void **state)
                    "error=invalid_grant hint=\"Google does not know key " KEY_ID " of " EMAIL);
 }
 
+static void test_clock_skew(void **state)
+{
+    expect_refusal(*state, IDP_CLOCK,
+                   "error=invalid_grant hint=\"the assertion's times were refused: check this "
+                   "host's clock\" description=\"Invalid JWT: Token must be a short-lived");
+}
+
+/* Other refusals are logged as Google put them, without a hint. */
+static void test_no_hint_for_others(void **state)
+{
+    struct fixture *f = *state;
+    expect_refusal(f, IDP_ECHO, "error=invalid_grant description=");
+    char *logged = log_capture_text(&f->lc);
+    assert_null(strstr(logged, "hint="));
+    free(logged);
+}
+
 static void test_echoed_assertion_redacted(void **state)
 {
     struct fixture *f = *state;
@@ -731,6 +755,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unauthorized_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_deleted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clock_skew, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_hint_for_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_echoed_assertion_redacted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_key_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config, setup, teardown),

@@ -1,16 +1,18 @@
 #!/usr/bin/python3
-"""Logging to the journal, without journald running: the real binary, in a private mount
+"""Logging to the journal, without the system's journald: the real binary, in a private mount
 namespace (`unshare -r -m`) where a directory of this test's is bind-mounted over /run/systemd,
-sends its entries with libsystemd's sd_journal_sendv to /run/systemd/journal/socket, which is a
-datagram socket this test binds and reads in journald's native protocol. libsystemd has no
-setting for that path, hence the namespace; without `unshare` the journal tests are skipped.
+sends its entries with libsystemd's sd_journal_sendv to /run/systemd/journal/socket. libsystemd
+has no setting for that path, hence the namespace; without `unshare` these tests are skipped.
 
-What the real journald adds (trusted fields, storage, journalctl matches) is not exercised
-here; the entries are the ones journald would receive.
+TestJournal: that socket is a datagram socket this test binds and reads in journald's native
+protocol, so the exact entries are checked. TestRealJournald: a real systemd-journald of its
+own (same trick, its journal files in the test's directory) receives them, and `journalctl -D`
+finds them by field, as an administrator would.
 
 Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
               tests/integration/test_journal.py -v
 """
+import json
 import os
 import shutil
 import smtplib
@@ -121,7 +123,9 @@ def tearDownModule():
     RIG.__exit__(None, None, None)
 
 
-class TestJournal(unittest.TestCase):
+class JournalCase(unittest.TestCase):
+    """The proxy with a config of its own, started with or without a namespace."""
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="sop-journal-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
@@ -210,6 +214,9 @@ class TestJournal(unittest.TestCase):
             self.assertNotIn(b"\n", d["MESSAGE"])
             self.assertNotIn(RIG.client_secret.encode(), d["MESSAGE"])
 
+
+
+class TestJournal(JournalCase):
     def test_journal_stream_of_stderr_means_journal(self):
         # What systemd does for a service with StandardError=journal: JOURNAL_STREAM names
         # the stream stderr is. No override.
@@ -289,6 +296,82 @@ class TestJournal(unittest.TestCase):
             time.sleep(0.1)
         self.assertRegex(self.stderr_text(), r"(?m)^\S+Z info event=message session=\S+ "
                                              r"device=copier account=scanners ")
+
+
+JOURNALD = "/lib/systemd/systemd-journald"
+
+
+class TestRealJournald(JournalCase):
+    """A private systemd-journald, started by this test, instead of the test's socket."""
+
+    def start_journald(self):
+        self.need_unshare()
+        if not os.access(JOURNALD, os.X_OK) or not shutil.which("journalctl"):
+            self.skipTest("systemd-journald or journalctl not installed")
+        d = os.path.join(self.tmp, "jd")
+        for sub in ("run-systemd/journal", "run-log", "var-log-journal"):
+            os.makedirs(os.path.join(d, sub))
+        # Its sockets appear in d/run-systemd/journal, its files in d/run-log/journal; the
+        # host's /run/log and /var/log/journal are hidden from it.
+        script = ('mount --bind "$0/run-systemd" /run/systemd && '
+                  'mount --bind "$0/run-log" /run/log && '
+                  '{ [ ! -d /var/log/journal ] || mount --bind "$0/var-log-journal" '
+                  '/var/log/journal; } && exec "$1"')
+        out = open(os.path.join(self.tmp, "journald.log"), "wb")
+        self.addCleanup(out.close)
+        jd = subprocess.Popen(["unshare", "-r", "-m", "sh", "-c", script, d, JOURNALD],
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                              start_new_session=True, preexec_fn=_die_with_parent)
+        self.addCleanup(self.kill, jd)
+        sock = os.path.join(d, "run-systemd", "journal", "socket")
+        deadline = time.monotonic() + T
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            if jd.poll() is not None:
+                self.skipTest("systemd-journald does not run here (exit %s)" % jd.returncode)
+            time.sleep(0.05)
+        self.assertTrue(os.path.exists(sock), "journald made no socket")
+        self.journal_files = os.path.join(d, "run-log", "journal")
+
+        class Dir:  # what start() binds over /run/systemd
+            dir = os.path.join(d, "run-systemd")
+        return Dir
+
+    def journalctl(self, *matches, wait=True):
+        """Entries matching, as dicts of str; with wait, once there are any (journald writes
+        asynchronously)."""
+        deadline = time.monotonic() + (T if wait else 0)
+        while True:
+            r = subprocess.run(["journalctl", "-D", self.journal_files, "--no-pager", "-o",
+                                "json"] + list(matches), capture_output=True, text=True,
+                               timeout=T)
+            entries = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+            if entries or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.2)
+
+    def test_journal_stream_of_stderr_means_journal(self):
+        j = self.start_journald()
+        self.start(journal=j, journal_stream_of_stderr=True)
+        self.send_mail()
+        msgs = self.journalctl("EVENT=message", "ACCOUNT=scanners", "DEVICE=copier")
+        self.assertEqual(len(msgs), 1, self.stderr_text())
+        m = msgs[0]
+        self.assertEqual(m["PRIORITY"], "6")
+        self.assertEqual(m["SYSLOG_IDENTIFIER"], "smtp-oauth-proxy")
+        self.assertEqual(m["_TRANSPORT"], "journal")
+        self.assertTrue(m["MESSAGE"].startswith("event=message session=%s device=copier "
+                                                "account=scanners " % m["SESSION"]), m)
+        # the whole connection, by its SESSION
+        events = [e["EVENT"] for e in self.journalctl("SESSION=" + m["SESSION"])]
+        self.assertEqual(events[0], "connect")
+        self.assertIn("message", events)
+        self.assertEqual(self.stderr_text(), "")
+
+    def test_override_journal(self):
+        j = self.start_journald()
+        self.start(journal=j, env_extra={"SOP_LOG_TARGET": "journal"})
+        self.assertTrue(self.journalctl("EVENT=ready", "-p", "info"))
+        self.assertFalse(self.journalctl("EVENT=ready", "-p", "warning", wait=False))
 
 
 if __name__ == "__main__":

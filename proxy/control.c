@@ -402,10 +402,14 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     }
     if (ctl->nconns >= CONTROL_MAX_CONNS) {
         static const char busy[] = "error busy: too many control connections\n";
+        char junk[512];
         log_warn("event=control_busy connections=%u", ctl->nconns);
         if (write(fd, busy, sizeof(busy) - 1) < 0) {
             /* nothing to do: the peer sees the connection close */
         }
+        /* a request already sent and left unread would make the close a reset */
+        for (int i = 0; i < 8 && recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+            ;
         evutil_closesocket(fd);
         return;
     }
@@ -476,6 +480,29 @@ static int clear_stale(const char *path, const struct sockaddr_un *sun, char *er
     return 0;
 }
 
+/* The socket's directory (STATE_DIR by default) may not exist yet when no token store made it:
+ * create it, mode 0700, as the token store would. */
+static int make_parent(const char *path, char *err, size_t errlen)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    struct stat st;
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return 0;
+    size_t n = (size_t)(slash - path);
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    if (stat(dir, &st) == 0)
+        return 0;
+    if (errno != ENOENT || mkdir(dir, 0700) != 0) {
+        snprintf(err, errlen, "control socket %s: cannot create %s: %s", path, dir,
+                 strerror(errno));
+        return -1;
+    }
+    log_info("event=state_dir_created dir=%s", dir);
+    return 0;
+}
+
 static int bind_socket(struct control *ctl, char *err, size_t errlen)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -487,7 +514,7 @@ static int bind_socket(struct control *ctl, char *err, size_t errlen)
         return -1;
     }
     memcpy(sun.sun_path, path, strlen(path) + 1);
-    if (clear_stale(path, &sun, err, errlen) != 0)
+    if (make_parent(path, err, errlen) != 0 || clear_stale(path, &sun, err, errlen) != 0)
         return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {

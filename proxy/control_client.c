@@ -40,8 +40,10 @@ static int time_left(int fd, long long deadline)
 static int send_all(int fd, const char *p, size_t len, long long deadline)
 {
     while (len > 0) {
-        if (time_left(fd, deadline) != 0)
+        if (time_left(fd, deadline) != 0) {
+            errno = ETIMEDOUT;
             return -1;
+        }
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
@@ -88,6 +90,8 @@ static int read_all(int fd, long long deadline, char **out, size_t *outlen, char
         ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == ECONNRESET && len > 0)
+            break; /* the daemon closed with our bytes unread (busy): what it said stands */
         if (n < 0) {
             snprintf(err, errlen, "%s",
                      errno == EAGAIN || errno == EWOULDBLOCK
@@ -147,9 +151,10 @@ enum control_client_result control_client_call(const char *path, const char *req
         goto out;
     }
     snprintf(req, reqlen + 1, "%s\n%s%s", request, payload ? payload : "", payload ? "\n" : "");
-    if (send_all(fd, req, reqlen, deadline) != 0) {
+    /* EPIPE/ECONNRESET: the daemon answered (busy) and closed before reading us; read it */
+    if (send_all(fd, req, reqlen, deadline) != 0 && errno != EPIPE && errno != ECONNRESET) {
         snprintf(err, errlen, "control socket %s: cannot send the request: %s", path,
-                 errno ? strerror(errno) : "timed out");
+                 strerror(errno));
         goto out;
     }
     if (read_all(fd, deadline, &reply, &replylen, err, errlen) != 0)

@@ -137,10 +137,18 @@ class BrokerCase(ProxyCase):
         self.addCleanup(s.close)
         s.connect(self.sock_path)
         if data:
-            s.sendall(data)
+            try:
+                s.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it answered and closed first (busy): its answer is still to be read
         out = b""
         while True:
-            chunk = s.recv(65536)
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:  # closed with our bytes unread, after its answer
+                if out:
+                    return out
+                raise
             if not chunk:
                 return out
             out += chunk
@@ -169,6 +177,15 @@ class TestBroker(BrokerCase):
         self.assert_no_secrets_in(self.log(), "proxy log")
         self.stop()
         self.assertFalse(os.path.exists(self.sock_path), "the socket file outlived the daemon")
+
+    def test_state_dir_created(self):
+        # no key_file and a state_dir that does not exist yet: the daemon makes it for its socket
+        state = os.path.join(self.tmp, "fresh-state")
+        self.start_proxy(edit=lambda t: t.replace("state_dir = %s\n" % os.path.join(
+            self.tmp, "state"), "state_dir = %s\n" % state))
+        self.assertEqual(stat.S_IMODE(os.stat(state).st_mode), 0o700)
+        self.sock_path = os.path.join(state, "control.sock")
+        self.assertEqual(self.token(), self.rig.idp_stats()["issued"][0])
 
     def test_token_without_daemon(self):
         # nothing stored: the command asks the IdP itself and stores the token...
@@ -274,6 +291,49 @@ class TestBroker(BrokerCase):
         # the daemon still answers
         self.assertRegex(self.control(b"token scanners\n"), rb"^ok\n\S+\n$")
         self.assert_no_secrets_in(self.log(), "proxy log")
+
+    def test_connection_cap_and_peer_check(self):
+        self.start()
+        # 16 idle peers at once are served; the 17th hears "busy" at once
+        idle = []
+        for _ in range(16):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(s.close)
+            s.connect(self.sock_path)
+            idle.append(s)
+        time.sleep(0.3)
+        self.assertEqual(self.control(b"accounts\n"),
+                         b"error busy: too many control connections\n")
+        rc, out, err = self.run_cmd("token", ACCOUNT)
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("busy: too many control connections", err)
+        for s in idle:
+            s.close()
+        time.sleep(0.3)
+        self.assertRegex(self.control(b"token scanners\n"), rb"^ok\n")
+        # a peer that is neither the daemon's user nor root is refused, even if the socket's
+        # mode would let it in (the mode is the first gate, SO_PEERCRED the second)
+        os.chmod(self.sock_path, 0o666)
+        os.chmod(self.tmp, 0o755)
+        os.chmod(os.path.dirname(self.sock_path), 0o755)
+        probe = "\n".join([
+            "import socket, sys",
+            "s = socket.socket(socket.AF_UNIX)",
+            "s.settimeout(10)",
+            "s.connect(sys.argv[1])",
+            "try:",
+            "    s.sendall(b'token scanners\\n')",
+            "    data = s.recv(100)",
+            "except OSError:",  # closed before or after our request: no answer either way
+            "    data = b''",
+            "sys.stdout.write(repr(data))"])
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "/usr/bin/python3", "-c", probe, self.sock_path],
+                           capture_output=True, timeout=T)
+        self.assertEqual((r.returncode, r.stdout), (0, b"b''"), r.stderr)
+        self.wait_log(r"event=control_refused peer_uid=65534 reason=\"neither our user nor "
+                      r"root\"")
+        self.assertNotRegex(self.log(), r"event=control_request cmd=token .*peer_uid=65534")
 
     def test_socket_in_use_or_stale(self):
         # a socket file nobody answers on (a daemon that was killed) is replaced

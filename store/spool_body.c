@@ -1,0 +1,170 @@
+/* Reading a committed body back. The length and the trailer are checked when the file is opened
+ * (cheap, catches truncation and a body of another message); the SHA-256 is checked as the bytes
+ * stream out, so that the caller learns at the end, before it sends the final ".", whether what
+ * it sent was the message that was committed. */
+#include "store/spool_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+struct spool_body {
+    int fd;
+    uint64_t left; /* body bytes not yet read */
+    EVP_MD_CTX *md;
+    char want[SPOOL_SHA256_HEX + 1];
+    char path[PATH_MAX + 32];
+};
+
+void spool_body_free(struct spool_body *b)
+{
+    if (!b)
+        return;
+    if (b->fd >= 0)
+        close(b->fd);
+    EVP_MD_CTX_free(b->md);
+    free(b);
+}
+
+/* pread(2) exactly n bytes at off. 0 ok, -1 (errno set; EIO for a short file). */
+static int spool_pread_all(int fd, void *buf, size_t n, off_t off)
+{
+    unsigned char *p = buf;
+    while (n) {
+        ssize_t r = pread(fd, p, n, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                errno = EIO;
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+        off += r;
+    }
+    return 0;
+}
+
+struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope *env, char *err,
+                                   size_t errlen)
+{
+    char want[SPOOL_TRAILER_LEN + 1], got[SPOOL_TRAILER_LEN];
+    struct spool_body *b;
+    struct stat st;
+
+    b = calloc(1, sizeof(*b));
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    b->fd = -1;
+    if (!env || !spool_body_path(s, env->queue_id, b->path, sizeof(b->path)) ||
+        env->size > (uint64_t)INT64_MAX - SPOOL_TRAILER_LEN) {
+        snprintf(err, errlen, "not a valid envelope");
+        goto fail;
+    }
+    b->fd = open(b->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (b->fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", b->path, strerror(errno));
+        goto fail;
+    }
+    if (fstat(b->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", b->path);
+        goto fail;
+    }
+    if ((uint64_t)st.st_size != env->size + SPOOL_TRAILER_LEN) {
+        snprintf(err, errlen, "%s: %lld bytes, the envelope says %llu + %d (truncated or torn)",
+                 b->path, (long long)st.st_size, (unsigned long long)env->size, SPOOL_TRAILER_LEN);
+        goto fail;
+    }
+    spool_trailer(want, env->queue_id, env->size);
+    if (spool_pread_all(b->fd, got, SPOOL_TRAILER_LEN, (off_t)env->size) != 0) {
+        snprintf(err, errlen, "cannot read %s: %s", b->path, strerror(errno));
+        goto fail;
+    }
+    if (memcmp(want, got, SPOOL_TRAILER_LEN) != 0) {
+        snprintf(err, errlen, "%s: no valid end marker (garbled or another message's body)",
+                 b->path);
+        goto fail;
+    }
+    b->md = EVP_MD_CTX_new();
+    if (!b->md || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
+        snprintf(err, errlen, "cannot start SHA-256");
+        goto fail;
+    }
+    b->left = env->size;
+    memcpy(b->want, env->body_sha256, sizeof(b->want));
+    return b;
+fail:
+    spool_body_free(b);
+    return NULL;
+}
+
+ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, size_t errlen)
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    char hex[SPOOL_SHA256_HEX + 1];
+    unsigned int mdlen = 0, i;
+    size_t want;
+    ssize_t r;
+
+    if (b->left == 0) {
+        if (!b->md) /* already finished */
+            return 0;
+        if (EVP_DigestFinal_ex(b->md, md, &mdlen) != 1 || mdlen != 32) {
+            snprintf(err, errlen, "SHA-256 failed");
+            return -1;
+        }
+        EVP_MD_CTX_free(b->md);
+        b->md = NULL;
+        for (i = 0; i < mdlen; i++) {
+            hex[2 * i] = digits[md[i] >> 4];
+            hex[2 * i + 1] = digits[md[i] & 15];
+        }
+        hex[SPOOL_SHA256_HEX] = '\0';
+        if (memcmp(hex, b->want, SPOOL_SHA256_HEX) != 0) {
+            snprintf(err, errlen, "%s: checksum mismatch (garbled)", b->path);
+            b->left = UINT64_MAX; /* stays an error */
+            return -1;
+        }
+        return 0;
+    }
+    if (b->left == UINT64_MAX || !b->md) {
+        snprintf(err, errlen, "%s: checksum mismatch (garbled)", b->path);
+        return -1;
+    }
+    if (cap == 0) {
+        snprintf(err, errlen, "no room to read into");
+        return -1;
+    }
+    want = cap;
+    if ((uint64_t)want > b->left)
+        want = (size_t)b->left;
+    if (want > (size_t)SSIZE_MAX)
+        want = (size_t)SSIZE_MAX;
+    do
+        r = read(b->fd, buf, want);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", b->path, strerror(errno));
+        return -1;
+    }
+    if (r == 0) {
+        snprintf(err, errlen, "%s: shorter than its envelope says", b->path);
+        return -1;
+    }
+    if (EVP_DigestUpdate(b->md, buf, (size_t)r) != 1) {
+        snprintf(err, errlen, "SHA-256 failed");
+        return -1;
+    }
+    b->left -= (uint64_t)r;
+    return r;
+}

@@ -146,3 +146,35 @@ void secret_free(char *s)
     OPENSSL_cleanse(s, strlen(s));
     free(s);
 }
+
+#define SECRET_REDACT_RUN 16
+
+void secret_redact(char *s, const char *secret)
+{
+    static const char mark[] = "[redacted]";
+    size_t sl = secret ? strlen(secret) : 0;
+    size_t min = sl < SECRET_REDACT_RUN ? sl : SECRET_REDACT_RUN;
+    if (sl == 0)
+        return;
+    for (char *p = s; *p; p++) {
+        size_t best = 0;
+        for (const char *q = secret; *q; q++) {
+            size_t n = 0;
+            while (p[n] && q[n] && p[n] == q[n])
+                n++;
+            if (n > best)
+                best = n;
+        }
+        if (best < min)
+            continue;
+        if (best >= sizeof(mark) - 1) {
+            memcpy(p, mark, sizeof(mark) - 1);
+            memmove(p + sizeof(mark) - 1, p + best, strlen(p + best) + 1);
+            p += sizeof(mark) - 2;
+        } else {
+            /* A secret shorter than the mark: '*' in place keeps the length. */
+            memset(p, '*', best);
+            p += best - 1;
+        }
+    }
+}

@@ -19,5 +19,10 @@ int secret_read_raw(const char *path, void *buf, size_t cap, size_t *len, long l
 char *secret_dup(const char *s);
 /* Wipe the string's bytes, then free it. Accepts NULL. */
 void secret_free(char *s);
+/* A peer may echo what it was sent, whole or cut short: mask in s, in place, every run of at
+ * least 16 characters (or the whole secret, if shorter) that also occurs in secret, so that no
+ * piece of it leaves in a message. Runs of 10+ become "[redacted]", shorter ones '*'. secret may
+ * be NULL or empty (nothing to do). */
+void secret_redact(char *s, const char *secret);
 
 #endif

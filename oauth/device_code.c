@@ -38,7 +38,6 @@
 #define DC_USER_CODE_MAX 64
 #define DC_URI_MAX 512
 #define DC_MESSAGE_MAX 1024
-#define DC_REDACT_RUN 16
 
 struct device_code {
     struct http *http;
@@ -103,37 +102,6 @@ static void dc_auth_clear(struct dc_auth *a)
     memset(a, 0, sizeof(*a));
 }
 
-/* An IdP may echo what it was sent: every run of at least DC_REDACT_RUN characters (or the whole
- * secret, if shorter) that also occurs in the secret is masked. */
-static void dc_redact(char *s, const char *secret)
-{
-    static const char mark[] = "[redacted]";
-    size_t sl = secret ? strlen(secret) : 0;
-    size_t min = sl < DC_REDACT_RUN ? sl : DC_REDACT_RUN;
-    if (sl == 0)
-        return;
-    for (char *p = s; *p; p++) {
-        size_t best = 0;
-        for (const char *q = secret; *q; q++) {
-            size_t n = 0;
-            while (p[n] && q[n] && p[n] == q[n])
-                n++;
-            if (n > best)
-                best = n;
-        }
-        if (best < min)
-            continue;
-        if (best >= sizeof(mark) - 1) {
-            memcpy(p, mark, sizeof(mark) - 1);
-            memmove(p + sizeof(mark) - 1, p + best, strlen(p + best) + 1);
-            p += sizeof(mark) - 2;
-        } else {
-            memset(p, '*', best);
-            p += best - 1;
-        }
-    }
-}
-
 /* The one way out: log, call done, free. */
 static void dc_finish(struct device_code *dc, const struct token_grant *g, const char *err)
 {
@@ -158,8 +126,8 @@ static void dc_fail(struct device_code *dc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, sizeof(err), fmt, ap);
     va_end(ap);
-    dc_redact(err, dc->device_code);
-    dc_redact(err, dc->client_secret);
+    secret_redact(err, dc->device_code);
+    secret_redact(err, dc->client_secret);
     dc_finish(dc, NULL, err);
 }
 
@@ -463,8 +431,8 @@ static void dc_transient(struct device_code *dc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(dc->last_failure, sizeof(dc->last_failure), fmt, ap);
     va_end(ap);
-    dc_redact(dc->last_failure, dc->device_code);
-    dc_redact(dc->last_failure, dc->client_secret);
+    secret_redact(dc->last_failure, dc->device_code);
+    secret_redact(dc->last_failure, dc->client_secret);
     dc->failures++;
     for (int i = 1; i < dc->failures && wait < cap; i++)
         wait *= 2;

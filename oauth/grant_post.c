@@ -36,41 +36,6 @@ static int64_t grant_post_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* An IdP may echo what it was sent, whole or cut short: every run of at least
- * GRANT_POST_REDACT_RUN characters (or the whole credential, if shorter) that also occurs in the
- * credential is masked, so that neither a secret nor any piece of an assertion leaves in err. */
-#define GRANT_POST_REDACT_RUN 16
-
-static void grant_post_redact(char *s, const char *secret)
-{
-    static const char mark[] = "[redacted]";
-    size_t sl = secret ? strlen(secret) : 0;
-    size_t min = sl < GRANT_POST_REDACT_RUN ? sl : GRANT_POST_REDACT_RUN;
-    if (sl == 0)
-        return;
-    for (char *p = s; *p; p++) {
-        size_t best = 0;
-        for (const char *q = secret; *q; q++) {
-            size_t n = 0;
-            while (p[n] && q[n] && p[n] == q[n])
-                n++;
-            if (n > best)
-                best = n;
-        }
-        if (best < min)
-            continue;
-        if (best >= sizeof(mark) - 1) {
-            memcpy(p, mark, sizeof(mark) - 1);
-            memmove(p + sizeof(mark) - 1, p + best, strlen(p + best) + 1);
-            p += sizeof(mark) - 2;
-        } else {
-            /* A secret shorter than the mark: '*' in place keeps the length. */
-            memset(p, '*', best);
-            p += best - 1;
-        }
-    }
-}
-
 static int grant_post_temporary_status(long status)
 {
     return status == 0 || status == 429 || status >= 500;
@@ -148,7 +113,7 @@ static void grant_post_done(void *arg, long status, const char *body, size_t len
     }
 fail:
     token_response_clear(&tr);
-    grant_post_redact(err, r->redact);
+    secret_redact(err, r->redact);
     grant_post_req_free(r);
     {
         char safe[900];

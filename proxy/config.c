@@ -488,6 +488,8 @@ void config_free(struct config *cfg)
     free(cfg->state_dir);
     free(cfg->key_file);
     free(cfg->control_socket);
+    free(cfg->metrics_listen.host);
+    free(cfg->metrics_listen.port);
     config_free_upstream(&cfg->upstream);
     for (size_t i = 0; i < cfg->naccounts; i++) {
         struct cfg_account *a = &cfg->accounts[i];

@@ -95,6 +95,8 @@ struct config {
     char *key_file; /* the token store's key (32 bytes); NULL: tokens are not persisted */
     enum bare_lf_policy bare_lf;
     char *control_socket; /* resolved: explicit, or STATE_DIR/control.sock */
+    /* Prometheus /metrics and /healthz; host NULL: off */
+    struct cfg_endpoint metrics_listen;
     /* [upstream] */
     struct cfg_upstream upstream;
     unsigned upstream_connect_timeout; /* seconds */

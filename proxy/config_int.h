@@ -131,6 +131,7 @@ CONFIG_SETTER(config_value_set_mailbox);     /* local@domain */
 CONFIG_SETTER(config_value_set_url);         /* https://, or http:// to loopback */
 CONFIG_SETTER(config_value_set_listen);      /* adds to cfg->listen */
 CONFIG_SETTER(config_value_set_listen_tls);  /* adds to cfg->listen_tls */
+CONFIG_SETTER(config_value_set_endpoint);    /* one IP:port into a struct cfg_endpoint */
 CONFIG_SETTER(config_value_set_addresses);   /* adds a device's addresses and CIDR blocks */
 CONFIG_SETTER(config_value_set_account_ref); /* the section's account_ref, resolved later */
 

@@ -66,6 +66,8 @@ static const struct config_key config_proxy_keys[] = {
     {"bare_lf", config_value_set_choice, CF(bare_lf), "normalize", 0, 0, config_bare_lf, 0, NULL},
     {"control_socket", config_value_set_abs_path, CF(control_socket), NULL, 0, 0, NULL,
      KEY_EMPTY_OK, "an absolute path (default STATE_DIR/control.sock)"},
+    {"metrics_listen", config_value_set_endpoint, CF(metrics_listen), NULL, 0, 0, NULL,
+     KEY_EMPTY_OK, "IPv4:port or [IPv6]:port (loopback or a management network)"},
 };
 
 static const struct config_key config_upstream_keys[] = {

@@ -552,6 +552,22 @@ void config_value_set_listen_tls(struct config_ctx *c, struct config_section *s,
     config_value_add_endpoint(c, k, value, &c->cfg->listen_tls, &c->cfg->nlisten_tls);
 }
 
+/* One address, not a list (metrics_listen). */
+void config_value_set_endpoint(struct config_ctx *c, struct config_section *s,
+                               const struct config_key *k, const char *value)
+{
+    const char *why = NULL;
+    struct cfg_endpoint *ep = config_value_field(c, s, k->offset), n = {.line = c->lineno};
+    if (config_value_parse_endpoint(value, &n.host, &n.port, &why) != 0) {
+        config_err(c, c->lineno, "%s: invalid address '%s' (%s); expected %s", k->name, value, why,
+                   k->what);
+        return;
+    }
+    free(ep->host);
+    free(ep->port);
+    *ep = n;
+}
+
 /* "10.20.3.15, 10.20.4.0/24": every entry is checked and reported on its own. */
 void config_value_set_addresses(struct config_ctx *c, struct config_section *s,
                                 const struct config_key *k, const char *value)

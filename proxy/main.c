@@ -15,6 +15,7 @@
 #include "proxy/cli.h"
 #include "proxy/config.h"
 #include "proxy/control.h"
+#include "proxy/metrics_http.h"
 #include "proxy/server.h"
 
 #define DEFAULT_CONFIG "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf"
@@ -42,6 +43,8 @@ struct runtime {
     struct event *grace;     /* bounds the graceful shutdown */
     struct event *watchdog;  /* WATCHDOG=1 from the loop itself; NULL without WatchdogSec= */
     struct event *status;    /* STATUS= for systemctl status */
+    /* metrics_listen: /metrics and /healthz; NULL when off */
+    struct metrics_http *metrics;
     unsigned status_open;
     unsigned long status_total;
     int signals;
@@ -155,6 +158,11 @@ static int run(struct config *cfg, int check_only)
         log_error("event=listen_failed reason=\"%s\"", err);
         goto out;
     }
+    rt.metrics = metrics_http_start(rt.srv, err, sizeof(err));
+    if (!rt.metrics && err[0]) {
+        log_error("event=listen_failed reason=\"%s\"", err);
+        goto out;
+    }
     /* Before READY=1: once systemd says we run, `token` must find us. */
     rt.control = control_new(rt.srv, err, sizeof(err));
     if (!rt.control) {
@@ -191,6 +199,8 @@ out:
         event_free(rt.watchdog);
     if (rt.status)
         event_free(rt.status);
+    /* it reads the server */
+    metrics_http_free(rt.metrics);
     control_free(rt.control); /* its connections may wait on the server's token caches */
     server_free(rt.srv);
     /* Upstream sessions that were sent QUIT own themselves until answered (at most a few

@@ -11,6 +11,7 @@
 #include "proxy/client_session.h"
 #include "proxy/config.h"
 #include "proxy/header_rewrite.h"
+#include "proxy/metrics.h"
 #include "proxy/server.h"
 #include "proxy/smtp_data.h"
 #include "proxy/smtp_parse.h"
@@ -111,6 +112,11 @@ static void log_message(struct relay *r, const char *result, const char *reply)
              "result=%s upstream=%s duration_ms=%.0f",
              r->log_id, r->device, r->acct->name, from, r->rcpts_ok, (unsigned long long)r->size,
              result, up, elapsed_ms(&r->t_start));
+    /* the one place a message ends, so the counters agree with the log lines */
+    enum metrics_result mr = strcmp(result, "delivered") == 0  ? METRICS_DELIVERED
+                             : strcmp(result, "deferred") == 0 ? METRICS_DEFERRED
+                                                               : METRICS_REFUSED;
+    metrics_message(r->srv->metrics, r->acct, mr, mr == METRICS_DELIVERED ? r->size : 0);
 }
 
 static void drop_token(struct relay *r)
@@ -188,6 +194,7 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
         fail_op(r, "451 4.4.2 Upstream connection lost, try again later", err ? err : "lost");
         return;
     }
+    metrics_upstream_reply(r->srv->metrics, METRICS_CMD_AUTH, rep->code, rep->enhanced);
     if (rep->code == 235) {
         r->up_ready = 1;
         drop_token(r);
@@ -372,6 +379,10 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
     char text[RELAY_REPLY_MAX];
     reply_text(rep, text, sizeof(text));
     int ok = rep->code / 100 == 2;
+    if (r->op == OP_MAIL || r->op == OP_RCPT)
+        metrics_upstream_reply(r->srv->metrics,
+                               r->op == OP_MAIL ? METRICS_CMD_MAIL : METRICS_CMD_RCPT, rep->code,
+                               rep->enhanced);
     switch (r->op) {
     case OP_MAIL:
         r->in_tx = ok;
@@ -559,6 +570,7 @@ static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err
         fail_op(r, reply, err ? err : "lost");
         return;
     }
+    metrics_upstream_reply(r->srv->metrics, METRICS_CMD_DATA, rep->code, rep->enhanced);
     char text[RELAY_REPLY_MAX];
     reply_text(rep, text, sizeof(text));
     const char *result = rep->code / 100 == 2   ? "delivered"

@@ -16,6 +16,7 @@
 #include "proxy/account_tokens.h"
 #include "proxy/auth_worker.h"
 #include "proxy/device.h"
+#include "proxy/metrics.h"
 #include "proxy/server_session.h"
 #include "proxy/tls.h"
 #include "store/token_store.h"
@@ -92,6 +93,7 @@ static int listen_one(struct server *s, const struct cfg_endpoint *ep, int tls, 
         }
         evconnlistener_set_error_cb(l->lev, on_accept_error);
         s->listeners[s->nlisteners++] = l;
+        metrics_listener_add(s->metrics, l->name);
         log_info("event=listening address=%s tls=%s", l->name, tls ? "implicit" : "starttls");
     }
     freeaddrinfo(res);
@@ -159,9 +161,10 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
             evdns_base_load_hosts(s->dns, NULL);
     }
     s->http = http_new(base);
+    s->metrics = metrics_new(cfg);
     s->tokens = calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*s->tokens));
     s->tls_clients = calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*s->tls_clients));
-    if (!s->devices || !s->dns || !s->http || !s->tokens || !s->tls_clients) {
+    if (!s->devices || !s->dns || !s->http || !s->tokens || !s->tls_clients || !s->metrics) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         goto fail;
     }
@@ -206,6 +209,7 @@ void server_free(struct server *s)
     server_stop_listening(s);
     while (s->sessions)
         server_session_abort(s->sessions);
+    metrics_free(s->metrics); /* sessions count into it until they are gone */
     for (size_t i = 0; i < s->cfg->naccounts; i++) {
         if (s->tokens)
             token_cache_free(s->tokens[i]);

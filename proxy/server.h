@@ -16,6 +16,7 @@ struct token_store;
 struct server_listener;
 struct server_session;
 struct auth_worker;
+struct metrics;
 
 struct server {
     struct event_base *base;
@@ -29,6 +30,7 @@ struct server {
     struct token_cache **tokens;     /* one per cfg->accounts[i] */
     struct token_store *store;       /* NULL: no key_file, tokens are not persisted */
     struct server_session *sessions; /* open sessions, for shutdown */
+    struct metrics *metrics;         /* counters for metrics_listen (always kept) */
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

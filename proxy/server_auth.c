@@ -9,6 +9,7 @@
 #include "common/secret.h"
 #include "proxy/auth_worker.h"
 #include "proxy/device.h"
+#include "proxy/metrics.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
 
@@ -24,6 +25,7 @@ static void on_auth_checked(void *arg, const struct cfg_device *d, const char *w
     if (!d) {
         log_warn("event=auth_failed session=%s ip=%s user=%s reason=\"%s\"", s->id, s->ip,
                  s->auth_user, why ? why : "refused");
+        metrics_auth_failed(s->srv->metrics, s->auth_user_device);
         ss_reply_error(s, "535 5.7.8 Authentication credentials invalid");
     } else {
         s->auth_device = d;
@@ -39,6 +41,7 @@ static void on_auth_checked(void *arg, const struct cfg_device *d, const char *w
 static void auth_check(struct server_session *s, const char *user, const char *pass)
 {
     log_safe(s->auth_user, sizeof(s->auth_user), user, strlen(user));
+    s->auth_user_device = metrics_device_by_user(s->srv->metrics, user);
     ss_enter_state(s, SS_HELO);
     s->auth_job = auth_worker_check(s->srv->auth, (struct sockaddr *)&s->peer, user, pass,
                                     on_auth_checked, s);

@@ -28,6 +28,7 @@
 #include "proxy/auth_worker.h"
 #include "proxy/config.h"
 #include "proxy/device.h"
+#include "proxy/metrics.h"
 #include "proxy/relay.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
@@ -482,6 +483,7 @@ static void session_free(struct server_session *s)
         s->srv->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    metrics_session_closed(s->srv->metrics, s->metrics_slot);
     server_session_closed(s->srv);
     free(s);
 }
@@ -509,6 +511,7 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     srv->sessions = s;
     srv->sessions_open++;
     srv->sessions_total++;
+    s->metrics_slot = metrics_session_opened(srv->metrics, listener);
     clock_gettime(CLOCK_MONOTONIC, &s->t_connect);
     memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
     if (sa->sa_family == AF_INET)

@@ -52,6 +52,7 @@ struct server_session {
     char ip[INET6_ADDRSTRLEN];
     char id[17];
     char listener[64];
+    int metrics_slot; /* the listener's counters (metrics_session_opened) */
     struct timespec t_connect;
 
     enum ss_state state;
@@ -71,6 +72,7 @@ struct server_session {
     char *login_user;                      /* AUTH LOGIN between its two steps */
     struct auth_job *auth_job;             /* a password being checked */
     char auth_user[200];                   /* log-safe user name of that check */
+    int auth_user_device;                  /* whose username that is (-1: nobody's) */
     struct relay *relay;                   /* created at the first MAIL */
     const struct cfg_device *relay_device; /* the device the relay speaks for */
     int ehlo_esmtp;

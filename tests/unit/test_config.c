@@ -377,7 +377,7 @@ static void test_unknown_key(void **state)
                   "@DIR@/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
-                  "log_level, state_dir, key_file, bare_lf, control_socket\n"
+                  "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }
@@ -439,6 +439,27 @@ static void test_bad_listen(void **state)
         "[proxy]\nlisten = 127.0.0.1:25\nlisten_tls = 127.0.0.1:25\n" MIN_ACCOUNT MIN_DEVICE,
         "@DIR@/c.conf:3: listen_tls needs tls_cert and tls_key in [proxy]\n"
         "@DIR@/c.conf:3: 127.0.0.1:25 is already listened on (line 2)\n");
+}
+
+/* metrics_listen: one address, off when absent or empty. */
+static void test_metrics_listen(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_null(cfg->metrics_listen.host);
+    config_free(cfg);
+    cfg = expect_ok(MIN_PROXY "metrics_listen =\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_null(cfg->metrics_listen.host);
+    config_free(cfg);
+    cfg = expect_ok(MIN_PROXY "metrics_listen = [::1]:9925\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_string_equal(cfg->metrics_listen.host, "::1");
+    assert_string_equal(cfg->metrics_listen.port, "9925");
+    assert_int_equal(cfg->metrics_listen.line, 3);
+    config_free(cfg);
+    expect_errors(MIN_PROXY "metrics_listen = localhost:9925\n" MIN_ACCOUNT MIN_DEVICE,
+                  "@DIR@/c.conf:3: metrics_listen: invalid address 'localhost:9925' (the host "
+                  "must be an IP address or *); expected IPv4:port or [IPv6]:port (loopback or "
+                  "a management network)\n");
 }
 
 static void test_bad_cidr(void **state)
@@ -969,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
         cmocka_unit_test(test_example_file),      cmocka_unit_test(test_delegated_example),
         cmocka_unit_test(test_grant_credentials), cmocka_unit_test(test_upstream_auth),
+        cmocka_unit_test(test_metrics_listen),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -371,8 +371,17 @@ class TestAuthorize(BrokerCase):
     def refresh(self):
         return self.rig.idp_stats()["refresh"]
 
+    def stored_state(self):
+        rc, out, err = self.run_cmd("accounts", "--json")
+        self.assertEqual(rc, 0, err)
+        doc = json.loads(out)
+        self.assertEqual(doc["source"], "store")
+        a = doc["accounts"][0]
+        return a["refresh_token_stored"], a["reauthorize"]
+
     def test_import_without_daemon(self):
         self.write_config(edit=delegated)
+        self.assertEqual(self.stored_state(), (False, True))
         rt = self.mint()
         # as sasl-xoauth2 keeps it
         path = self.rt_file(json.dumps({"access_token": "old", "refresh_token": rt,
@@ -387,6 +396,7 @@ class TestAuthorize(BrokerCase):
         stored = store_peek.read(self.tok_path, self.key, ACCOUNT)
         self.assertEqual(stored["refresh_token"], ref["issued"][-1])
         self.assertIsNotNone(stored["access_token"])
+        self.assertEqual(self.stored_state(), (True, False))
         # the daemon starts on it and a device's mail goes out as the mailbox
         self.start(edit=delegated)
         self.send(1)
@@ -396,8 +406,14 @@ class TestAuthorize(BrokerCase):
 
     def test_import_to_daemon(self):
         self.start(edit=delegated)
+        # nothing stored yet: the daemon knows a person is needed, and says what to run
         rc, out, err = self.run_cmd("accounts", "--json")
         self.assertEqual(rc, 0, err)
+        self.assertTrue(json.loads(out)["accounts"][0]["reauthorize"])
+        rc, out, err = self.run_cmd("accounts")
+        self.assertRegex(out, r"\nscanners +refresh_token +\S+ +- +\S.* +yes\n")
+        self.assertIn("scanners: a person must authorize it again: smtp-oauth-proxy --config %s "
+                      "authorize scanners\n" % self.cfg, out)
         rt = self.mint()
         rc, out, err = self.run_cmd("authorize", ACCOUNT, "--refresh-token",
                                     self.rt_file("  %s \n\n" % rt))

@@ -175,14 +175,21 @@ static void token_cache_record(struct token_cache *c, int ok, int failure)
     c->reauthorize = !ok && failure == PROVIDER_REAUTHORIZE;
 }
 
-/* Start the one request. 0 started; -1 could not (recorded as a failure, with backoff). */
-static int token_cache_start(struct token_cache *c, int64_t now)
+/* Ask the provider; c->req is the request, or NULL if it could not start (then p->start_err
+ * may say why). */
+static struct provider_req *token_cache_begin(struct token_cache *c)
 {
     c->requests++;
     c->p->start_err[0] = '\0';
     c->p->start_failure = PROVIDER_TEMPORARY;
     c->req = c->p->ops->request(c->p, token_cache_on_grant, c);
-    if (c->req)
+    return c->req;
+}
+
+/* Start the one request. 0 started; -1 could not (recorded as a failure, with backoff). */
+static int token_cache_start(struct token_cache *c, int64_t now)
+{
+    if (token_cache_begin(c))
         return 0;
     c->failures++;
     c->fails_in_row++;
@@ -444,13 +451,23 @@ int token_cache_import_refresh_token(struct token_cache *c, const char *refresh_
         return -1;
     if (provider_set_refresh_token(c->p, refresh_token) != 0)
         return -1;
-    /* A request in flight still carries the old grant: let it finish, its answer is as good
-     * as any (and a rotated token it brings is persisted as usual). */
     token_cache_forget(c);
     c->fails_in_row = 0;
     c->next_attempt_ms = 0;
     c->reauthorize = 0;
     c->last_err[0] = '\0';
+    /* A request in flight carries the old grant, whose answer (invalid_grant, say) no longer
+     * means anything: drop it, and let whoever waits hear the new grant's answer instead. */
+    if (c->req) {
+        if (c->p->ops->cancel)
+            c->p->ops->cancel(c->req);
+        c->req = NULL;
+        if (c->waiters.next != &c->waiters && !token_cache_begin(c))
+            token_cache_on_grant(c, NULL,
+                                 c->p->start_err[0] ? c->p->start_err
+                                                    : "token request could not be started",
+                                 c->p->start_failure); /* wakes them; c may be gone after */
+    }
     return 0;
 }
 

@@ -28,7 +28,7 @@
 #define RT_PREFIX "0.AXoA-refresh-"
 #define AT_PREFIX "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.access-"
 
-enum idp_mode { IDP_ROTATE, IDP_KEEP, IDP_INVALID_GRANT, IDP_503 };
+enum idp_mode { IDP_ROTATE, IDP_KEEP, IDP_INVALID_GRANT, IDP_503, IDP_HANG };
 
 struct idp {
     struct evhttp *http;
@@ -103,6 +103,8 @@ static void idp_handler(struct evhttp_request *req, void *arg)
         evbuffer_add_printf(out, "<html>busy</html>");
         evhttp_send_reply(req, 503, "Service Unavailable", out);
         break;
+    case IDP_HANG:
+        break; /* never answered: evhttp drops it when the client goes */
     }
     evbuffer_free(out);
 }
@@ -348,6 +350,33 @@ static void test_nothing_stored(void **state)
     assert_string_equal(f->idp.refresh_token, RT_PREFIX "7");
 }
 
+/* authorize while a refresh with the old token is in flight: the old request is dropped (its
+ * answer means nothing now) and the waiter hears the new grant's answer. */
+static void test_import_during_refresh(void **state)
+{
+    struct fixture *f = *state;
+    struct waiter w = {0};
+    struct token_cache_stats st;
+
+    make_cache(f, RT_PREFIX "old", NULL);
+    f->idp.mode = IDP_HANG;
+    assert_non_null(token_cache_get(f->c, waiter_cb, &w));
+    for (int i = 0; i < 200 && f->idp.hits == 0; i++)
+        run_until(f->base, NULL, 10);
+    assert_int_equal(f->idp.hits, 1);
+    assert_string_equal(f->idp.refresh_token, RT_PREFIX "old");
+    f->idp.mode = IDP_ROTATE;
+    assert_int_equal(token_cache_import_refresh_token(f->c, RT_PREFIX "new"), 0);
+    run_until(f->base, &w.calls, 5000);
+    assert_int_equal(w.calls, 1);
+    assert_string_equal(f->idp.refresh_token, RT_PREFIX "new");
+    assert_true(strncmp(w.token, AT_PREFIX, strlen(AT_PREFIX)) == 0);
+    token_cache_stats(f->c, &st);
+    assert_int_equal(st.last_result, 1);
+    assert_int_equal(st.reauthorize, 0);
+    assert_int_equal(st.refreshing, 0);
+}
+
 static void test_import_refused_for_other_grants(void **state)
 {
     struct fixture *f = *state;
@@ -372,6 +401,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_confidential_client_sends_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_grant_needs_a_person, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_import_during_refresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_import_refused_for_other_grants, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,7 @@
 
 #include <openssl/rand.h>
 
+#include "common/durable_file.h"
 #include "common/log.h"
 
 const char *spool_path(char *buf, size_t len, const char *dir, const char *id, const char *ext)
@@ -34,45 +35,17 @@ const char *spool_body_path(const struct spool *s, const char *queue_id, char *b
 
 int spool_fsync_fd(const struct spool *s, int fd)
 {
-    if (!s->do_fsync)
-        return 0;
-    while (fsync(fd) != 0)
-        if (errno != EINTR)
-            return -1;
-    return 0;
+    return s->do_fsync ? durable_fsync(fd) : 0;
 }
 
 int spool_fsync_dir(const struct spool *s, const char *dir, char *err, size_t errlen)
 {
-    int fd, ret = 0;
-    if (!s->do_fsync)
-        return 0;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || spool_fsync_fd(s, fd) != 0) {
-        snprintf(err, errlen, "cannot fsync %s: %s", dir, strerror(errno));
-        ret = -1;
-    }
-    if (fd >= 0)
-        close(fd);
-    return ret;
+    return s->do_fsync ? durable_fsync_dir(dir, err, errlen) : 0;
 }
 
 int spool_write_all(int fd, const void *p, size_t n)
 {
-    const unsigned char *b = p;
-    while (n) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return durable_write_all(fd, p, n);
 }
 
 int spool_new_id(char out[SPOOL_ID_LEN + 1])
@@ -262,7 +235,7 @@ int spool_update_state(struct spool *s, const struct spool_envelope *env, char *
     size_t reclen = 0;
     const char *why = NULL;
     struct stat st;
-    int fd = -1, ret = -1, made_tmp = 0;
+    int ret = -1;
 
     if (!env || !spool_env_path(s, env->queue_id, path, sizeof(path))) {
         snprintf(err, errlen, "not a queue id");
@@ -284,33 +257,8 @@ int spool_update_state(struct spool *s, const struct spool_envelope *env, char *
         snprintf(err, errlen, "cannot name a temp file");
         goto out;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    made_tmp = 1;
-    if (spool_write_all(fd, rec, reclen) != 0 || spool_fsync_fd(s, fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto out;
-    }
-    made_tmp = 0;
-    ret = spool_fsync_dir(s, s->queue, err, errlen);
+    ret = durable_replace(tmp, path, s->queue, rec, reclen, s->do_fsync, NULL, err, errlen);
 out:
-    if (fd >= 0)
-        close(fd);
-    if (made_tmp)
-        unlink(tmp);
     free(rec);
     return ret;
 }

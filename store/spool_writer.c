@@ -17,6 +17,8 @@
 
 #include <openssl/evp.h>
 
+#include "common/durable_file.h"
+
 #define SPOOL_ID_TRIES 8
 
 struct spool_writer {
@@ -168,7 +170,7 @@ static int spool_writer_envelope(struct spool_writer *w, const struct spool_enve
     unsigned char *rec = NULL;
     size_t reclen = 0;
     const char *why = NULL;
-    int fd = -1, ret = -1, made_tmp = 0, renamed = 0;
+    int ret = -1, renamed = 0;
 
     if (spool_envelope_format(env, &rec, &reclen, &why) != 0) {
         snprintf(err, errlen, "queue_id=%s: %s", w->id, why);
@@ -179,36 +181,9 @@ static int spool_writer_envelope(struct spool_writer *w, const struct spool_enve
         snprintf(err, errlen, "path too long");
         goto out;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    made_tmp = 1;
-    if (spool_write_all(fd, rec, reclen) != 0 || spool_fsync_fd(w->s, fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, final) != 0) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
-        goto out;
-    }
-    made_tmp = 0;
-    renamed = 1;
-    if (spool_fsync_dir(w->s, w->s->queue, err, errlen) != 0)
-        goto out;
-    ret = 0;
+    ret = durable_replace(tmp, final, w->s->queue, rec, reclen, w->s->do_fsync, &renamed, err,
+                          errlen);
 out:
-    if (fd >= 0)
-        close(fd);
-    if (made_tmp)
-        unlink(tmp);
     if (ret != 0 && renamed)
         unlink(final); /* not known durable: the device hears 4xx, so it must not be sent */
     free(rec);

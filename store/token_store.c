@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 
 #include "common/log.h"
+#include "common/durable_file.h"
 #include "common/secret.h"
 
 #define TOKEN_STORE_RECORD_VERSION 1
@@ -333,20 +334,6 @@ out:
 
 /* ---- save ---- */
 
-static int token_store_write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int token_store_save(struct token_store *s, const char *account, const struct token_record *rec,
                      char *err, size_t errlen)
 {
@@ -354,7 +341,7 @@ int token_store_save(struct token_store *s, const char *account, const struct to
     unsigned char *plain = NULL, *sealed = NULL;
     unsigned char rnd[6];
     size_t plen, slen = 0;
-    int fd = -1, dfd = -1, ret = -1, made_tmp = 0;
+    int ret = -1;
 
     if (!token_store_path(s, account, path, sizeof(path))) {
         snprintf(err, errlen, "account name %s cannot be a file name", account ? account : "");
@@ -381,41 +368,8 @@ int token_store_save(struct token_store *s, const char *account, const struct to
     }
     snprintf(tmp, sizeof(tmp), "%s/.%s.tok.%ld.%02x%02x%02x%02x%02x%02x.tmp", s->dir, account,
              (long)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    made_tmp = 1;
-    if (token_store_write_all(fd, sealed, slen) != 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto out;
-    }
-    made_tmp = 0;
-    /* The rename is durable only once the directory is. */
-    dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        snprintf(err, errlen, "cannot fsync %s: %s", s->dir, strerror(errno));
-        goto out;
-    }
-    ret = 0;
+    ret = durable_replace(tmp, path, s->dir, sealed, slen, 1, NULL, err, errlen);
 out:
-    if (fd >= 0)
-        close(fd);
-    if (dfd >= 0)
-        close(dfd);
-    if (made_tmp)
-        unlink(tmp);
     if (plain) {
         OPENSSL_cleanse(plain, TOKEN_STORE_MAX_PLAIN);
         free(plain);

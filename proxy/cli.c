@@ -18,6 +18,9 @@ static const struct {
     {"authorize", cli_authorize,
      "authorize ACCOUNT [--refresh-token FILE]\n"
      "                           get (device code flow) or import a refresh token"},
+    {"devices", cli_devices,
+     "devices [--json]         each device's last session, messages in 24 h / 30 d, last result,\n"
+     "                           and whether it has been silent for stale_after"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -97,6 +97,8 @@ struct config {
     char *control_socket; /* resolved: explicit, or STATE_DIR/control.sock */
     /* Prometheus /metrics and /healthz; host NULL: off */
     struct cfg_endpoint metrics_listen;
+    /* `devices` marks a device stale after this long without a session (seconds) */
+    unsigned stale_after;
     /* [upstream] */
     struct cfg_upstream upstream;
     unsigned upstream_connect_timeout; /* seconds */

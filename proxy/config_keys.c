@@ -68,6 +68,8 @@ static const struct config_key config_proxy_keys[] = {
      KEY_EMPTY_OK, "an absolute path (default STATE_DIR/control.sock)"},
     {"metrics_listen", config_value_set_endpoint, CF(metrics_listen), NULL, 0, 0, NULL,
      KEY_EMPTY_OK, "IPv4:port or [IPv6]:port (loopback or a management network)"},
+    {"stale_after", config_value_set_duration, CF(stale_after), "365d", 1, 3650u * 86400u, NULL, 0,
+     NULL},
 };
 
 static const struct config_key config_upstream_keys[] = {

@@ -60,7 +60,7 @@ static const struct config_value_unit config_value_plain_units[] = {{"", 1}};
 static const struct config_value_unit config_value_size_units[] = {
     {"Gg", CONFIG_GIB}, {"Mm", CONFIG_MIB}, {"Kk", CONFIG_KIB}, {"", 1}};
 static const struct config_value_unit config_value_duration_units[] = {
-    {"h", 3600}, {"m", 60}, {"s", 1}};
+    {"d", 86400}, {"h", 3600}, {"m", 60}, {"s", 1}};
 
 static const struct config_value_number config_value_integer = {"number", "an integer ",
                                                                 config_value_plain_units};
@@ -69,7 +69,7 @@ static const struct config_value_number config_value_port = {"port", "an integer
 static const struct config_value_number config_value_size = {
     "size", "a number with an optional K, M or G suffix (1K = 1024), ", config_value_size_units};
 static const struct config_value_number config_value_duration = {
-    "duration", "seconds, or a number with an s, m or h suffix, ", config_value_duration_units};
+    "duration", "seconds, or a number with an s, m, h or d suffix, ", config_value_duration_units};
 
 /* Decimal digits only: no sign, no blanks, no overflow. */
 static int config_value_parse_u64(const char *s, const char **end, uint64_t *out)
@@ -158,7 +158,7 @@ void config_value_set_size(struct config_ctx *c, struct config_section *s,
         *(uint64_t *)config_value_field(c, s, k->offset) = v;
 }
 
-/* "30", "30s", "5m", "1h" -> seconds. */
+/* "30", "30s", "5m", "1h", "365d" -> seconds. */
 void config_value_set_duration(struct config_ctx *c, struct config_section *s,
                                const struct config_key *k, const char *value)
 {

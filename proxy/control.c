@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -25,6 +26,7 @@
 #include "oauth/token_cache.h"
 #include "proxy/config.h"
 #include "proxy/control_proto.h"
+#include "proxy/device_stats.h"
 #include "proxy/server.h"
 
 #define CONTROL_MAX_CONNS 16
@@ -288,11 +290,30 @@ static void cmd_accounts(struct control_conn *c, const char *arg, char *payload)
     cJSON_free(text);
 }
 
+/* `devices`: the live device history (proxy/device_stats_json.c draws the document). */
+static void cmd_devices(struct control_conn *c, const char *arg, char *payload)
+{
+    (void)arg;
+    (void)payload;
+    struct server *srv = c->ctl->srv;
+    cJSON *doc = device_stats_json(device_stats_keeper_stats(srv->devstats), srv->cfg, "daemon",
+                                   (int64_t)time(NULL));
+    /* unformatted: the reply is bounded (CONTROL_REPLY_MAX), ~250 bytes a device */
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (text)
+        reply(c, 1, "%s\n", text);
+    else
+        reply(c, 0, "out of memory");
+    cJSON_free(text);
+}
+
 /* Issue #4 adds "queue ..." here. */
 static const struct control_cmd commands[] = {
     {"token", 1, 0, cmd_token},
     {"accounts", 0, 0, cmd_accounts},
     {"refresh-token", 1, 1, cmd_refresh_token},
+    {"devices", 0, 0, cmd_devices},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -329,7 +350,7 @@ static void on_request_line(struct control_conn *c, char *line, size_t len)
             run_request(c, NULL);
         return;
     }
-    reply(c, 0, "unknown request (valid: token ACCOUNT, accounts, refresh-token ACCOUNT)");
+    reply(c, 0, "unknown request (valid: token ACCOUNT, accounts, refresh-token ACCOUNT, devices)");
 }
 
 static void on_read(struct bufferevent *bev, void *arg)

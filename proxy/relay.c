@@ -10,6 +10,7 @@
 #include "oauth/token_cache.h"
 #include "proxy/client_session.h"
 #include "proxy/config.h"
+#include "proxy/device_stats.h"
 #include "proxy/header_rewrite.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
@@ -117,6 +118,8 @@ static void log_message(struct relay *r, const char *result, const char *reply)
                              : strcmp(result, "deferred") == 0 ? METRICS_DEFERRED
                                                                : METRICS_REFUSED;
     metrics_message(r->srv->metrics, r->acct, mr, mr == METRICS_DELIVERED ? r->size : 0);
+    device_stats_message(device_stats_keeper_stats(r->srv->devstats), r->device, result, reply,
+                         (int64_t)time(NULL));
 }
 
 static void drop_token(struct relay *r)

@@ -16,6 +16,7 @@
 #include "proxy/account_tokens.h"
 #include "proxy/auth_worker.h"
 #include "proxy/device.h"
+#include "proxy/device_stats.h"
 #include "proxy/metrics.h"
 #include "proxy/server_session.h"
 #include "proxy/tls.h"
@@ -162,6 +163,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     }
     s->http = http_new(base);
     s->metrics = metrics_new(cfg);
+    s->devstats = device_stats_keeper_new(base, cfg); /* loads STATE_DIR/devices.state */
     s->tokens = calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*s->tokens));
     s->tls_clients = calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*s->tls_clients));
     if (!s->devices || !s->dns || !s->http || !s->tokens || !s->tls_clients || !s->metrics) {
@@ -210,6 +212,8 @@ void server_free(struct server *s)
     while (s->sessions)
         server_session_abort(s->sessions);
     metrics_free(s->metrics); /* sessions count into it until they are gone */
+    /* after the sessions, which count into it; writes the file a last time */
+    device_stats_keeper_free(s->devstats);
     for (size_t i = 0; i < s->cfg->naccounts; i++) {
         if (s->tokens)
             token_cache_free(s->tokens[i]);

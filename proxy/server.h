@@ -17,6 +17,7 @@ struct server_listener;
 struct server_session;
 struct auth_worker;
 struct metrics;
+struct device_stats_keeper;
 
 struct server {
     struct event_base *base;
@@ -31,6 +32,8 @@ struct server {
     struct token_store *store;       /* NULL: no key_file, tokens are not persisted */
     struct server_session *sessions; /* open sessions, for shutdown */
     struct metrics *metrics;         /* counters for metrics_listen (always kept) */
+    /* the `devices` history (device_stats.h); NULL: out of memory, not kept */
+    struct device_stats_keeper *devstats;
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

@@ -4,11 +4,13 @@
 
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/secret.h"
 #include "proxy/auth_worker.h"
 #include "proxy/device.h"
+#include "proxy/device_stats.h"
 #include "proxy/metrics.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
@@ -29,6 +31,8 @@ static void on_auth_checked(void *arg, const struct cfg_device *d, const char *w
         ss_reply_error(s, "535 5.7.8 Authentication credentials invalid");
     } else {
         s->auth_device = d;
+        device_stats_seen(device_stats_keeper_stats(s->srv->devstats), d->name,
+                          (int64_t)time(NULL));
         log_info("event=auth_ok session=%s ip=%s device=%s user=%s", s->id, s->ip, d->name,
                  s->auth_user);
         ss_reply(s, "235 2.7.0 Authentication successful");

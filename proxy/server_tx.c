@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/bufferevent.h>
 
 #include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/device.h"
+#include "proxy/device_stats.h"
 #include "proxy/relay.h"
 #include "proxy/server.h"
 #include "proxy/smtp_data.h"
@@ -48,6 +50,8 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
         }
         return;
     }
+    /* a device that starts a transaction is one that still sends (`devices`) */
+    device_stats_seen(device_stats_keeper_stats(s->srv->devstats), d->name, (int64_t)time(NULL));
     struct relay_mail_opts o = {0};
     for (size_t i = 0; i < cmd->nparams; i++) {
         const struct smtp_param *p = &cmd->params[i];

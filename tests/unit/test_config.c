@@ -318,6 +318,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->log_level, LOGL_INFO);
     assert_string_equal(cfg->state_dir, "/var/lib/smtp-oauth-proxy");
     assert_int_equal(cfg->bare_lf, BARE_LF_NORMALIZE);
+    assert_int_equal(cfg->stale_after, 365u * 86400u);
     assert_string_equal(cfg->upstream.host, "smtp.office365.com");
     assert_int_equal(cfg->upstream.port, 587);
     assert_null(cfg->upstream.ca_file);
@@ -377,7 +378,8 @@ static void test_unknown_key(void **state)
                   "@DIR@/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
-                  "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen\n"
+                  "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
+                  "stale_after\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }
@@ -627,14 +629,21 @@ static void test_bad_size_duration(void **state)
         "@DIR@/c.conf:3: max_message_size: invalid size '35MB'; expected a number with an "
         "optional K, M or G suffix (1K = 1024), 1K..2G\n"
         "@DIR@/c.conf:4: command_timeout: invalid duration '5x'; expected seconds, or a "
-        "number with an s, m or h suffix, 1s..1h\n"
+        "number with an s, m, h or d suffix, 1s..1h\n"
         "@DIR@/c.conf:5: data_timeout: invalid duration '-1'; expected seconds, or a "
-        "number with an s, m or h suffix, 1s..1h\n"
+        "number with an s, m, h or d suffix, 1s..1h\n"
         "@DIR@/c.conf:6: max_recipients: invalid number 'lots'; expected an integer "
         "1..10000\n"
         "@DIR@/c.conf:8: connect_timeout: invalid duration '1.5s'; expected seconds, or a "
-        "number with an s, m or h suffix, 1s..1h\n"
+        "number with an s, m, h or d suffix, 1s..1h\n"
         "@DIR@/c.conf:9: timeout: empty value\n");
+    /* days, for the annual access review; bounds written in the largest unit */
+    struct config *cfg =
+        expect_ok("[proxy]\nlisten = 127.0.0.1:25\nstale_after = 90d\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->stale_after, 90u * 86400u);
+    config_free(cfg);
+    expect_errors("[proxy]\nlisten = 127.0.0.1:25\nstale_after = 3651d\n" MIN_ACCOUNT MIN_DEVICE,
+                  "@DIR@/c.conf:3: stale_after: 3651d is out of range; valid: 1s..3650d\n");
 }
 
 static void test_out_of_range(void **state)

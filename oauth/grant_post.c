@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "oauth/entra_explain.h"
 #include "oauth/http.h"
 #include "oauth/provider.h"
 #include "oauth/token_response.h"
@@ -216,6 +217,9 @@ int grant_endpoint_init(struct grant_endpoint *ep, const struct oauth_client_cfg
     ep->client_id = strdup(cfg->client_id);
     ep->scope = grant_post_dup(scope);
     ep->ca_file = grant_post_dup(cfg->ca_file);
+    /* AADSTS codes come from Entra (provider microsoft, or an oauth2 issuer on Entra); the
+     * hook stays silent for any other IdP's refusals. */
+    ep->explain = entra_explain_hint;
     if (!ep->token_url || !ep->client_id || (scope && *scope && !ep->scope) ||
         (cfg->ca_file && *cfg->ca_file && !ep->ca_file)) {
         grant_endpoint_clear(ep);

@@ -11,6 +11,7 @@
 #include "proxy/client_session.h"
 #include "proxy/config.h"
 #include "proxy/device_stats.h"
+#include "proxy/exchange_explain.h"
 #include "proxy/header_rewrite.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
@@ -101,18 +102,36 @@ static double elapsed_ms(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-static void log_message(struct relay *r, const char *result, const char *reply)
+/* " explain=..." when the Exchange table knows the reply (text: its reply_text), else "". */
+static const char *explain_kv(const struct relay *r, const struct smtp_reply *rep, const char *text,
+                              char *buf, size_t len)
 {
-    char from[300], up[300];
+    const struct exchange_explanation *e =
+        rep ? exchange_explain(rep->code, rep->enhanced, text) : NULL;
+    buf[0] = '\0';
+    if (e) {
+        char line[700], safe[800];
+        exchange_explain_format(e, r->acct->mailbox, r->acct->client_id, line, sizeof(line));
+        snprintf(buf, len, " explain=%s", log_safe(safe, sizeof(safe), line, strlen(line)));
+    }
+    return buf;
+}
+
+/* rep: the upstream reply the message ended with, if any (for explain=). */
+static void log_message(struct relay *r, const char *result, const char *reply,
+                        const struct smtp_reply *rep)
+{
+    char from[300], up[300], explain[900];
     log_safe(from, sizeof(from), r->mail_from ? r->mail_from : "",
              r->mail_from ? strlen(r->mail_from) : 0);
     /* only the first line of a multi-line reply */
     size_t n = strcspn(reply, "\r\n");
     log_safe(up, sizeof(up), reply, n);
     log_info("event=message session=%s device=%s account=%s from=%s rcpts=%u size=%llu "
-             "result=%s upstream=%s duration_ms=%.0f",
+             "result=%s upstream=%s duration_ms=%.0f%s",
              r->log_id, r->device, r->acct->name, from, r->rcpts_ok, (unsigned long long)r->size,
-             result, up, elapsed_ms(&r->t_start));
+             result, up, elapsed_ms(&r->t_start),
+             explain_kv(r, rep, reply, explain, sizeof(explain)));
     /* the one place a message ends, so the counters agree with the log lines */
     enum metrics_result mr = strcmp(result, "delivered") == 0  ? METRICS_DELIVERED
                              : strcmp(result, "deferred") == 0 ? METRICS_DEFERRED
@@ -147,13 +166,21 @@ static void drop_upstream(struct relay *r, int polite)
     r->opened = 0;
 }
 
-static void fail_op(struct relay *r, const char *reply, const char *why)
+/* rep: the upstream reply that failed the operation, if any (for explain=). */
+static void fail_op_reply(struct relay *r, const char *reply, const char *why,
+                          const struct smtp_reply *rep, const char *rep_text)
 {
-    char safe[600];
-    log_warn("event=upstream_failed session=%s account=%s op=%s reason=%s", r->log_id,
-             r->acct->name, op_str(r->op), log_safe(safe, sizeof(safe), why, strlen(why)));
+    char safe[600], explain[900];
+    log_warn("event=upstream_failed session=%s account=%s op=%s reason=%s%s", r->log_id,
+             r->acct->name, op_str(r->op), log_safe(safe, sizeof(safe), why, strlen(why)),
+             explain_kv(r, rep, rep_text, explain, sizeof(explain)));
     drop_upstream(r, 0);
     finish(r, reply);
+}
+
+static void fail_op(struct relay *r, const char *reply, const char *why)
+{
+    fail_op_reply(r, reply, why, NULL, NULL);
 }
 
 static void send_mail(struct relay *r);
@@ -210,9 +237,10 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     reply_text(rep, text, sizeof(text));
     if (rep->code == 535 && !r->auth_retried) {
         /* The token may have been revoked or be for the wrong audience: one fresh token. */
-        char safe[300];
-        log_warn("event=upstream_auth_retry session=%s account=%s upstream=%s", r->log_id,
-                 r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")));
+        char safe[300], explain[900];
+        log_warn("event=upstream_auth_retry session=%s account=%s upstream=%s%s", r->log_id,
+                 r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")),
+                 explain_kv(r, rep, text, explain, sizeof(explain)));
         r->auth_retried = 1;
         token_cache_invalidate(r->tokens, r->token);
         drop_token(r);
@@ -222,7 +250,8 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     /* Never 5xx for a token problem: the device should try again later. */
     char why[RELAY_REPLY_MAX + 64];
     snprintf(why, sizeof(why), "AUTH %s refused: %s", client_auth_mech_name(r->mech), text);
-    fail_op(r, "454 4.7.0 Temporary authentication failure upstream, try again later", why);
+    fail_op_reply(r, "454 4.7.0 Temporary authentication failure upstream, try again later", why,
+                  rep, text);
 }
 
 static const char *upstream_auth_name(enum upstream_auth a)
@@ -303,7 +332,7 @@ static void on_open(void *arg, const struct smtp_reply *rep, const char *err)
             reply_text(rep, why, sizeof(why));
         else
             snprintf(why, sizeof(why), "%s", err ? err : "connect failed");
-        fail_op(r, "451 4.4.1 Upstream server unavailable, try again later", why);
+        fail_op_reply(r, "451 4.4.1 Upstream server unavailable, try again later", why, rep, why);
         return;
     }
     r->opened = 1;
@@ -390,9 +419,10 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
     case OP_MAIL:
         r->in_tx = ok;
         if (!ok) {
-            char safe[300];
-            log_info("event=mail_refused session=%s account=%s upstream=%s", r->log_id,
-                     r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")));
+            char safe[300], explain[900];
+            log_info("event=mail_refused session=%s account=%s upstream=%s%s", r->log_id,
+                     r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")),
+                     explain_kv(r, rep, text, explain, sizeof(explain)));
         }
         break;
     case OP_RCPT:
@@ -569,7 +599,7 @@ static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err
     if (!rep) {
         const char *reply = "451 4.4.2 Upstream connection lost before it accepted the message, "
                             "try again later";
-        log_message(r, "deferred", err ? err : "connection lost");
+        log_message(r, "deferred", err ? err : "connection lost", NULL);
         fail_op(r, reply, err ? err : "lost");
         return;
     }
@@ -579,7 +609,7 @@ static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err
     const char *result = rep->code / 100 == 2   ? "delivered"
                          : rep->code / 100 == 4 ? "deferred"
                                                 : "refused";
-    log_message(r, result, text);
+    log_message(r, result, text, rep);
     finish(r, text);
 }
 
@@ -593,7 +623,7 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
     if (r->fail_reply) {
         char reply[256];
         snprintf(reply, sizeof(reply), "%s", r->fail_reply);
-        log_message(r, reply[0] == '4' ? "deferred" : "refused", reply);
+        log_message(r, reply[0] == '4' ? "deferred" : "refused", reply, NULL);
         r->in_tx = 0;
         drop_upstream(r, 0); /* nothing partial may be delivered */
         finish(r, reply);
@@ -609,7 +639,7 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
 
 void relay_data_abort(struct relay *r, const char *reason)
 {
-    log_message(r, "refused", reason);
+    log_message(r, "refused", reason, NULL);
     r->in_tx = 0;
     drop_upstream(r, 0);
 }

@@ -431,9 +431,10 @@ static void test_refused_assertion(void **state)
     request(f, &r, 0);
     assert_false(r.ok);
     assert_int_equal(r.temporary, 0);
-    assert_int_equal(strncmp(r.err, "error=invalid_client aadsts=700027 description=",
-                             strlen("error=invalid_client aadsts=700027 description=")),
+    assert_int_equal(strncmp(r.err, "error=invalid_client aadsts=700027 hint=\"the certificate",
+                             strlen("error=invalid_client aadsts=700027 hint=\"the certificate")),
                      0);
+    assert_non_null(strstr(r.err, "\" description=\"AADSTS700027"));
     assert_non_null(strstr(r.err, "[redacted]"));
     assert_null(strstr(r.err, f->assertions[0]));
     /* not even the start of it (the IdP's description is cut short) */

@@ -310,13 +310,13 @@ static void test_entra_error_permanent(void **state)
     request(f, &r);
     assert_false(r.ok);
     assert_int_equal(r.temporary, 0);
+    /* what to do (oauth/entra_explain.c) before the IdP's own words */
     assert_int_equal(
-        strncmp(r.err,
-                "error=invalid_client aadsts=7000215 description=\"AADSTS7000215: "
-                "Invalid client secret provided.",
-                strlen("error=invalid_client aadsts=7000215 description=\"AADSTS7000215: "
-                       "Invalid client secret provided.")),
+        strncmp(r.err, "error=invalid_client aadsts=7000215 hint=\"the client secret is wrong",
+                strlen("error=invalid_client aadsts=7000215 hint=\"the client secret is wrong")),
         0);
+    assert_non_null(strstr(r.err, "client_secret_file\" description=\"AADSTS7000215: "
+                                  "Invalid client secret provided."));
     assert_null(strchr(r.err, '\r'));
     assert_null(strchr(r.err, '\n'));
     assert_log_has(f, "event=token_failed account=scanners temporary=0 status=401");

@@ -1,0 +1,45 @@
+/* What Exchange Online's refusals mean and what an admin changes: one table, a pure lookup.
+ * Used by the daemon's log lines (explain="...") and by the `test` command. The token
+ * endpoint's AADSTS codes are oauth/entra_explain.h's (oauth/ cannot see proxy/). */
+#ifndef SOP_EXCHANGE_EXPLAIN_H
+#define SOP_EXCHANGE_EXPLAIN_H
+
+#include <stddef.h>
+
+/* Where in the session Exchange gives the reply (informational: the lookup ignores it). */
+enum exchange_phase {
+    EXCHANGE_PHASE_CONNECT = 1 << 0,
+    EXCHANGE_PHASE_AUTH = 1 << 1,
+    EXCHANGE_PHASE_MAIL = 1 << 2,
+    EXCHANGE_PHASE_RCPT = 1 << 3,
+    EXCHANGE_PHASE_DATA = 1 << 4,
+};
+
+struct exchange_explanation {
+    int code;             /* 535 */
+    const char *enhanced; /* "5.7.139" */
+    const char *fragment; /* NULL, or text the reply must contain (case-insensitive) */
+    unsigned phases;      /* enum exchange_phase bits */
+    const char *meaning;  /* one line */
+    /* One line: the exact PowerShell or portal steps. {mailbox} and {client_id} are
+     * placeholders that exchange_explain_format fills in. */
+    const char *fix;
+};
+
+/* The entry for a reply (code, its enhanced code or "" / NULL, the reply's text: any bytes up to
+ * a NUL, only the first 4096 are looked at), or NULL when the table does not know it. */
+const struct exchange_explanation *exchange_explain(int code, const char *enhanced,
+                                                    const char *text);
+/* "meaning; fix: fix" with the placeholders filled (NULL: left as they are), cut to len. Returns
+ * buf. */
+const char *exchange_explain_format(const struct exchange_explanation *e, const char *mailbox,
+                                    const char *client_id, char *buf, size_t len);
+/* Only the fix, placeholders filled, into buf. Returns buf. */
+const char *exchange_explain_fix(const struct exchange_explanation *e, const char *mailbox,
+                                 const char *client_id, char *buf, size_t len);
+/* The phases as "AUTH", "MAIL/DATA", ... Returns buf. */
+const char *exchange_phase_names(unsigned phases, char *buf, size_t len);
+/* The whole table, for docs and tests. */
+const struct exchange_explanation *exchange_explain_table(size_t *n);
+
+#endif

@@ -21,6 +21,10 @@ static const struct {
     {"devices", cli_devices,
      "devices [--json]         each device's last session, messages in 24 h / 30 d, last result,\n"
      "                           and whether it has been silent for stale_after"},
+    {"test", cli_test,
+     "test ACCOUNT [--to ADDR] [--from ADDR]\n"
+     "                           token, claims, AUTH (and a test message): each refusal "
+     "explained"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

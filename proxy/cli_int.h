@@ -21,6 +21,7 @@ int cli_token(struct config *cfg, int argc, char **argv);
 int cli_accounts(struct config *cfg, int argc, char **argv);
 int cli_authorize(struct config *cfg, int argc, char **argv);
 int cli_devices(struct config *cfg, int argc, char **argv);
+int cli_test(struct config *cfg, int argc, char **argv);
 
 /* The account named name, or NULL after telling stderr which names are valid. */
 const struct cfg_account *cli_account(const struct config *cfg, const char *name);

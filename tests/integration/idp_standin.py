@@ -28,6 +28,8 @@ Serves (threaded http.server, 127.0.0.1 only):
        other RSA key), later ones are good again.
   GET  /_stats    JSON {"requests": {client_id: count}, "issued": [tokens...], "mode": ...,
                         "assertions": [every client_assertion received], "verified": [jti...]}
+  POST /_control  {"refuse": AADSTS}: every client credentials request is refused with that
+       Entra error until {"refuse": 0} or /_reset (REFUSALS: 7000215, 7000222, 700016, 70011).
   POST /_reset    counters and issued tokens cleared, mode back to "ok".
   GET  /<tenant>/v2.0/.well-known/openid-configuration: OpenID Connect discovery, and
        /_control {"discovery_issuer": URL} to make it lie: see idp_discovery.py.
@@ -69,6 +71,17 @@ from idp_discovery import Discovery
 KID = "rigKey1-Q0lHX2tleV9pZA"
 AUDIENCE = "https://outlook.office365.com"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# {"refuse": code} in /_control: Entra's refusals as it words them (status, error, text)
+REFUSALS = {
+    7000215: (401, "invalid_client", "Invalid client secret provided. Ensure the secret being "
+              "sent in the request is the client secret value, not the client secret ID."),
+    7000222: (401, "invalid_client", "The provided client secret keys for app '%s' are expired. "
+              "Visit the Azure portal to create new keys for your app."),
+    700016: (400, "unauthorized_client", "Application with identifier '%s' was not found in "
+             "the directory."),
+    70011: (400, "invalid_scope", "The provided request must include a 'scope' input "
+            "parameter. The provided value for the input parameter 'scope' is not valid."),
+}
 
 
 def _new_key():
@@ -175,6 +188,7 @@ class IdpState:
         self.mode = "ok"
         self.expires_in = expires_in
         self.delay = 0.0
+        self.refuse = 0            # an AADSTS code of REFUSALS: refuse every request with it
         self.requests = {}         # client_id -> count (every token request, good or bad)
         self.issued = []           # every access token handed out
         self.errors = []           # (client_id, error) for refused requests
@@ -293,6 +307,10 @@ class Handler(BaseHTTPRequestHandler):
                     st.expires_in = int(req["expires_in"])
                 if "delay" in req:
                     st.delay = float(req["delay"])
+                if "refuse" in req:
+                    if req["refuse"] and int(req["refuse"]) not in REFUSALS:
+                        return self._send_json(400, {"error": "unknown refusal"})
+                    st.refuse = int(req["refuse"] or 0)
                 st.discovery.control(req)
                 try:
                     st.delegated.control(req)
@@ -310,6 +328,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.google.reset()
                 st.mode = "ok"
                 st.delay = 0.0
+                st.refuse = 0
                 st.discovery.reset()
                 st.delegated.reset()
             return self._send_json(200, {"ok": True})
@@ -373,6 +392,9 @@ class Handler(BaseHTTPRequestHandler):
                 self, st, tenant, f,
                 lambda code, error, aadsts, text: err(code, error, aadsts, text, [aadsts])):
             return
+        if st.refuse and f.get("grant_type") == "client_credentials":
+            code, error, text = REFUSALS[st.refuse]
+            return err(code, error, st.refuse, text.replace("%s", client_id), [st.refuse])
         if f.get("grant_type") != "client_credentials":
             return err(400, "unsupported_grant_type", 70003,
                        "The app requested an unsupported grant type.", [70003])

@@ -1,8 +1,8 @@
 /* STATE_DIR/devices.state: the device history across restarts (and across the year an access
  * review looks back on). One JSON document, then a trailer line "end sha256=HEX" over the
  * document's bytes: a file cut short or changed by hand is recognised and ignored whole, never
- * half-used. Written like the token store writes: a temp file O_EXCL 0600, fsync, rename,
- * fsync the directory. */
+ * half-used. Written through common/durable_file: a temp file O_EXCL 0600, fsync, rename, fsync
+ * the directory. */
 #include "proxy/device_stats_int.h"
 
 #include <errno.h>
@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "common/durable_file.h"
 #include "proxy/config.h"
 
 #define DS_FORMAT "smtp-oauth-proxy devices.state"
@@ -124,20 +125,6 @@ out:
     return out;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The directory part of path (created 0700 when missing, as the token store does). */
 static int ensure_dir(const char *path, char *dir, size_t dirlen, char *err, size_t errlen)
 {
@@ -163,7 +150,7 @@ int device_stats_save(const struct device_stats *ds, const char *path, char *err
     char dir[4096], tmp[4200];
     unsigned char rnd[6];
     size_t len = 0;
-    int fd = -1, dfd = -1, ret = -1, made_tmp = 0;
+    int ret = -1;
     char *bytes = render(ds, &len);
     if (!bytes) {
         snprintf(err, errlen, "out of memory");
@@ -181,41 +168,10 @@ int device_stats_save(const struct device_stats *ds, const char *path, char *err
         snprintf(err, errlen, "%s: path too long", path);
         goto out;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    made_tmp = 1;
-    if (write_all(fd, bytes, len) != 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto out;
-    }
-    made_tmp = 0;
-    /* The rename is durable only once the directory is. */
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        snprintf(err, errlen, "cannot fsync %s: %s", dir, strerror(errno));
-        goto out;
-    }
-    ret = 0;
+    /* renamed but the directory not fsynced: the file is whole either way (old or new), and
+     * the next write tries again, so that counts as a failure to report, nothing more */
+    ret = durable_replace(tmp, path, dir, bytes, len, 1, NULL, err, errlen);
 out:
-    if (fd >= 0)
-        close(fd);
-    if (dfd >= 0)
-        close(dfd);
-    if (made_tmp)
-        unlink(tmp);
     free(bytes);
     return ret;
 }

@@ -28,6 +28,7 @@
 #include "proxy/control_proto.h"
 #include "proxy/device_stats.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 
 #define CONTROL_MAX_CONNS 16
 #define CONTROL_IDLE_SECONDS 5
@@ -50,6 +51,9 @@ struct control_cmd;
 
 struct control_conn {
     struct control *ctl;
+    /* the config generation current when the connection came: its token caches stay valid
+     * through a reload while a request waits on one */
+    struct server_gen *gen;
     struct control_conn *next, *prev;
     struct bufferevent *bev;
     struct token_wait *wait;
@@ -78,6 +82,7 @@ static void conn_free(struct control_conn *c)
     if (c->bev)
         bufferevent_free(c->bev);
     free(c->arg);
+    server_gen_unref(c->gen); /* after the wait on its token cache is cancelled */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -113,7 +118,7 @@ static void reply(struct control_conn *c, int ok, const char *fmt, ...)
 /* The index of the account named arg, or replies the valid names and returns -1. */
 static int find_account(struct control_conn *c, const char *arg, size_t *idx)
 {
-    const struct config *cfg = c->ctl->srv->cfg;
+    const struct config *cfg = c->gen->cfg;
     for (size_t i = 0; i < cfg->naccounts; i++)
         if (strcmp(cfg->accounts[i].name, arg) == 0) {
             *idx = i;
@@ -137,7 +142,7 @@ static void log_request(const struct control_conn *c, const char *cmd, const cha
 {
     char safe[160];
     /* a configured name as it is; anything else the peer sent, quoted and escaped */
-    if (arg && config_account(c->ctl->srv->cfg, arg))
+    if (arg && config_account(c->gen->cfg, arg))
         log_info("event=control_request cmd=%s account=%s peer_uid=%lu", cmd, arg, c->uid);
     else if (arg)
         log_info("event=control_request cmd=%s account=%s peer_uid=%lu", cmd,
@@ -167,7 +172,7 @@ static void wait_token(struct control_conn *c, token_cb cb)
         return;
     }
     /* cb may run (and reply) before this returns; then NULL comes back */
-    c->wait = token_cache_get(c->ctl->srv->tokens[c->account], cb, c);
+    c->wait = token_cache_get(server_gen_token_cache(c->gen, c->account), cb, c);
 }
 
 static void on_token(void *arg, const char *token, const char *err)
@@ -179,7 +184,7 @@ static void on_token(void *arg, const char *token, const char *err)
     if (token)
         reply(c, 1, "%s\n", token);
     else
-        reply(c, 0, "no token for account %s: %s", c->ctl->srv->cfg->accounts[c->account].name,
+        reply(c, 0, "no token for account %s: %s", c->gen->cfg->accounts[c->account].name,
               err ? err : "unknown error");
 }
 
@@ -203,7 +208,7 @@ static void on_imported_token(void *arg, const char *token, const char *err)
               err ? err : "unknown error");
         return;
     }
-    token_cache_stats(c->ctl->srv->tokens[c->account], &st);
+    token_cache_stats(server_gen_token_cache(c->gen, c->account), &st);
     reply(c, 1, "expires_at=%lld\n", (long long)st.expires_at_wall);
 }
 
@@ -211,7 +216,7 @@ static void cmd_refresh_token(struct control_conn *c, const char *arg, char *pay
 {
     if (find_account(c, arg, &c->account) != 0)
         return;
-    const struct cfg_account *a = &c->ctl->srv->cfg->accounts[c->account];
+    const struct cfg_account *a = &c->gen->cfg->accounts[c->account];
     if (strcmp(a->grant, "refresh_token") != 0) {
         reply(c, 0,
               "account %s uses grant = %s: only grant = refresh_token accounts take a "
@@ -219,7 +224,8 @@ static void cmd_refresh_token(struct control_conn *c, const char *arg, char *pay
               a->name, a->grant);
         return;
     }
-    if (token_cache_import_refresh_token(c->ctl->srv->tokens[c->account], payload) != 0) {
+    if (token_cache_import_refresh_token(server_gen_token_cache(c->gen, c->account), payload) !=
+        0) {
         reply(c, 0, "account %s: the refresh token could not be stored (see the daemon's log)",
               a->name);
         return;
@@ -266,20 +272,20 @@ static void cmd_accounts(struct control_conn *c, const char *arg, char *payload)
 {
     (void)arg;
     (void)payload;
-    struct server *srv = c->ctl->srv;
+    const struct server_gen *g = c->gen;
     cJSON *doc = cJSON_CreateObject();
     cJSON *list = doc ? cJSON_AddArrayToObject(doc, "accounts") : NULL;
     char *text = NULL;
     if (list && cJSON_AddStringToObject(doc, "source", "daemon")) {
         size_t i;
-        for (i = 0; i < srv->cfg->naccounts; i++) {
-            cJSON *o = account_json(&srv->cfg->accounts[i], srv->tokens[i]);
+        for (i = 0; i < g->cfg->naccounts; i++) {
+            cJSON *o = account_json(&g->cfg->accounts[i], server_gen_token_cache(g, i));
             if (!o || !cJSON_AddItemToArray(list, o)) {
                 cJSON_Delete(o);
                 break;
             }
         }
-        if (i == srv->cfg->naccounts)
+        if (i == g->cfg->naccounts)
             text = cJSON_Print(doc);
     }
     cJSON_Delete(doc);
@@ -296,8 +302,8 @@ static void cmd_devices(struct control_conn *c, const char *arg, char *payload)
     (void)arg;
     (void)payload;
     struct server *srv = c->ctl->srv;
-    cJSON *doc = device_stats_json(device_stats_keeper_stats(srv->devstats), srv->cfg, "daemon",
-                                   (int64_t)time(NULL));
+    cJSON *doc = device_stats_json(device_stats_keeper_stats(srv->devstats), srv->gen->cfg,
+                                   "daemon", (int64_t)time(NULL));
     /* unformatted: the reply is bounded (CONTROL_REPLY_MAX), ~250 bytes a device */
     char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
@@ -447,6 +453,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         free(c);
         return;
     }
+    c->gen = server_gen_ref(ctl->srv->gen);
     c->next = ctl->conns;
     if (ctl->conns)
         ctl->conns->prev = c;
@@ -562,7 +569,7 @@ static int bind_socket(struct control *ctl, char *err, size_t errlen)
 struct control *control_new(struct server *s, char *err, size_t errlen)
 {
     struct control *ctl = calloc(1, sizeof(*ctl));
-    if (!ctl || !(ctl->path = strdup(s->cfg->control_socket))) {
+    if (!ctl || !(ctl->path = strdup(s->gen->cfg->control_socket))) {
         free(ctl);
         snprintf(err, errlen, "out of memory");
         return NULL;

@@ -2,6 +2,7 @@
  * a submission server that wants OAuth2 (Exchange Online, Gmail), as a service account. */
 #include <signal.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "proxy/control.h"
 #include "proxy/metrics_http.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 
 #define DEFAULT_CONFIG "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf"
 #define SHUTDOWN_GRACE_SECONDS 30
@@ -130,11 +132,49 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(rt->base, NULL);
 }
 
+/* systemd's reload protocol: RELOADING=1 with the monotonic time, then READY=1 when done,
+ * whether the new config was taken or refused (the old one still serves). */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    struct timespec now;
+    char *errors = NULL;
+    (void)sig;
+    (void)what;
+    if (rt->srv->stopping) {
+        log_info("event=reload_ignored reason=\"shutting down\"");
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+               (unsigned long long)now.tv_sec * 1000000ULL +
+                   (unsigned long long)now.tv_nsec / 1000ULL);
+    log_info("event=reloading config=%s sessions_open=%u", rt->srv->gen->cfg->path,
+             rt->srv->sessions_open);
+    /* the path string lives in the current config, which outlives the call */
+    if (server_reload(rt->srv, rt->srv->gen->cfg->path, &errors) != 0) {
+        char safe[1100];
+        /* one line per problem; a config error names the file and line */
+        for (char *line = errors, *end; line && *line; line = end) {
+            end = line + strcspn(line, "\n");
+            size_t n = (size_t)(end - line);
+            if (*end)
+                end++;
+            if (n)
+                log_error("event=reload_failed error=%s", log_safe(safe, sizeof(safe), line, n));
+        }
+        log_error("event=reload_refused effect=\"the running configuration stays\"");
+    }
+    free(errors);
+    sd_notifyf(0, "READY=1\nSTATUS=sessions=%u total=%lu", rt->srv->sessions_open,
+               rt->srv->sessions_total);
+}
+
 static int run(struct config *cfg, int check_only)
 {
     int ret = 1;
     char err[1024];
-    struct event *sigs[2] = {NULL, NULL};
+    struct event *sigs[3] = {NULL, NULL, NULL};
     struct runtime rt = {0};
     rt.base = event_base_new();
     if (!rt.base) {
@@ -142,6 +182,10 @@ static int run(struct config *cfg, int check_only)
         config_free(cfg);
         return 1;
     }
+    /* A SIGHUP while starting (issuer discovery can take seconds) must not kill the daemon:
+     * it is ignored until the loop handles it, from READY=1 on. */
+    if (!check_only)
+        signal(SIGHUP, SIG_IGN);
     /* server_new takes cfg; it also loads certificates and sets up each account's provider,
      * so --check finds those problems too. */
     rt.srv = server_new(rt.base, cfg, err, sizeof(err));
@@ -169,9 +213,10 @@ static int run(struct config *cfg, int check_only)
         log_error("event=control_failed reason=\"%s\"", err);
         goto out;
     }
-    int signums[2] = {SIGTERM, SIGINT};
-    for (int i = 0; i < 2; i++) {
-        sigs[i] = evsignal_new(rt.base, signums[i], on_signal, &rt);
+    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] =
+            evsignal_new(rt.base, signums[i], signums[i] == SIGHUP ? on_reload : on_signal, &rt);
         if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
             log_error("event=signal_setup_failed");
             goto out;
@@ -182,14 +227,14 @@ static int run(struct config *cfg, int check_only)
         goto out;
     }
     log_info("event=ready listeners=%zu accounts=%zu devices=%zu", rt.srv->nlisteners,
-             rt.srv->cfg->naccounts, rt.srv->cfg->ndevices);
+             rt.srv->gen->cfg->naccounts, rt.srv->gen->cfg->ndevices);
     sd_notifyf(0, "READY=1\nSTATUS=sessions=%u total=%lu", rt.srv->sessions_open,
                rt.srv->sessions_total);
     event_base_dispatch(rt.base);
     log_info("event=stopped sessions_total=%lu", rt.srv->sessions_total);
     ret = 0;
 out:
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (sigs[i])
             event_free(sigs[i]);
     if (rt.grace)

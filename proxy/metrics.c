@@ -34,6 +34,35 @@ void metrics_free(struct metrics *m)
     free(m);
 }
 
+int metrics_reconfigure(struct metrics *m, const struct config *cfg)
+{
+    if (!m)
+        return 0;
+    struct metrics_account *accounts =
+        calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*accounts));
+    unsigned long *auth_failures = calloc(cfg->ndevices + 1, sizeof(*auth_failures));
+    if (!accounts || !auth_failures) {
+        free(accounts);
+        free(auth_failures);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->naccounts; i++)
+        for (size_t j = 0; j < m->cfg->naccounts; j++)
+            if (strcmp(cfg->accounts[i].name, m->cfg->accounts[j].name) == 0)
+                accounts[i] = m->accounts[j];
+    for (size_t i = 0; i < cfg->ndevices; i++)
+        for (size_t j = 0; j < m->cfg->ndevices; j++)
+            if (strcmp(cfg->devices[i].name, m->cfg->devices[j].name) == 0)
+                auth_failures[i] = m->auth_failures[j];
+    auth_failures[cfg->ndevices] = m->auth_failures[m->cfg->ndevices];
+    free(m->accounts);
+    free(m->auth_failures);
+    m->accounts = accounts;
+    m->auth_failures = auth_failures;
+    m->cfg = cfg;
+    return 0;
+}
+
 static int listener_slot(struct metrics *m, const char *name)
 {
     for (size_t i = 0; i < m->nlisteners; i++)
@@ -77,8 +106,12 @@ void metrics_message(struct metrics *m, const struct cfg_account *acct, enum met
 {
     if (!m || !acct || (unsigned)r >= METRICS_NRESULTS)
         return;
-    size_t i = (size_t)(acct - m->cfg->accounts);
-    if (i >= m->cfg->naccounts)
+    /* pointers compared for equality only: acct may come from an earlier config */
+    size_t i;
+    for (i = 0; i < m->cfg->naccounts; i++)
+        if (&m->cfg->accounts[i] == acct || strcmp(m->cfg->accounts[i].name, acct->name) == 0)
+            break;
+    if (i == m->cfg->naccounts)
         return;
     m->accounts[i].messages[r]++;
     m->accounts[i].bytes += bytes;

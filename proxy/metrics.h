@@ -22,6 +22,10 @@ enum metrics_cmd { METRICS_CMD_AUTH, METRICS_CMD_MAIL, METRICS_CMD_RCPT, METRICS
 /* Borrows cfg (account and device names), which must outlive the registry. NULL: no memory. */
 struct metrics *metrics_new(const struct config *cfg);
 void metrics_free(struct metrics *m);
+/* A reload: from now on borrow cfg; the counters of accounts and devices that keep their name
+ * carry over, the others start at zero (and those of removed ones are gone). 0 ok; -1 out of
+ * memory, nothing changed. */
+int metrics_reconfigure(struct metrics *m, const struct config *cfg);
 
 /* Every verb below accepts m == NULL and does nothing then. */
 
@@ -31,7 +35,8 @@ void metrics_listener_add(struct metrics *m, const char *listener);
 int metrics_session_opened(struct metrics *m, const char *listener);
 void metrics_session_closed(struct metrics *m, int slot);
 /* A message's end, as the device heard it; bytes: body bytes the upstream accepted (0 unless
- * delivered). */
+ * delivered). acct may belong to an earlier config (a session older than a reload): it counts
+ * under its name. */
 void metrics_message(struct metrics *m, const struct cfg_account *acct, enum metrics_result r,
                      uint64_t bytes);
 /* An upstream reply: code 200..599, enhanced "5.7.3" or "" (what smtp_reply parsed). Codes that

@@ -17,6 +17,7 @@
 #include "oauth/token_cache.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 
 /* A scrape is one short GET: anything bigger or slower is not a Prometheus server. */
 #define METRICS_HTTP_MAX_HEADERS 8192
@@ -145,9 +146,10 @@ int metrics_http_port(const struct metrics_http *h)
 static int server_token_stats(void *arg, size_t account, struct token_cache_stats *st)
 {
     struct server *srv = arg;
-    if (account >= srv->cfg->naccounts || !srv->tokens[account])
+    const struct token_cache *c = server_gen_token_cache(srv->gen, account);
+    if (!c)
         return -1;
-    token_cache_stats(srv->tokens[account], st);
+    token_cache_stats(c, st);
     return 0;
 }
 
@@ -170,7 +172,7 @@ static const char *server_health(void *arg)
 struct metrics_http *metrics_http_start(struct server *srv, char *err, size_t errlen)
 {
     static const struct metrics_http_ops ops = {.render = server_render, .health = server_health};
-    const struct cfg_endpoint *ep = &srv->cfg->metrics_listen;
+    const struct cfg_endpoint *ep = &srv->gen->cfg->metrics_listen;
     err[0] = '\0';
     if (!ep->host)
         return NULL;

@@ -15,6 +15,7 @@
 #include "proxy/header_rewrite.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 #include "proxy/smtp_data.h"
 #include "proxy/smtp_parse.h"
 
@@ -25,6 +26,7 @@ enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_DATA_END, OP_RSET };
 
 struct relay {
     struct server *srv;
+    struct server_gen *gen; /* the session's config generation (borrowed) */
     const struct cfg_account *acct;
     char device[128];
     char log_id[32];
@@ -342,12 +344,12 @@ static void on_open(void *arg, const struct smtp_reply *rep, const char *err)
 
 static void open_upstream(struct relay *r)
 {
-    const struct config *cfg = r->srv->cfg;
+    const struct config *cfg = r->gen->cfg;
     struct client_cfg cc = {
         .host = r->acct->upstream.host,
         .port = r->acct->upstream.port,
         .helo = cfg->hostname,
-        .ssl_ctx = server_tls_client(r->srv, r->acct),
+        .ssl_ctx = server_gen_tls_client(r->gen, r->acct),
         .connect_timeout = cfg->upstream_connect_timeout,
         .reply_timeout = cfg->upstream_timeout,
         .log_id = r->log_id,
@@ -364,15 +366,16 @@ static void open_upstream(struct relay *r)
 
 static void emit_rewritten(void *arg, const char *line, size_t len);
 
-struct relay *relay_new(struct server *srv, const struct cfg_account *acct, const char *device,
-                        const char *log_id)
+struct relay *relay_new(struct server *srv, struct server_gen *gen, const struct cfg_account *acct,
+                        const char *device, const char *log_id)
 {
     struct relay *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->srv = srv;
+    r->gen = gen;
     r->acct = acct;
-    r->tokens = server_token_cache(srv, acct);
+    r->tokens = server_gen_account_tokens(gen, acct);
     snprintf(r->device, sizeof(r->device), "%s", device);
     snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
     if (acct->sender_rewrite == SENDER_REWRITE_HEADER) {

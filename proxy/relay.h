@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct server;
+struct server_gen;
 struct cfg_account;
 struct relay;
 
@@ -21,8 +22,9 @@ struct relay_mail_opts {
     int smtputf8;  /* SMTPUTF8 */
 };
 
-struct relay *relay_new(struct server *srv, const struct cfg_account *acct, const char *device,
-                        const char *log_id);
+/* gen: the generation acct belongs to; the caller keeps it alive as long as the relay. */
+struct relay *relay_new(struct server *srv, struct server_gen *gen, const struct cfg_account *acct,
+                        const char *device, const char *log_id);
 /* Ends the upstream session (QUIT if idle, dropped if in the middle of a message). Accepts NULL. */
 void relay_free(struct relay *r);
 /* Each verb runs once at a time: the next starts only after cb of the previous ran. */

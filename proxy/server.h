@@ -1,5 +1,6 @@
-/* The running daemon's shared state: config, device table, TLS contexts, token caches, listeners.
- * Sessions borrow it; it outlives them. */
+/* The running daemon's shared state: the current generation (config, device table, TLS
+ * contexts, token caches: server_gen.h), the token store, listeners, sessions. Sessions borrow
+ * it; it outlives them. A reload swaps the generation; sessions keep the one they started on. */
 #ifndef SOP_SERVER_H
 #define SOP_SERVER_H
 
@@ -9,26 +10,19 @@
 
 struct event_base;
 struct evdns_base;
-struct device_table;
 struct http;
-struct token_cache;
 struct token_store;
 struct server_listener;
 struct server_session;
-struct auth_worker;
+struct server_gen;
 struct metrics;
 struct device_stats_keeper;
 
 struct server {
     struct event_base *base;
     struct evdns_base *dns;
-    struct config *cfg;
-    struct device_table *devices;
-    struct auth_worker *auth; /* NULL when no device logs in */
-    SSL_CTX *tls_server;      /* NULL when no tls_cert: no STARTTLS, no listen_tls */
-    SSL_CTX **tls_clients;    /* upstream TLS, one per cfg->accounts[i] (its own ca_file) */
+    struct server_gen *gen; /* the current generation: new sessions start on it */
     struct http *http;
-    struct token_cache **tokens;     /* one per cfg->accounts[i] */
     struct token_store *store;       /* NULL: no key_file, tokens are not persisted */
     struct server_session *sessions; /* open sessions, for shutdown */
     struct metrics *metrics;         /* counters for metrics_listen (always kept) */
@@ -52,10 +46,12 @@ void server_stop_listening(struct server *s);
  * message in flight finish that message first. The loop exits when the last session closes. */
 void server_drain(struct server *s);
 void server_free(struct server *s);
-/* The token cache of an account. */
-struct token_cache *server_token_cache(struct server *s, const struct cfg_account *acct);
-/* The upstream TLS context of an account. */
-SSL_CTX *server_tls_client(struct server *s, const struct cfg_account *acct);
+/* Read path again and swap the new config in (SIGHUP): a new generation, listeners the new
+ * config adds are bound and those it drops are closed; unchanged ones keep their socket.
+ * Sessions in flight finish on their generation. 0 done; -1 refused and nothing changed, with
+ * *errors (malloc'd, one problem per line: config errors as FILE:LINE: message, a key that
+ * cannot change without a restart, an address that cannot be bound). */
+int server_reload(struct server *s, const char *path, char **errors);
 /* Called by sessions. */
 void server_session_closed(struct server *s);
 

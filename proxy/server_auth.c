@@ -14,10 +14,11 @@
 #include "proxy/metrics.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 
 static int auth_allowed_here(struct server_session *s)
 {
-    return s->tls || device_address_known(s->srv->devices, (struct sockaddr *)&s->peer);
+    return s->tls || device_address_known(s->gen->devices, (struct sockaddr *)&s->peer);
 }
 
 static void on_auth_checked(void *arg, const struct cfg_device *d, const char *why)
@@ -47,7 +48,7 @@ static void auth_check(struct server_session *s, const char *user, const char *p
     log_safe(s->auth_user, sizeof(s->auth_user), user, strlen(user));
     s->auth_user_device = metrics_device_by_user(s->srv->metrics, user);
     ss_enter_state(s, SS_HELO);
-    s->auth_job = auth_worker_check(s->srv->auth, (struct sockaddr *)&s->peer, user, pass,
+    s->auth_job = auth_worker_check(s->gen->auth, (struct sockaddr *)&s->peer, user, pass,
                                     on_auth_checked, s);
     if (!s->auth_job) {
         ss_reply(s, "454 4.7.0 Temporary authentication failure");
@@ -71,7 +72,7 @@ static void auth_plain_response(struct server_session *s, const char *b64)
 
 void server_auth_command(struct server_session *s, const struct smtp_cmd *cmd)
 {
-    if (!device_has_logins(s->srv->devices)) {
+    if (!device_has_logins(s->gen->devices)) {
         ss_reply_error(s, "503 5.5.1 AUTH not available: devices are identified by address");
         return;
     }

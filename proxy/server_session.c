@@ -32,6 +32,7 @@
 #include "proxy/relay.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 #include "proxy/smtp_data.h"
 #include "proxy/smtp_parse.h"
 #include "proxy/server_session_int.h"
@@ -60,7 +61,7 @@ void ss_enter_state(struct server_session *s, enum ss_state st)
     log_debug("event=state session=%s from=%s to=%s", s->id, ss_state_str(s->state),
               ss_state_str(st));
     s->state = st;
-    unsigned t = st == SS_DATA ? s->srv->cfg->data_timeout : s->srv->cfg->command_timeout;
+    unsigned t = st == SS_DATA ? s->gen->cfg->data_timeout : s->gen->cfg->command_timeout;
     struct timeval rt = {.tv_sec = t}, wt = {.tv_sec = SS_WRITE_TIMEOUT};
     bufferevent_set_timeouts(s->bev, &rt, &wt);
     smtp_parse_set_mode(s->parser, st >= SS_AUTH_PLAIN ? SMTP_PARSE_LINE : SMTP_PARSE_COMMAND);
@@ -101,7 +102,7 @@ void ss_reply_error(struct server_session *s, const char *fmt, ...)
     va_start(ap, fmt);
     vreply(s, fmt, ap);
     va_end(ap);
-    if (++s->errors >= s->srv->cfg->max_errors && !s->closing) {
+    if (++s->errors >= s->gen->cfg->max_errors && !s->closing) {
         log_info("event=too_many_errors session=%s ip=%s errors=%u", s->id, s->ip, s->errors);
         ss_reply(s, "421 4.7.0 Too many errors, closing connection");
         ss_close_after_flush(s);
@@ -196,7 +197,7 @@ void ss_reset_transaction(struct server_session *s)
 
 static void send_ehlo(struct server_session *s)
 {
-    const struct config *cfg = s->srv->cfg;
+    const struct config *cfg = s->gen->cfg;
     if (!s->ehlo_esmtp) {
         ss_reply(s, "250 %s", cfg->hostname);
         return;
@@ -206,10 +207,10 @@ static void send_ehlo(struct server_session *s)
                      "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
                      "250-SMTPUTF8\r\n",
                      cfg->hostname, (unsigned long long)cfg->max_message_size);
-    if (s->srv->tls_server && !s->tls)
+    if (s->gen->tls_server && !s->tls)
         n += snprintf(caps + n, sizeof(caps) - (size_t)n, "250-STARTTLS\r\n");
-    if (device_has_logins(s->srv->devices) && !s->auth_device &&
-        (s->tls || device_address_known(s->srv->devices, (struct sockaddr *)&s->peer)))
+    if (device_has_logins(s->gen->devices) && !s->auth_device &&
+        (s->tls || device_address_known(s->gen->devices, (struct sockaddr *)&s->peer)))
         n += snprintf(caps + n, sizeof(caps) - (size_t)n, "250-AUTH PLAIN LOGIN\r\n");
     snprintf(caps + n, sizeof(caps) - (size_t)n, "250 ENHANCEDSTATUSCODES");
     ss_reply(s, "%s", caps);
@@ -245,7 +246,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static void cmd_starttls(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    if (!s->srv->tls_server) {
+    if (!s->gen->tls_server) {
         ss_reply_error(s, "502 5.5.1 STARTTLS not available");
         return;
     }
@@ -253,7 +254,7 @@ static void cmd_starttls(struct server_session *s, const struct smtp_cmd *cmd)
         ss_reply_error(s, "503 5.5.1 TLS already active");
         return;
     }
-    SSL *ssl = SSL_new(s->srv->tls_server);
+    SSL *ssl = SSL_new(s->gen->tls_server);
     if (!ssl) {
         ss_reply(s, "454 4.7.0 TLS not available due to temporary reason");
         return;
@@ -485,6 +486,7 @@ static void session_free(struct server_session *s)
         s->next->prev = s->prev;
     metrics_session_closed(s->srv->metrics, s->metrics_slot);
     server_session_closed(s->srv);
+    server_gen_unref(s->gen); /* after the relay and the password check, which borrow it */
     free(s);
 }
 
@@ -505,6 +507,7 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
         return NULL;
     }
     s->srv = srv;
+    s->gen = server_gen_ref(srv->gen); /* kept across reloads until the session ends */
     s->next = srv->sessions;
     if (s->next)
         s->next->prev = s;
@@ -526,11 +529,11 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     snprintf(s->listener, sizeof(s->listener), "%s", listener);
     s->tls = tls;
     s->parser = smtp_parse_new();
-    s->dec =
-        smtp_data_dec_new(srv->cfg->bare_lf, srv->cfg->max_message_size, server_tx_data_line, s);
+    s->dec = smtp_data_dec_new(s->gen->cfg->bare_lf, s->gen->cfg->max_message_size,
+                               server_tx_data_line, s);
     s->resume_ev = event_new(srv->base, -1, 0, on_resume, s);
     if (tls) {
-        ssl = SSL_new(srv->tls_server);
+        ssl = SSL_new(s->gen->tls_server);
         if (ssl)
             s->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                     BEV_OPT_CLOSE_ON_FREE);
@@ -554,14 +557,14 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     log_info("event=connect session=%s ip=%s listener=%s tls=%d", s->id, s->ip, s->listener, tls);
 
-    const struct config *cfg = srv->cfg;
+    const struct config *cfg = s->gen->cfg;
     if (srv->sessions_open > cfg->max_connections) {
         log_warn("event=refused session=%s ip=%s reason=\"max_connections reached\"", s->id, s->ip);
         ss_reply(s, "421 4.7.0 Too many connections, try again later");
         ss_close_after_flush(s);
         return s;
     }
-    if (!device_may_match(srv->devices, sa)) {
+    if (!device_may_match(s->gen->devices, sa)) {
         /* No device could ever match: say so at once, clearly, and relay nothing. */
         log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
         ss_reply(s, "554 5.7.1 Client host [%s] is not a configured device of this relay", s->ip);

@@ -45,6 +45,7 @@ enum ss_state {
 
 struct server_session {
     struct server *srv;
+    struct server_gen *gen; /* the config generation the session started on (a reference) */
     struct server_session *next, *prev; /* the server's list of open sessions */
     struct bufferevent *bev;
     struct event *resume_ev;

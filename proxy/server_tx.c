@@ -16,6 +16,7 @@
 #include "proxy/device_stats.h"
 #include "proxy/relay.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 #include "proxy/smtp_data.h"
 
 static int has_8bit(const char *p)
@@ -37,12 +38,12 @@ static void on_mail_reply(void *arg, const char *upstream_reply)
 
 void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
 {
-    const struct config *cfg = s->srv->cfg;
+    const struct config *cfg = s->gen->cfg;
     const struct cfg_device *d = s->auth_device;
     if (!d)
-        d = device_by_address(s->srv->devices, (struct sockaddr *)&s->peer);
+        d = device_by_address(s->gen->devices, (struct sockaddr *)&s->peer);
     if (!d) {
-        if (device_has_logins(s->srv->devices)) {
+        if (device_has_logins(s->gen->devices)) {
             ss_reply_error(s, "530 5.7.0 Authentication required");
         } else {
             log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
@@ -95,7 +96,7 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
         s->relay = NULL;
     }
     if (!s->relay) {
-        s->relay = relay_new(s->srv, d->account, d->name, s->id);
+        s->relay = relay_new(s->srv, s->gen, d->account, d->name, s->id);
         s->relay_device = d;
         if (!s->relay) {
             ss_reply(s, "451 4.3.0 Out of memory");
@@ -121,7 +122,7 @@ static void on_rcpt_reply(void *arg, const char *upstream_reply)
 
 void server_tx_rcpt(struct server_session *s, const struct smtp_cmd *cmd)
 {
-    if (s->rcpts >= s->srv->cfg->max_recipients) {
+    if (s->rcpts >= s->gen->cfg->max_recipients) {
         ss_reply(s, "452 4.5.3 Too many recipients");
         return;
     }

@@ -2,7 +2,8 @@
 """Running as a systemd service, without systemd running: the unit passes `systemd-analyze
 verify` (with the installed binary and man pages), `cmake --install` puts every file where the
 unit and the man pages say, and the real binary speaks the sd_notify protocol to a socket this
-test binds: READY=1, STATUS=sessions=N total=M, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1.
+test binds: READY=1, STATUS=sessions=N total=M, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1,
+RELOADING=1 with MONOTONIC_USEC then READY=1 on SIGHUP.
 
 Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
               tests/integration/test_service.py -v TestNotify
@@ -92,7 +93,9 @@ class TestInstall(unittest.TestCase):
                       "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf\n", text)
         self.assertIn("ExecStartPre=/usr/sbin/smtp-oauth-proxy --config "
                       "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf --check\n", text)
-        self.assertNotRegex(text, r"(?m)^ExecReload")  # reload is a later part of issue 5
+        self.assertIn("ExecReload=/usr/sbin/smtp-oauth-proxy --config "
+                      "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf --check\n"
+                      "ExecReload=/bin/kill -HUP $MAINPID\n", text)
 
     def test_example_configs_have_only_known_keys(self):
         # --check on an example fails for files that do not exist on this machine, never for
@@ -290,6 +293,30 @@ class TestNotify(unittest.TestCase):
         self.assertNotIn("event=watchdog", self.log())
         p.send_signal(signal.SIGTERM)
         self.assertIsNotNone(self.notify.wait(lambda m: m.get("STOPPING") == "1", 10))
+        self.assertEqual(p.wait(35), 0, self.log())
+
+    def test_reload_notifies_reloading_then_ready(self):
+        p = self.start()
+        self.assertIsNotNone(self.notify.wait(lambda m: "READY" in m, 15), self.log())
+        for broken in (False, True):
+            if broken:
+                with open(self.conf, "a") as f:
+                    f.write("[proxy]\nbogus = 1\n")
+            before = time.clock_gettime(time.CLOCK_MONOTONIC)
+            n = len(self.notify.messages)
+            p.send_signal(signal.SIGHUP)
+            rel = self.notify.wait(lambda m: m.get("RELOADING") == "1", 10, only_new=True)
+            self.assertIsNotNone(rel, self.notify.messages)
+            # systemd's protocol: the monotonic time the reload started, in microseconds
+            usec = int(rel["MONOTONIC_USEC"])
+            self.assertLessEqual(abs(usec / 1e6 - before), 5)
+            ready = self.notify.wait(lambda m: m.get("READY") == "1", 15, only_new=True)
+            self.assertIsNotNone(ready, self.notify.messages[n:])
+            self.assertRegex(ready.get("STATUS", ""), r"^sessions=0 total=\d+$")
+            self.assertIn("event=reload_failed" if broken else "event=reloaded", self.log())
+            self.assertIsNone(p.poll())
+        wait_port(self.port, timeout=2, proc=p)
+        p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait(35), 0, self.log())
 
 

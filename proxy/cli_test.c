@@ -19,6 +19,7 @@
 #include "proxy/cli_int.h"
 #include "proxy/client_session.h"
 #include "proxy/config.h"
+#include "proxy/control_client.h"
 #include "proxy/exchange_explain.h"
 #include "proxy/tls.h"
 #include "proxy/token_claims.h"
@@ -370,11 +371,54 @@ static int run_upstream(struct test_run *t, struct cli_offline *o)
     return t->ok ? 0 : -1;
 }
 
+/* A refresh token has one refresher: while the daemon runs, using the refresh token here would
+ * rotate it behind the daemon's back (an IdP that revokes the old one then locks the daemon
+ * out). So such an account's token comes from the daemon. 1 got it (t->token), 0 no daemon,
+ * -1 failed (said why). */
+static int get_token_from_daemon(struct test_run *t)
+{
+    char req[256], err[1024];
+    char *buf = NULL;
+    const char *body = NULL;
+    snprintf(req, sizeof(req), "token %s", t->a->name);
+    switch (control_client_call(t->cfg->control_socket, req, NULL, CLI_DAEMON_TIMEOUT_MS, &buf,
+                                &body, err, sizeof(err))) {
+    case CONTROL_CLIENT_NO_DAEMON:
+        return 0;
+    case CONTROL_CLIENT_FAILED:
+        printf("token: FAILED (from the running daemon): ");
+        put_safe(err, strlen(err));
+        putchar('\n');
+        return -1;
+    case CONTROL_CLIENT_OK:
+        break;
+    }
+    size_t n = strcspn(body, "\r\n");
+    t->token = n ? calloc(1, n + 1) : NULL;
+    if (t->token)
+        memcpy(t->token, body, n);
+    secret_free(buf);
+    if (!t->token) {
+        printf("token: FAILED: the daemon sent no token\n");
+        return -1;
+    }
+    printf("token: ok, from the running daemon (it alone uses the refresh token)\n");
+    return 1;
+}
+
 /* The token step: 0 and t->token, or -1 after saying why (and what to do). */
 static int get_token(struct test_run *t, struct cli_offline *o)
 {
     char err[1024];
     int64_t expires_at = 0, now = (int64_t)time(NULL);
+    if (strcmp(t->a->grant, "refresh_token") == 0) {
+        int r = get_token_from_daemon(t);
+        if (r != 0) {
+            if (r > 0)
+                show_claims(t->a, t->token, now);
+            return r > 0 ? 0 : -1;
+        }
+    }
     if (cli_offline_token(o, &t->token, &expires_at, err, sizeof(err)) != 0) {
         printf("token: FAILED: ");
         put_safe(err, sizeof(err) - 1);

@@ -185,6 +185,27 @@ class TestDelegated(ProxyCase):
         self.assertEqual(m.group(1), "smtp-oauth-proxy --config %s authorize scanners" % self.cfg)
         self.assertEqual(self.rig.idp_stats()["total"], 0, "nothing to send, nothing sent")
 
+    def test_test_command_leaves_the_refresh_token_to_the_daemon(self):
+        """`test` while the daemon runs takes the daemon's token. Refreshing on its own would
+        rotate the refresh token behind the daemon's back: twice, and the IdP revokes the one
+        the daemon holds (its next refresh would get invalid_grant)."""
+        self.seed()
+        self.rig.idp_control(expires_in=31)  # every use after a pause needs a refresh
+        self.start()
+        self.send(1)
+        for _ in range(2):
+            time.sleep(1.2)
+            r = subprocess.run([test_relay.BINARY, "--config", self.cfg, "test", ACCOUNT],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("token: ok, from the running daemon", r.stdout)
+            for rt in self.refresh_stats()["issued"]:
+                self.assertNotIn(rt, r.stdout + r.stderr)
+        time.sleep(1.2)
+        self.send(2)  # the daemon refreshes with the refresh token it holds
+        self.assertEqual(self.refresh_stats()["rejected"], [])
+        self.assertEqual(self.stored()["refresh_token"], self.refresh_stats()["issued"][-1])
+
     def test_config_needs_key_file(self):
         self.start_proxy(proxy_extra={"key_file": self.key_path}, edit=delegated)
         self.stop_proxy()

@@ -87,8 +87,8 @@ struct cJSON *device_stats_json(const struct device_stats *ds, const struct conf
 
 struct device_stats_keeper;
 /* Load STATE_DIR/devices.state (a bad file is reported and set aside), then write it every
- * DEVICE_STATS_FLUSH_SECONDS while dirty. Borrows cfg until device_stats_keeper_retain() hands
- * it a new one. NULL: out of memory. */
+ * DEVICE_STATS_FLUSH_SECONDS while dirty. Copies what it needs from cfg (device names, the
+ * file's path): cfg may be freed after. NULL: out of memory. */
 struct device_stats_keeper *device_stats_keeper_new(struct event_base *base,
                                                     const struct config *cfg);
 /* Write the file a last time (if dirty) and free. Accepts NULL. */

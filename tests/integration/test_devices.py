@@ -3,7 +3,8 @@
 traffic of known shape from two devices (one message refused), then the command asks the
 running daemon, and again with the daemon stopped (from STATE_DIR/devices.state): the same
 exact figures both ways. A restart keeps the history; stale_after marks the silent devices; a
-torn state file is reported and set aside, never half-used.
+torn state file is reported and set aside, never half-used; a reload (SIGHUP) keeps the history
+of the devices it keeps and counts the ones it adds.
 
 Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
               tests/integration/test_devices.py -v TestDevices.test_devices_after_traffic
@@ -11,6 +12,7 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
 import base64
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sop_rig  # noqa: E402
 import test_relay  # noqa: E402
 from test_relay import MSG, PASSWORD, PASSWORD_HASH, T, USERNAME, ProxyCase  # noqa: E402,F401
 
@@ -200,6 +203,37 @@ class TestDevices(ProxyCase):
         self.assertNotIn(b"plotter", text)
         doc, d = self.devices_json()
         self.assertEqual((doc["source"], d["copier"]["msgs_30d"]), ("file", 1))
+
+    def test_reload_keeps_history(self):
+        self.start_proxy()
+        self.send()
+        # the reloaded config drops scanner2 and adds plotter (127.0.0.2)
+        with open(self.cfg, "w") as f:
+            f.write(sop_rig.proxy_config(
+                self.rig, self.port, state_dir=os.path.join(self.tmp, "state"),
+                devices=[test_relay.default_devices()[0],
+                         ("plotter", {"address": "127.0.0.2", "account": "scanners"})]))
+        n = self.log().count("event=reloaded ")
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + T
+        while self.log().count("event=reloaded ") <= n:
+            self.assertLess(time.monotonic(), deadline, self.log()[-3000:])
+            time.sleep(0.05)
+        s = self.smtp(source="127.0.0.2")
+        s.ehlo("plotter.test")
+        self.assertEqual(s.sendmail("plotter@contoso.test", ["alice@contoso.test"], MSG), {})
+        s.quit()
+        doc, d = self.devices_json()
+        self.assertEqual(list(d), ["copier", "plotter"])
+        self.assertEqual((d["copier"]["msgs_24h"], d["copier"]["last_result"]), (1, "delivered"))
+        self.assertEqual((d["plotter"]["msgs_24h"], d["plotter"]["last_result"]), (1, "delivered"))
+        self.stop_proxy()
+        self.proxy = None
+        with open(self.state_file(), "rb") as f:
+            text = f.read()
+        self.assertNotIn(b"scanner2", text)
+        doc, d = self.devices_json()
+        self.assertEqual((d["copier"]["msgs_30d"], d["plotter"]["msgs_30d"]), (1, 1))
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 static int run(struct config *cfg, int check_only)
 {
     int ret = 1;
-    char err[1024];
+    char err[1024], safe[1200];
     struct event *sigs[3] = {NULL, NULL, NULL};
     struct runtime rt = {0};
     rt.base = event_base_new();
@@ -199,18 +199,18 @@ static int run(struct config *cfg, int check_only)
         goto out;
     }
     if (server_listen(rt.srv, err, sizeof(err)) != 0) {
-        log_error("event=listen_failed reason=\"%s\"", err);
+        log_error("event=listen_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
     }
     rt.metrics = metrics_http_start(rt.srv, err, sizeof(err));
     if (!rt.metrics && err[0]) {
-        log_error("event=listen_failed reason=\"%s\"", err);
+        log_error("event=listen_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
     }
     /* Before READY=1: once systemd says we run, `token` must find us. */
     rt.control = control_new(rt.srv, err, sizeof(err));
     if (!rt.control) {
-        log_error("event=control_failed reason=\"%s\"", err);
+        log_error("event=control_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
     }
     int signums[3] = {SIGTERM, SIGINT, SIGHUP};

@@ -7,11 +7,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "common/secret.h"
 #include "proxy/account_tokens.h"
 #include "proxy/cli_int.h"
 #include "proxy/config.h"
-#include "proxy/control_client.h"
 #include "store/token_store.h"
 
 /* What the store says about each account (no daemon). */
@@ -69,74 +67,43 @@ oom:
     return NULL;
 }
 
-static const char *str(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
-}
-
-static int64_t num(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
-}
-
 #define NCOLS 6
 
-static void row_cells(const cJSON *o, char cells[NCOLS][160])
+static void row_cells(const cJSON *o, char cells[][CLI_CELL])
 {
     char t[32];
-    const char *res = str(o, "last_result");
-    snprintf(cells[0], 160, "%s", str(o, "name") ? str(o, "name") : "?");
-    snprintf(cells[1], 160, "%s", str(o, "grant") ? str(o, "grant") : "?");
-    snprintf(cells[2], 160, "%s",
-             str(o, "mailbox") && *str(o, "mailbox") ? str(o, "mailbox") : "-");
-    snprintf(cells[3], 160, "%s", cli_time(num(o, "token_expires"), t, sizeof(t)));
+    const char *res = cli_json_str(o, "last_result"), *name = cli_json_str(o, "name");
+    const char *grant = cli_json_str(o, "grant"), *mailbox = cli_json_str(o, "mailbox");
+    snprintf(cells[0], CLI_CELL, "%s", name ? name : "?");
+    snprintf(cells[1], CLI_CELL, "%s", grant ? grant : "?");
+    snprintf(cells[2], CLI_CELL, "%s", mailbox && *mailbox ? mailbox : "-");
+    snprintf(cells[3], CLI_CELL, "%s", cli_time(cli_json_num(o, "token_expires"), t, sizeof(t)));
     if (res)
-        snprintf(cells[4], 160, "%s %s", res, cli_time(num(o, "last_attempt"), t, sizeof(t)));
+        snprintf(cells[4], CLI_CELL, "%s %s", res,
+                 cli_time(cli_json_num(o, "last_attempt"), t, sizeof(t)));
     else
-        snprintf(cells[4], 160, "-");
-    snprintf(cells[5], 160, "%s",
+        snprintf(cells[4], CLI_CELL, "-");
+    snprintf(cells[5], CLI_CELL, "%s",
              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "reauthorize")) ? "yes" : "no");
 }
 
-static void print_table(const struct config *cfg, const cJSON *doc)
+static void before_table(const struct config *cfg, const cJSON *doc)
 {
-    static const char *const head[NCOLS] = {"ACCOUNT",       "GRANT",        "MAILBOX",
-                                            "TOKEN-EXPIRES", "LAST-REFRESH", "REAUTHORIZE"};
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(doc, "accounts");
-    const char *source = str(doc, "source");
-    size_t w[NCOLS];
-    char cells[NCOLS][160];
-    const cJSON *o;
-
+    const char *source = cli_json_str(doc, "source");
     if (source && strcmp(source, "daemon") == 0)
         printf("source: the running daemon (%s)\n", cfg->control_socket);
     else if (source && strcmp(source, "store") == 0)
         printf("source: the token store (no daemon running; last refresh unknown)\n");
     else
         printf("source: the configuration (no daemon running; no key_file: nothing stored)\n");
-    for (size_t i = 0; i < NCOLS; i++)
-        w[i] = strlen(head[i]);
-    cJSON_ArrayForEach(o, list)
+}
+
+static void after_table(const struct config *cfg, const cJSON *doc)
+{
+    const cJSON *o;
+    cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(doc, "accounts"))
     {
-        row_cells(o, cells);
-        for (size_t i = 0; i < NCOLS; i++)
-            if (strlen(cells[i]) > w[i])
-                w[i] = strlen(cells[i]);
-    }
-    for (size_t i = 0; i < NCOLS; i++)
-        printf("%-*s%s", (int)w[i], head[i], i + 1 < NCOLS ? "  " : "\n");
-    cJSON_ArrayForEach(o, list)
-    {
-        row_cells(o, cells);
-        for (size_t i = 0; i + 1 < NCOLS; i++)
-            printf("%-*s  ", (int)w[i], cells[i]);
-        printf("%s\n", cells[NCOLS - 1]);
-    }
-    cJSON_ArrayForEach(o, list)
-    {
-        const char *name = str(o, "name"), *e = str(o, "last_error");
+        const char *name = cli_json_str(o, "name"), *e = cli_json_str(o, "last_error");
         const struct cfg_account *a = name ? config_account(cfg, name) : NULL;
         if (e)
             printf("%s: last error: %s\n", name ? name : "?", e);
@@ -148,51 +115,21 @@ static void print_table(const struct config *cfg, const cJSON *doc)
     }
 }
 
+static const char *const head[NCOLS] = {"ACCOUNT",       "GRANT",        "MAILBOX",
+                                        "TOKEN-EXPIRES", "LAST-REFRESH", "REAUTHORIZE"};
+
+static const struct cli_report accounts_report = {
+    .name = "accounts",
+    .list_key = "accounts",
+    .ncols = NCOLS,
+    .head = head,
+    .row = row_cells,
+    .offline = from_store,
+    .before = before_table,
+    .after = after_table,
+};
+
 int cli_accounts(struct config *cfg, int argc, char **argv)
 {
-    char err[1024];
-    char *buf = NULL;
-    const char *body = NULL;
-    int json = 0;
-    cJSON *doc = NULL;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
-        } else {
-            fprintf(stderr, "usage: smtp-oauth-proxy [--config FILE] accounts [--json]\n");
-            return 2;
-        }
-    }
-    switch (control_client_call(cfg->control_socket, "accounts", NULL, CLI_DAEMON_TIMEOUT_MS, &buf,
-                                &body, err, sizeof(err))) {
-    case CONTROL_CLIENT_OK:
-        doc = cJSON_Parse(body);
-        secret_free(buf);
-        if (!cJSON_IsObject(doc)) {
-            cJSON_Delete(doc);
-            fprintf(stderr, "smtp-oauth-proxy: the daemon's answer is not a JSON document\n");
-            return 1;
-        }
-        break;
-    case CONTROL_CLIENT_FAILED:
-        fprintf(stderr, "smtp-oauth-proxy: %s\n", err);
-        return 1;
-    case CONTROL_CLIENT_NO_DAEMON:
-        doc = from_store(cfg, err, sizeof(err));
-        if (!doc) {
-            fprintf(stderr, "smtp-oauth-proxy: %s\n", err);
-            return 1;
-        }
-        break;
-    }
-    if (json) {
-        char *text = cJSON_Print(doc);
-        if (text)
-            printf("%s\n", text);
-        cJSON_free(text);
-    } else {
-        print_table(cfg, doc);
-    }
-    cJSON_Delete(doc);
-    return fflush(stdout) == 0 ? 0 : 1;
+    return cli_report_run(&accounts_report, cfg, argc, argv);
 }

@@ -46,4 +46,27 @@ int cli_offline_token(struct cli_offline *o, char **token, int64_t *expires_at, 
                       size_t errlen);
 void cli_offline_close(struct cli_offline *o);
 
+/* cli_report.c: a report command (accounts, devices): the daemon's JSON document for the
+ * request named like the command, or, with no daemon, offline(); printed whole with --json, else
+ * as an aligned table of the document's list_key array. */
+#define CLI_REPORT_MAX_COLS 8
+#define CLI_CELL 160
+struct cJSON;
+struct cli_report {
+    const char *name;     /* the command, and the control request */
+    const char *list_key; /* the array of rows in the document */
+    size_t ncols;         /* at most CLI_REPORT_MAX_COLS */
+    const char *const *head;
+    void (*row)(const struct cJSON *o, char cells[][CLI_CELL]);
+    /* The document without a daemon; NULL with err. */
+    struct cJSON *(*offline)(const struct config *cfg, char *err, size_t errlen);
+    /* Before the table (where the figures come from) and after it (may be NULL). */
+    void (*before)(const struct config *cfg, const struct cJSON *doc);
+    void (*after)(const struct config *cfg, const struct cJSON *doc);
+};
+int cli_report_run(const struct cli_report *r, struct config *cfg, int argc, char **argv);
+/* A string or number member of o; NULL or 0 when absent or of another type. */
+const char *cli_json_str(const struct cJSON *o, const char *key);
+int64_t cli_json_num(const struct cJSON *o, const char *key);
+
 #endif

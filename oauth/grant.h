@@ -5,6 +5,9 @@
 
 #include <stddef.h>
 
+#include <jwt.h>
+#include <openssl/evp.h>
+
 #include "oauth/provider.h"
 
 struct http;
@@ -27,6 +30,18 @@ struct provider *grant_refresh_new(const struct oauth_client_cfg *cfg, struct ht
  * a short plain-text hint in buf, or buf left empty. p is the provider that asked. */
 typedef void (*grant_explain_fn)(const struct provider *p, const char *error,
                                  const char *description, char *buf, size_t len);
+
+/* grant_key.c: the RSA key an assertion grant signs with, as PKCS#8 PEM in wiped memory. */
+struct grant_key {
+    char *pem;
+    size_t len;
+};
+/* Keep k (a copy). 0 ok; -1 OpenSSL or memory failure. */
+int grant_key_set(struct grant_key *gk, EVP_PKEY *k);
+/* Sign jwt (headers and claims set) with RS256: the encoded token (secret_free it) or NULL.
+ * Frees jwt either way. */
+char *grant_key_sign(const struct grant_key *gk, jwt_t *jwt);
+void grant_key_clear(struct grant_key *gk);
 
 /* grant_post.c: where an account's tokens come from, checked and copied from its config. */
 struct grant_endpoint {

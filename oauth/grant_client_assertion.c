@@ -32,8 +32,7 @@
 
 struct grant_ca {
     struct grant_endpoint ep;
-    char *key_pem; /* secret_free: the private key as PKCS#8 PEM, for libjwt */
-    size_t key_len;
+    struct grant_key key;
     char x5t_s256[48]; /* base64url SHA-256 of the certificate's DER */
     char x5t[32];      /* base64url SHA-1 (older Entra) */
 };
@@ -138,29 +137,6 @@ static int grant_ca_check_validity(const char *who, const char *path, X509 *x, c
     return 0;
 }
 
-/* The PKCS#8 PEM of k in wiped memory, for libjwt. */
-static int grant_ca_export_key(struct grant_ca *g, EVP_PKEY *k)
-{
-    BIO *b = BIO_new(BIO_s_secmem());
-    char *data = NULL;
-    long n;
-    int rc = -1;
-    if (!b || !PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL))
-        goto out;
-    n = BIO_get_mem_data(b, &data);
-    if (n <= 0 || !data)
-        goto out;
-    g->key_pem = calloc(1, (size_t)n + 1);
-    if (!g->key_pem)
-        goto out;
-    memcpy(g->key_pem, data, (size_t)n);
-    g->key_len = (size_t)n;
-    rc = 0;
-out:
-    BIO_free(b); /* secure memory: cleared on free */
-    return rc;
-}
-
 static int grant_ca_load(struct grant_ca *g, const char *who, const struct oauth_client_cfg *cfg,
                          char *err, size_t errlen)
 {
@@ -207,7 +183,7 @@ static int grant_ca_load(struct grant_ca *g, const char *who, const struct oauth
     if (!X509_digest(x, EVP_sha1(), md, &mdlen))
         goto oom;
     grant_ca_b64url(g->x5t, sizeof(g->x5t), md, mdlen);
-    if (!g->x5t_s256[0] || !g->x5t[0] || grant_ca_export_key(g, k) != 0)
+    if (!g->x5t_s256[0] || !g->x5t[0] || grant_key_set(&g->key, k) != 0)
         goto oom;
     {
         /* The SHA-1 thumbprint in hex is what the Entra portal shows next to the certificate. */
@@ -234,7 +210,6 @@ static char *grant_ca_assertion(const struct grant_ca *g)
     jwt_t *jwt = NULL;
     unsigned char rnd[16];
     char jti[2 * sizeof(rnd) + 1];
-    char *out = NULL;
     long now = (long)time(NULL);
 
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -250,19 +225,10 @@ static char *grant_ca_assertion(const struct grant_ca *g)
         jwt_add_grant(jwt, "iss", g->ep.client_id) == 0 &&
         jwt_add_grant(jwt, "sub", g->ep.client_id) == 0 && jwt_add_grant(jwt, "jti", jti) == 0 &&
         jwt_add_grant_int(jwt, "nbf", now) == 0 && jwt_add_grant_int(jwt, "iat", now) == 0 &&
-        jwt_add_grant_int(jwt, "exp", now + GRANT_CA_LIFETIME) == 0 &&
-        jwt_set_alg(jwt, JWT_ALG_RS256, (const unsigned char *)g->key_pem, (int)g->key_len) == 0)
-        out = jwt_encode_str(jwt);
-    jwt_free(jwt); /* wipes its copy of the key */
-    return out;
-}
-
-static void grant_ca_wipe_free(char *s)
-{
-    if (!s)
-        return;
-    OPENSSL_cleanse(s, strlen(s));
-    free(s);
+        jwt_add_grant_int(jwt, "exp", now + GRANT_CA_LIFETIME) == 0)
+        return grant_key_sign(&g->key, jwt);
+    jwt_free(jwt);
+    return NULL;
 }
 
 static struct provider_req *grant_ca_request(struct provider *p, provider_done_cb cb, void *arg)
@@ -288,7 +254,7 @@ static struct provider_req *grant_ca_request(struct provider *p, provider_done_c
     r = grant_post(p, &g->ep, form, assertion, "certificate", cb, arg);
 out:
     secret_free(form);
-    grant_ca_wipe_free(assertion);
+    secret_free(assertion);
     return r;
 }
 
@@ -298,7 +264,7 @@ static void grant_ca_destroy(struct provider *p)
     if (!g)
         return;
     grant_endpoint_clear(&g->ep);
-    secret_free(g->key_pem);
+    grant_key_clear(&g->key);
     free(g);
     p->ctx = NULL;
 }

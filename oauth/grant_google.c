@@ -31,8 +31,7 @@
 
 struct grant_google {
     struct grant_endpoint ep;
-    char *key_pem; /* secret_free: the private key as PKCS#8 PEM, for libjwt */
-    size_t key_len;
+    struct grant_key key;
     char *client_email; /* iss */
     char *key_id;       /* kid: private_key_id */
     char *client_id;    /* the numeric id the Admin console wants; NULL if the file has none */
@@ -87,29 +86,6 @@ static const char *grant_google_field(const cJSON *j, const char *name, int *bad
     return v->valuestring;
 }
 
-/* The PKCS#8 PEM of k in wiped memory, for libjwt. */
-static int grant_google_export_key(struct grant_google *g, EVP_PKEY *k)
-{
-    BIO *b = BIO_new(BIO_s_secmem());
-    char *data = NULL;
-    long n;
-    int rc = -1;
-    if (!b || !PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL))
-        goto out;
-    n = BIO_get_mem_data(b, &data);
-    if (n <= 0 || !data)
-        goto out;
-    g->key_pem = calloc(1, (size_t)n + 1);
-    if (!g->key_pem)
-        goto out;
-    memcpy(g->key_pem, data, (size_t)n);
-    g->key_len = (size_t)n;
-    rc = 0;
-out:
-    BIO_free(b); /* secure memory: cleared on free */
-    return rc;
-}
-
 /* The private key of the JSON: RSA, at least 2048 bits, no passphrase. Messages never quote it. */
 static int grant_google_load_key(struct grant_google *g, const char *who, const char *path,
                                  const char *pem, char *err, size_t errlen)
@@ -135,7 +111,7 @@ static int grant_google_load_key(struct grant_google *g, const char *who, const 
                  who, path, GRANT_GOOGLE_MIN_BITS);
         goto out;
     }
-    if (grant_google_export_key(g, k) != 0) {
+    if (grant_key_set(&g->key, k) != 0) {
         snprintf(err, errlen, "account %s: service_account_key %s: out of memory", who, path);
         goto out;
     }
@@ -257,7 +233,6 @@ static void grant_google_explain(const struct provider *p, const char *error,
 static char *grant_google_assertion(const struct grant_google *g)
 {
     jwt_t *jwt = NULL;
-    char *out = NULL;
     long now = (long)time(NULL);
 
     if (jwt_new(&jwt) != 0)
@@ -267,11 +242,10 @@ static char *grant_google_assertion(const struct grant_google *g)
         jwt_add_grant(jwt, "scope", g->ep.scope ? g->ep.scope : GRANT_GOOGLE_SCOPE) == 0 &&
         jwt_add_grant(jwt, "aud", g->ep.token_url) == 0 &&
         jwt_add_grant(jwt, "sub", g->mailbox) == 0 && jwt_add_grant_int(jwt, "iat", now) == 0 &&
-        jwt_add_grant_int(jwt, "exp", now + GRANT_GOOGLE_LIFETIME) == 0 &&
-        jwt_set_alg(jwt, JWT_ALG_RS256, (const unsigned char *)g->key_pem, (int)g->key_len) == 0)
-        out = jwt_encode_str(jwt);
-    jwt_free(jwt); /* wipes its copy of the key */
-    return out;
+        jwt_add_grant_int(jwt, "exp", now + GRANT_GOOGLE_LIFETIME) == 0)
+        return grant_key_sign(&g->key, jwt);
+    jwt_free(jwt);
+    return NULL;
 }
 
 static struct provider_req *grant_google_request(struct provider *p, provider_done_cb cb, void *arg)
@@ -304,7 +278,7 @@ static void grant_google_destroy(struct provider *p)
     if (!g)
         return;
     grant_endpoint_clear(&g->ep);
-    secret_free(g->key_pem);
+    grant_key_clear(&g->key);
     free(g->client_email);
     free(g->key_id);
     free(g->client_id);

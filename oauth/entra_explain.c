@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "oauth/token_response.h"
+
 #define SECRETS "Entra admin center > App registrations > the app > Certificates & secrets"
 
 static const struct entra_explanation table[] = {
@@ -41,17 +43,6 @@ const struct entra_explanation *entra_explain(long aadsts)
     return NULL;
 }
 
-long entra_explain_code(const char *description)
-{
-    const char *p = description ? strstr(description, "AADSTS") : NULL;
-    long v = 0;
-    if (!p)
-        return 0;
-    for (p += 6; *p >= '0' && *p <= '9' && v < 100000000L; p++)
-        v = v * 10 + (*p - '0');
-    return v;
-}
-
 const char *entra_explain_format(const struct entra_explanation *e, char *buf, size_t len)
 {
     snprintf(buf, len, "%s; fix: %s", e->meaning, e->fix);
@@ -69,7 +60,7 @@ void entra_explain_hint(const struct provider *p, const char *error, const char 
 {
     (void)p;
     (void)error;
-    const struct entra_explanation *e = entra_explain(entra_explain_code(description));
+    const struct entra_explanation *e = entra_explain(token_response_aadsts(description));
     if (e)
         entra_explain_format(e, buf, len);
 }

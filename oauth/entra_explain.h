@@ -16,8 +16,6 @@ struct entra_explanation {
 
 /* The entry for an AADSTS code, or NULL when the table does not know it. */
 const struct entra_explanation *entra_explain(long aadsts);
-/* The code in an Entra error description ("AADSTS7000215: ..."), 0 if none. */
-long entra_explain_code(const char *description);
 /* "meaning; fix: fix" into buf (cut to len). Returns buf. */
 const char *entra_explain_format(const struct entra_explanation *e, char *buf, size_t len);
 /* The whole table, for docs and tests. */

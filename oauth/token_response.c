@@ -94,8 +94,7 @@ static char *token_response_clean_desc(const char *s)
     return out;
 }
 
-/* "AADSTS7000215: ..." -> 7000215; 0 if none. */
-static long token_response_aadsts_in(const char *s)
+long token_response_aadsts(const char *s)
 {
     const char *p = s ? strstr(s, "AADSTS") : NULL;
     long v = 0;
@@ -187,7 +186,7 @@ int token_response_parse(const char *body, size_t len, long http_status, struct 
             codes->child->valuedouble < 1e9)
             r.aadsts = (long)codes->child->valuedouble;
         else if (cJSON_IsString(desc))
-            r.aadsts = token_response_aadsts_in(desc->valuestring);
+            r.aadsts = token_response_aadsts(desc->valuestring);
         ret = 0;
         goto out;
     }

@@ -20,5 +20,7 @@ struct token_response {
 int token_response_parse(const char *body, size_t len, long http_status, struct token_response *out,
                          char *err, size_t errlen);
 void token_response_clear(struct token_response *r);
+/* The code in an Entra error text ("AADSTS7000215: ..." -> 7000215); 0 if none (or s NULL). */
+long token_response_aadsts(const char *s);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "common/secret.h"
 #include "oauth/entra_explain.h"
+#include "oauth/token_response.h"
 #include "proxy/cli_int.h"
 #include "proxy/client_session.h"
 #include "proxy/config.h"
@@ -423,7 +424,7 @@ static int get_token(struct test_run *t, struct cli_offline *o)
         printf("token: FAILED: ");
         put_safe(err, sizeof(err) - 1);
         putchar('\n');
-        const struct entra_explanation *e = entra_explain(entra_explain_code(err));
+        const struct entra_explanation *e = entra_explain(token_response_aadsts(err));
         if (e)
             printf("  meaning: %s\n  fix:     %s\n", e->meaning, e->fix);
         return -1;

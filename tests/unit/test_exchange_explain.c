@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "oauth/entra_explain.h"
+#include "oauth/token_response.h"
 #include "proxy/exchange_explain.h"
 #include "proxy/token_claims.h"
 
@@ -156,13 +157,14 @@ static void test_entra(void **state)
     assert_non_null(strstr(entra_explain(7000222)->meaning, "expired"));
     assert_null(entra_explain(0));
     assert_null(entra_explain(12345));
-    assert_int_equal(entra_explain_code("AADSTS7000215: Invalid client secret provided."), 7000215);
-    assert_int_equal(entra_explain_code("x AADSTS70011: The provided value"), 70011);
-    assert_int_equal(entra_explain_code("no code"), 0);
-    assert_int_equal(entra_explain_code(NULL), 0);
-    assert_int_equal(entra_explain_code("AADSTS"), 0);
+    assert_int_equal(token_response_aadsts("AADSTS7000215: Invalid client secret provided."),
+                     7000215);
+    assert_int_equal(token_response_aadsts("x AADSTS70011: The provided value"), 70011);
+    assert_int_equal(token_response_aadsts("no code"), 0);
+    assert_int_equal(token_response_aadsts(NULL), 0);
+    assert_int_equal(token_response_aadsts("AADSTS"), 0);
     /* digits without end stay bounded */
-    assert_true(entra_explain_code("AADSTS99999999999999999999999") > 0);
+    assert_true(token_response_aadsts("AADSTS99999999999999999999999") > 0);
 
     char buf[320];
     entra_explain_hint(NULL, "invalid_client", "AADSTS7000215: Invalid client secret", buf,

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int durable_write_all(int fd, const void *p, size_t n)
@@ -30,6 +31,22 @@ int durable_fsync(int fd)
     while (fsync(fd) != 0)
         if (errno != EINTR)
             return -1;
+    return 0;
+}
+
+int durable_mkdir(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (mkdir(path, 0700) == 0)
+        return 1;
+    if (errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a directory", path);
+        return -1;
+    }
     return 0;
 }
 

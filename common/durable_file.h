@@ -11,6 +11,10 @@
 int durable_write_all(int fd, const void *p, size_t n);
 /* fsync(2) fd, retrying EINTR. 0 ok, -1 (errno set). */
 int durable_fsync(int fd);
+/* A directory the proxy keeps files in: created mode 0700 if missing. 1 created, 0 it was there
+ * (a symlink to a directory counts: systemd's DynamicUser= makes STATE_DIR one), -1 with err
+ * (cannot create it, or it is not a directory). */
+int durable_mkdir(const char *path, char *err, size_t errlen);
 /* fsync a directory, so that a rename or unlink in it is durable. 0 ok, -1 with err. */
 int durable_fsync_dir(const char *dir, char *err, size_t errlen);
 /* Put len bytes of data at final atomically: create tmp (it must not exist; same filesystem as

@@ -22,6 +22,7 @@
 #include <event2/listener.h>
 #include <openssl/crypto.h>
 
+#include "common/durable_file.h"
 #include "common/log.h"
 #include "oauth/token_cache.h"
 #include "proxy/config.h"
@@ -268,26 +269,11 @@ static cJSON *account_json(const struct cfg_account *a, const struct token_cache
     return o;
 }
 
-static void cmd_accounts(struct control_conn *c, const char *arg, char *payload)
+/* A JSON document as the reply (doc NULL: out of memory), on one line: the reply is bounded
+ * (CONTROL_REPLY_MAX) and the commands print it formatted themselves. Frees doc. */
+static void reply_json(struct control_conn *c, cJSON *doc)
 {
-    (void)arg;
-    (void)payload;
-    const struct server_gen *g = c->gen;
-    cJSON *doc = cJSON_CreateObject();
-    cJSON *list = doc ? cJSON_AddArrayToObject(doc, "accounts") : NULL;
-    char *text = NULL;
-    if (list && cJSON_AddStringToObject(doc, "source", "daemon")) {
-        size_t i;
-        for (i = 0; i < g->cfg->naccounts; i++) {
-            cJSON *o = account_json(&g->cfg->accounts[i], server_gen_token_cache(g, i));
-            if (!o || !cJSON_AddItemToArray(list, o)) {
-                cJSON_Delete(o);
-                break;
-            }
-        }
-        if (i == g->cfg->naccounts)
-            text = cJSON_Print(doc);
-    }
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
     if (text)
         reply(c, 1, "%s\n", text);
@@ -296,22 +282,37 @@ static void cmd_accounts(struct control_conn *c, const char *arg, char *payload)
     cJSON_free(text);
 }
 
+static void cmd_accounts(struct control_conn *c, const char *arg, char *payload)
+{
+    (void)arg;
+    (void)payload;
+    const struct server_gen *g = c->gen;
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *list = doc ? cJSON_AddArrayToObject(doc, "accounts") : NULL;
+    if (!list || !cJSON_AddStringToObject(doc, "source", "daemon")) {
+        cJSON_Delete(doc);
+        doc = NULL;
+    }
+    for (size_t i = 0; doc && i < g->cfg->naccounts; i++) {
+        cJSON *o = account_json(&g->cfg->accounts[i], server_gen_token_cache(g, i));
+        if (!o || !cJSON_AddItemToArray(list, o)) {
+            cJSON_Delete(o);
+            cJSON_Delete(doc);
+            doc = NULL;
+        }
+    }
+    reply_json(c, doc);
+}
+
 /* `devices`: the live device history (proxy/device_stats_json.c draws the document). */
 static void cmd_devices(struct control_conn *c, const char *arg, char *payload)
 {
     (void)arg;
     (void)payload;
     struct server *srv = c->ctl->srv;
-    cJSON *doc = device_stats_json(device_stats_keeper_stats(srv->devstats), srv->gen->cfg,
-                                   "daemon", (int64_t)time(NULL));
-    /* unformatted: the reply is bounded (CONTROL_REPLY_MAX), ~250 bytes a device */
-    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-    cJSON_Delete(doc);
-    if (text)
-        reply(c, 1, "%s\n", text);
-    else
-        reply(c, 0, "out of memory");
-    cJSON_free(text);
+    /* ~250 bytes a device */
+    reply_json(c, device_stats_json(device_stats_keeper_stats(srv->devstats), srv->gen->cfg,
+                                    "daemon", (int64_t)time(NULL)));
 }
 
 /* Issue #4 adds "queue ..." here. */
@@ -512,22 +513,20 @@ static int clear_stale(const char *path, const struct sockaddr_un *sun, char *er
  * create it, mode 0700, as the token store would. */
 static int make_parent(const char *path, char *err, size_t errlen)
 {
-    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    struct stat st;
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], derr[512];
     const char *slash = strrchr(path, '/');
     if (!slash || slash == path)
         return 0;
     size_t n = (size_t)(slash - path);
     memcpy(dir, path, n);
     dir[n] = '\0';
-    if (stat(dir, &st) == 0)
-        return 0;
-    if (errno != ENOENT || mkdir(dir, 0700) != 0) {
-        snprintf(err, errlen, "control socket %s: cannot create %s: %s", path, dir,
-                 strerror(errno));
+    int r = durable_mkdir(dir, derr, sizeof(derr));
+    if (r < 0) {
+        snprintf(err, errlen, "control socket %s: %s", path, derr);
         return -1;
     }
-    log_info("event=state_dir_created dir=%s", dir);
+    if (r > 0)
+        log_info("event=state_dir_created dir=%s", dir);
     return 0;
 }
 

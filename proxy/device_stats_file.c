@@ -138,11 +138,7 @@ static int ensure_dir(const char *path, char *dir, size_t dirlen, char *err, siz
     }
     memcpy(dir, path, n);
     dir[n] = '\0';
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return durable_mkdir(dir, err, errlen) < 0 ? -1 : 0;
 }
 
 int device_stats_save(const struct device_stats *ds, const char *path, char *err, size_t errlen)

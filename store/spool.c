@@ -128,15 +128,9 @@ out:
 static int spool_mkdir(const char *path, int warn, char *err, size_t errlen)
 {
     struct stat st;
-    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+    if (durable_mkdir(path, err, errlen) < 0)
         return -1;
-    }
-    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a directory", path);
-        return -1;
-    }
-    if (warn && (st.st_mode & (S_IRWXG | S_IRWXO)))
+    if (warn && stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
         log_warn("event=spool_dir_open dir=%s mode=%04o hint=\"chmod 700 %s\"", path,
                  (unsigned)(st.st_mode & 07777), path);
     return 0;

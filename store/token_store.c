@@ -17,8 +17,8 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-#include "common/log.h"
 #include "common/durable_file.h"
+#include "common/log.h"
 #include "common/secret.h"
 
 #define TOKEN_STORE_RECORD_VERSION 1
@@ -89,22 +89,6 @@ out:
     return ret;
 }
 
-static int token_store_mkdir(const char *path, char *err, size_t errlen)
-{
-    struct stat st;
-    if (mkdir(path, 0700) == 0)
-        return 0;
-    if (errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a directory", path);
-        return -1;
-    }
-    return 0;
-}
-
 struct token_store *token_store_new(const char *state_dir, const char *key_file, char *err,
                                     size_t errlen)
 {
@@ -128,8 +112,7 @@ struct token_store *token_store_new(const char *state_dir, const char *key_file,
         snprintf(err, errlen, "state_dir is too long");
         goto fail;
     }
-    if (token_store_mkdir(state_dir, err, errlen) != 0 ||
-        token_store_mkdir(s->dir, err, errlen) != 0)
+    if (durable_mkdir(state_dir, err, errlen) < 0 || durable_mkdir(s->dir, err, errlen) < 0)
         goto fail;
     if (stat(s->dir, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
         log_warn("event=token_store_dir_open dir=%s mode=%04o hint=\"chmod 700 %s\"", s->dir,

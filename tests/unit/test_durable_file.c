@@ -100,11 +100,38 @@ static void test_failures_leave_the_old_file(void **state)
     assert_non_null(strstr(err, "cannot fsync /nonexistent-dir"));
 }
 
+/* STATE_DIR under systemd's DynamicUser= is a symlink to /var/lib/private/...: it must do. */
+static void test_mkdir(void **state)
+{
+    char d[256], link[256], file[256], err[256];
+    FILE *f;
+    struct stat st;
+    (void)state;
+    snprintf(d, sizeof(d), "%s/m", dir);
+    assert_int_equal(durable_mkdir(d, err, sizeof(err)), 1);
+    assert_int_equal(stat(d, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(durable_mkdir(d, err, sizeof(err)), 0);
+    snprintf(link, sizeof(link), "%s/l", dir);
+    assert_int_equal(symlink(d, link), 0);
+    assert_int_equal(durable_mkdir(link, err, sizeof(err)), 0);
+    snprintf(file, sizeof(file), "%s/file", dir);
+    f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(durable_mkdir(file, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not a directory"));
+    snprintf(d, sizeof(d), "%s/nonexistent/x", dir);
+    assert_int_equal(durable_mkdir(d, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cannot create"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replace),
         cmocka_unit_test(test_failures_leave_the_old_file),
+        cmocka_unit_test(test_mkdir),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

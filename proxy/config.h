@@ -37,6 +37,14 @@ enum sender_rewrite {
     SENDER_REWRITE_HEADER,   /* also From: becomes the mailbox, the original kept as Reply-To */
 };
 
+/* delivery: what the device's 250 means (issue #4, docs/spool.md). */
+enum delivery_mode {
+    DELIVERY_DIRECT_THEN_SPOOL, /* try the upstream while the device waits; on a temporary
+                                 * failure commit to the spool and answer 250 (the default) */
+    DELIVERY_DIRECT,            /* the device hears the upstream's verdict, command by command */
+    DELIVERY_SPOOL,             /* 250 once the message is committed (fsynced) to the spool */
+};
+
 struct cfg_account {
     char *name;
     char *provider; /* "microsoft" | "google" | "oauth2" */
@@ -60,6 +68,13 @@ struct cfg_account {
     char *token_url; /* resolved: explicit, or the provider's default (NULL: from issuer) */
     char *scope;     /* resolved: explicit, or the provider's default (may be NULL) */
     struct cfg_upstream upstream; /* resolved: [upstream] defaults + upstream_* overrides */
+    enum delivery_mode delivery;
+    /* messages per minute started upstream; 0: no limit. Resolved: explicit, or 30 for
+     * microsoft (Exchange Online's limit per mailbox), 0 for the others. */
+    unsigned rate_limit;
+    int rate_limit_set;                /* given in the file (config_check resolves the default) */
+    unsigned max_upstream_connections; /* at once, per account; 0: no cap; default 3 */
+    char *bounce_to;                   /* NULL: bounces go to the envelope sender */
     int line;
 };
 
@@ -103,6 +118,10 @@ struct config {
     struct cfg_upstream upstream;
     unsigned upstream_connect_timeout; /* seconds */
     unsigned upstream_timeout;         /* seconds per reply */
+    /* an authenticated upstream connection is kept this long for the next message; 0: never */
+    unsigned upstream_idle_timeout; /* seconds */
+    /* [proxy] max_queue_lifetime: a spooled message is bounced after this long (seconds) */
+    unsigned max_queue_lifetime;
     /* [account NAME], [device NAME] in file order */
     struct cfg_account *accounts;
     size_t naccounts;

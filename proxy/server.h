@@ -17,6 +17,8 @@ struct server_session;
 struct server_gen;
 struct metrics;
 struct device_stats_keeper;
+struct upstream_pools;
+struct queue;
 
 struct server {
     struct event_base *base;
@@ -28,6 +30,8 @@ struct server {
     struct metrics *metrics;         /* counters for metrics_listen (always kept) */
     /* the `devices` history (device_stats.h); NULL: out of memory, not kept */
     struct device_stats_keeper *devstats;
+    struct upstream_pools *pools; /* upstream connections per account (upstream_pool.h) */
+    struct queue *queue;          /* the spool and its runner (queue.h) */
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

@@ -69,6 +69,11 @@ int spool_writer_write(struct spool_writer *w, const void *buf, size_t len, char
  * why. */
 int spool_writer_commit(struct spool_writer *w, struct spool_envelope *env, char *err,
                         size_t errlen);
+/* Read back what w has written so far, before it is committed (direct-then-spool tries the
+ * upstream first): a reader of exactly those bytes whose SHA-256 is checked at the end, like
+ * spool_body_read's. Write nothing more to w while the reader is in use; free the reader
+ * (spool_body_free) before committing or aborting w. NULL with err on failure. */
+struct spool_body *spool_writer_reader(struct spool_writer *w, char *err, size_t errlen);
 /* Drop an uncommitted message and free w. Accepts NULL. */
 void spool_writer_abort(struct spool_writer *w);
 

@@ -503,6 +503,7 @@ void config_free(struct config *cfg)
         free(a->client_certificate);
         free(a->client_key);
         free(a->mailbox);
+        free(a->bounce_to);
         free(a->service_account_key);
         free(a->issuer);
         free(a->device_authorization_url);

@@ -72,7 +72,6 @@ struct cfg_account {
     /* messages per minute started upstream; 0: no limit. Resolved: explicit, or 30 for
      * microsoft (Exchange Online's limit per mailbox), 0 for the others. */
     unsigned rate_limit;
-    int rate_limit_set;                /* given in the file (config_check resolves the default) */
     unsigned max_upstream_connections; /* at once, per account; 0: no cap; default 3 */
     char *bounce_to;                   /* NULL: bounces go to the envelope sender */
     int line;

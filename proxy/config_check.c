@@ -268,6 +268,9 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
         a->upstream.ca_file = config_strdup(c, up->ca_file);
     if (a->upstream.auth == UPSTREAM_AUTH_UNSET)
         a->upstream.auth = up->auth;
+    /* Exchange Online answers 432 4.3.2 beyond 30 messages a minute per mailbox. */
+    if (!config_check_key_set(s, "rate_limit"))
+        a->rate_limit = a->provider && strcmp(a->provider, "microsoft") == 0 ? 30 : 0;
 }
 
 static void config_check_device(struct config_ctx *c, struct config_section *s)

@@ -26,6 +26,11 @@ static const struct config_choice config_rewrites[] = {{"off", SENDER_REWRITE_OF
                                                        {"envelope", SENDER_REWRITE_ENVELOPE},
                                                        {"header", SENDER_REWRITE_HEADER},
                                                        {NULL, 0}};
+static const struct config_choice config_deliveries[] = {
+    {"direct-then-spool", DELIVERY_DIRECT_THEN_SPOOL},
+    {"direct", DELIVERY_DIRECT},
+    {"spool", DELIVERY_SPOOL},
+    {NULL, 0}};
 static const struct config_choice config_upstream_auths[] = {
     {"xoauth2", UPSTREAM_AUTH_XOAUTH2},
     {"oauthbearer", UPSTREAM_AUTH_OAUTHBEARER},
@@ -70,6 +75,8 @@ static const struct config_key config_proxy_keys[] = {
      KEY_EMPTY_OK, "IPv4:port or [IPv6]:port (loopback or a management network)"},
     {"stale_after", config_value_set_duration, CF(stale_after), "365d", 1, 3650u * 86400u, NULL, 0,
      NULL},
+    {"max_queue_lifetime", config_value_set_duration, CF(max_queue_lifetime), "5d", 60,
+     30u * 86400u, NULL, 0, NULL},
 };
 
 static const struct config_key config_upstream_keys[] = {
@@ -83,6 +90,8 @@ static const struct config_key config_upstream_keys[] = {
     {"connect_timeout", config_value_set_duration, CF(upstream_connect_timeout), "30s", 1, 3600,
      NULL, 0, NULL},
     {"timeout", config_value_set_duration, CF(upstream_timeout), "300s", 1, 3600, NULL, 0, NULL},
+    {"idle_timeout", config_value_set_duration, CF(upstream_idle_timeout), "30s", 0, 3600, NULL, 0,
+     NULL},
 };
 
 static const struct config_key config_account_keys[] = {
@@ -120,6 +129,14 @@ static const struct config_key config_account_keys[] = {
      KEY_EMPTY_OK, "a readable PEM file"},
     {"upstream_auth", config_value_set_choice, AF(upstream.auth), NULL, 0, 0, config_upstream_auths,
      KEY_EMPTY_OK, NULL},
+    {"delivery", config_value_set_choice, AF(delivery), "direct-then-spool", 0, 0,
+     config_deliveries, 0, NULL},
+    /* No default here: 30 for microsoft, none for the others (config_check_account). */
+    {"rate_limit", config_value_set_uint, AF(rate_limit), NULL, 0, 100000, NULL, 0, NULL},
+    {"max_upstream_connections", config_value_set_uint, AF(max_upstream_connections), "3", 0, 1000,
+     NULL, 0, NULL},
+    {"bounce_to", config_value_set_mailbox, AF(bounce_to), NULL, 0, 0, NULL, KEY_EMPTY_OK,
+     "local@domain (default: the envelope sender)"},
 };
 
 static const struct config_key config_device_keys[] = {

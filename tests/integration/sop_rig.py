@@ -873,8 +873,13 @@ def proxy_config(rig, listen_port, listen_tls_port=None, devices=(), state_dir=N
         lines += ["client_secret_file = %s" % (secret_file or rig.secret_file)]
     lines += ["mailbox = %s" % rig.mailbox, "token_url = %s" % (token_url or rig.token_url),
               "sender_rewrite = off"]
-    for k, v in (account_extra or {}).items():
-        lines.append("%s = %s" % (k, v))
+    # The relay core's tests expect the device to hear the upstream's verdict and no pacing;
+    # the spool's tests ask for delivery and rate_limit explicitly.
+    extra = {"delivery": "direct", "rate_limit": "0"}
+    extra.update(account_extra or {})
+    for k, v in extra.items():
+        if v is not None:
+            lines.append("%s = %s" % (k, v))
     for name, kv in devices:
         lines += ["", "[device %s]" % name]
         for k, v in kv.items():

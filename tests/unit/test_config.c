@@ -379,7 +379,7 @@ static void test_unknown_key(void **state)
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
-                  "stale_after\n"
+                  "stale_after, max_queue_lifetime\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }
@@ -985,6 +985,48 @@ static void test_upstream_auth(void **state)
                   "@DIR@/c.conf:4: upstream_auth: empty value\n");
 }
 
+/* Issue #4: what the device's 250 means, pacing and bounces. */
+static void test_delivery_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->accounts[0].delivery, DELIVERY_DIRECT_THEN_SPOOL);
+    assert_int_equal(cfg->accounts[0].rate_limit, 30); /* microsoft: Exchange's limit */
+    assert_int_equal(cfg->accounts[0].max_upstream_connections, 3);
+    assert_null(cfg->accounts[0].bounce_to);
+    assert_int_equal(cfg->upstream_idle_timeout, 30);
+    assert_int_equal(cfg->max_queue_lifetime, 5 * 86400);
+    config_free(cfg);
+
+    cfg = expect_ok(MIN_PROXY "max_queue_lifetime = 2h\n[upstream]\nidle_timeout = 0s\n" MIN_ACCOUNT
+                              "delivery = spool\nrate_limit = 0\nmax_upstream_connections = 0\n"
+                              "bounce_to = postmaster@contoso.edu\n"
+                              "[account g]\nprovider = oauth2\ntoken_url = https://idp.test/t\n"
+                              "client_id = cid\nclient_secret_file = @DIR@/b.secret\n"
+                              "mailbox = g@contoso.edu\ndelivery = direct\n" MIN_DEVICE);
+    assert_int_equal(cfg->max_queue_lifetime, 7200);
+    assert_int_equal(cfg->upstream_idle_timeout, 0);
+    assert_int_equal(cfg->accounts[0].delivery, DELIVERY_SPOOL);
+    assert_int_equal(cfg->accounts[0].rate_limit, 0); /* explicit: no limit */
+    assert_int_equal(cfg->accounts[0].max_upstream_connections, 0);
+    assert_string_equal(cfg->accounts[0].bounce_to, "postmaster@contoso.edu");
+    assert_int_equal(cfg->accounts[1].delivery, DELIVERY_DIRECT);
+    assert_int_equal(cfg->accounts[1].rate_limit, 0); /* not microsoft: none by default */
+    config_free(cfg);
+
+    expect_errors(MIN_PROXY MIN_ACCOUNT
+                  "delivery = queue\nrate_limit = -1\n"
+                  "bounce_to = nobody\nmax_upstream_connections = 5000\n" MIN_DEVICE,
+                  "@DIR@/c.conf:9: delivery: invalid value 'queue'; valid: direct-then-spool, "
+                  "direct, spool\n"
+                  "@DIR@/c.conf:10: rate_limit: invalid number '-1'; expected an integer "
+                  "0..100000\n"
+                  "@DIR@/c.conf:11: bounce_to: 'nobody' is not a mailbox address; expected "
+                  "local@domain\n"
+                  "@DIR@/c.conf:12: max_upstream_connections: 5000 is out of range; valid: "
+                  "0..1000\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -999,7 +1041,7 @@ int main(void)
         cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
         cmocka_unit_test(test_example_file),      cmocka_unit_test(test_delegated_example),
         cmocka_unit_test(test_grant_credentials), cmocka_unit_test(test_upstream_auth),
-        cmocka_unit_test(test_metrics_listen),
+        cmocka_unit_test(test_metrics_listen),    cmocka_unit_test(test_delivery_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

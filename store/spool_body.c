@@ -52,10 +52,12 @@ static int spool_pread_all(int fd, void *buf, size_t n, off_t off)
     return 0;
 }
 
-struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope *env, char *err,
-                                   size_t errlen)
+/* A reader of the first size bytes of the file at path, whose SHA-256 must be sha_hex. min_len:
+ * the file's length must be exactly this (a committed body: size + trailer), or, with
+ * at_least, at least this (a body still being written). */
+static struct spool_body *spool_body_new(const char *path, uint64_t size, const char *sha_hex,
+                                         uint64_t min_len, int at_least, char *err, size_t errlen)
 {
-    char want[SPOOL_TRAILER_LEN + 1], got[SPOOL_TRAILER_LEN];
     struct spool_body *b;
     struct stat st;
 
@@ -65,9 +67,8 @@ struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope 
         return NULL;
     }
     b->fd = -1;
-    if (!env || !spool_body_path(s, env->queue_id, b->path, sizeof(b->path)) ||
-        env->size > (uint64_t)INT64_MAX - SPOOL_TRAILER_LEN) {
-        snprintf(err, errlen, "not a valid envelope");
+    if (snprintf(b->path, sizeof(b->path), "%s", path) >= (int)sizeof(b->path)) {
+        snprintf(err, errlen, "path too long");
         goto fail;
     }
     b->fd = open(b->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -79,11 +80,39 @@ struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope 
         snprintf(err, errlen, "%s: not a regular file", b->path);
         goto fail;
     }
-    if ((uint64_t)st.st_size != env->size + SPOOL_TRAILER_LEN) {
-        snprintf(err, errlen, "%s: %lld bytes, the envelope says %llu + %d (truncated or torn)",
-                 b->path, (long long)st.st_size, (unsigned long long)env->size, SPOOL_TRAILER_LEN);
+    if (at_least ? (uint64_t)st.st_size < min_len : (uint64_t)st.st_size != min_len) {
+        snprintf(err, errlen, "%s: %lld bytes, expected %s%llu (truncated or torn)", b->path,
+                 (long long)st.st_size, at_least ? "at least " : "", (unsigned long long)min_len);
         goto fail;
     }
+    b->md = EVP_MD_CTX_new();
+    if (!b->md || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
+        snprintf(err, errlen, "cannot start SHA-256");
+        goto fail;
+    }
+    b->left = size;
+    snprintf(b->want, sizeof(b->want), "%s", sha_hex);
+    return b;
+fail:
+    spool_body_free(b);
+    return NULL;
+}
+
+struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope *env, char *err,
+                                   size_t errlen)
+{
+    char path[PATH_MAX + 32], want[SPOOL_TRAILER_LEN + 1], got[SPOOL_TRAILER_LEN];
+    struct spool_body *b;
+
+    if (!env || !spool_body_path(s, env->queue_id, path, sizeof(path)) ||
+        env->size > (uint64_t)INT64_MAX - SPOOL_TRAILER_LEN) {
+        snprintf(err, errlen, "not a valid envelope");
+        return NULL;
+    }
+    b = spool_body_new(path, env->size, env->body_sha256, env->size + SPOOL_TRAILER_LEN, 0, err,
+                       errlen);
+    if (!b)
+        return NULL;
     spool_trailer(want, env->queue_id, env->size);
     if (spool_pread_all(b->fd, got, SPOOL_TRAILER_LEN, (off_t)env->size) != 0) {
         snprintf(err, errlen, "cannot read %s: %s", b->path, strerror(errno));
@@ -94,42 +123,49 @@ struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope 
                  b->path);
         goto fail;
     }
-    b->md = EVP_MD_CTX_new();
-    if (!b->md || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
-        snprintf(err, errlen, "cannot start SHA-256");
-        goto fail;
-    }
-    b->left = env->size;
-    memcpy(b->want, env->body_sha256, sizeof(b->want));
     return b;
 fail:
     spool_body_free(b);
     return NULL;
 }
 
-ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, size_t errlen)
+struct spool_body *spool_body_open_partial(const char *path, uint64_t size, const char *sha_hex,
+                                           char *err, size_t errlen)
+{
+    return spool_body_new(path, size, sha_hex, size, 1, err, errlen);
+}
+
+int spool_digest_hex(EVP_MD_CTX *md, char *hex)
 {
     static const char digits[] = "0123456789abcdef";
-    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned char bin[EVP_MAX_MD_SIZE];
+    unsigned int binlen = 0, i;
+
+    if (EVP_DigestFinal_ex(md, bin, &binlen) != 1 || binlen != 32)
+        return -1;
+    for (i = 0; i < binlen; i++) {
+        hex[2 * i] = digits[bin[i] >> 4];
+        hex[2 * i + 1] = digits[bin[i] & 15];
+    }
+    hex[2 * binlen] = '\0';
+    return 0;
+}
+
+ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, size_t errlen)
+{
     char hex[SPOOL_SHA256_HEX + 1];
-    unsigned int mdlen = 0, i;
     size_t want;
     ssize_t r;
 
     if (b->left == 0) {
         if (!b->md) /* already finished */
             return 0;
-        if (EVP_DigestFinal_ex(b->md, md, &mdlen) != 1 || mdlen != 32) {
+        if (spool_digest_hex(b->md, hex) != 0) {
             snprintf(err, errlen, "SHA-256 failed");
             return -1;
         }
         EVP_MD_CTX_free(b->md);
         b->md = NULL;
-        for (i = 0; i < mdlen; i++) {
-            hex[2 * i] = digits[md[i] >> 4];
-            hex[2 * i + 1] = digits[md[i] & 15];
-        }
-        hex[SPOOL_SHA256_HEX] = '\0';
         if (memcmp(hex, b->want, SPOOL_SHA256_HEX) != 0) {
             snprintf(err, errlen, "%s: checksum mismatch (garbled)", b->path);
             b->left = UINT64_MAX; /* stays an error */

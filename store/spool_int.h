@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
+
 #include "store/spool.h"
 
 struct spool {
@@ -31,5 +33,13 @@ int spool_new_id(char out[SPOOL_ID_LEN + 1]);
 void spool_trailer(char out[SPOOL_TRAILER_LEN + 1], const char *id, uint64_t size);
 /* Read and parse the envelope file at path. 1 ok; 0 it does not exist; -1 with err. */
 int spool_read_envelope(const char *path, struct spool_envelope *env, char *err, size_t errlen);
+
+/* Finish md (SHA-256) into 64 hex digits + NUL. 0 ok, -1. */
+int spool_digest_hex(EVP_MD_CTX *md, char *hex);
+/* A reader of the first size bytes of the file at path (a body still being written: the file
+ * may be longer, and has no trailer yet), checked against sha_hex (64 hex digits) at the end like
+ * a committed body. NULL with err. */
+struct spool_body *spool_body_open_partial(const char *path, uint64_t size, const char *sha_hex,
+                                           char *err, size_t errlen);
 
 #endif

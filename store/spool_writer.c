@@ -120,24 +120,38 @@ void spool_writer_abort(struct spool_writer *w)
     free(w);
 }
 
+/* The bytes so far are in the file (write(2), no user-space buffer); their hash comes from a
+ * copy of the running digest, so the writer can go on to commit. */
+struct spool_body *spool_writer_reader(struct spool_writer *w, char *err, size_t errlen)
+{
+    char sha[SPOOL_SHA256_HEX + 1];
+    EVP_MD_CTX *md;
+    int ok;
+
+    if (w->failed || w->fd < 0) {
+        snprintf(err, errlen, "queue_id=%s: an earlier write failed", w->id);
+        return NULL;
+    }
+    md = EVP_MD_CTX_new();
+    ok = md && EVP_MD_CTX_copy_ex(md, w->md) == 1 && spool_digest_hex(md, sha) == 0;
+    EVP_MD_CTX_free(md);
+    if (!ok) {
+        snprintf(err, errlen, "SHA-256 failed");
+        return NULL;
+    }
+    return spool_body_open_partial(w->tmp_body, w->size, sha, err, errlen);
+}
+
 /* Step 1: the body, finished and renamed into queue/. 0 ok, -1 with err. */
 static int spool_writer_body(struct spool_writer *w, char *sha_hex, char *err, size_t errlen)
 {
-    static const char digits[] = "0123456789abcdef";
     char trailer[SPOOL_TRAILER_LEN + 1], final[PATH_MAX + 32];
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0, i;
     int fd = w->fd;
 
-    if (EVP_DigestFinal_ex(w->md, md, &mdlen) != 1 || mdlen != 32) {
+    if (spool_digest_hex(w->md, sha_hex) != 0) {
         snprintf(err, errlen, "SHA-256 failed");
         return -1;
     }
-    for (i = 0; i < mdlen; i++) {
-        sha_hex[2 * i] = digits[md[i] >> 4];
-        sha_hex[2 * i + 1] = digits[md[i] & 15];
-    }
-    sha_hex[2 * mdlen] = '\0';
     spool_trailer(trailer, w->id, w->size);
     if (spool_write_all(fd, trailer, SPOOL_TRAILER_LEN) != 0 || spool_fsync_fd(w->s, fd) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", w->tmp_body, strerror(errno));

@@ -348,6 +348,140 @@ static void test_multi_mb_odd_chunks(void **state)
     spool_free(s);
 }
 
+/* ---- reading a body back before the commit (direct-then-spool) ---- */
+
+/* Drain reader b cap bytes at a time into out (room for max). Returns the last read's result
+ * (0 the end and the hash matched, -1 refused) and the byte count in *n. */
+static ssize_t drain_reader(struct spool_body *b, unsigned char *out, size_t max, size_t *n,
+                            size_t cap, char *err, size_t errlen)
+{
+    unsigned char buf[8192];
+    ssize_t r;
+    *n = 0;
+    assert_true(cap <= sizeof(buf));
+    while ((r = spool_body_read(b, buf, cap, err, errlen)) > 0) {
+        assert_true(*n + (size_t)r <= max);
+        memcpy(out + *n, buf, (size_t)r);
+        *n += (size_t)r;
+    }
+    return r;
+}
+
+static void test_writer_reader_round_trip_then_commit(void **state)
+{
+    const size_t len = 200000 + 3;
+    unsigned char *body = malloc(len), *back = malloc(len), *again = NULL;
+    struct spool *s = open_spool(1);
+    struct spool_envelope env, got;
+    struct spool_body *b;
+    size_t n = 0, againlen = 0;
+    char err[512] = "";
+    (void)state;
+    assert_non_null(body);
+    assert_non_null(back);
+    for (size_t i = 0; i < len; i++)
+        body[i] = (unsigned char)(i * 7 + 3);
+    struct spool_writer *w = spool_writer_new(s, err, sizeof(err));
+    assert_non_null(w);
+    assert_int_equal(spool_writer_write(w, body, 100000, err, sizeof(err)), 0);
+    assert_int_equal(spool_writer_write(w, body + 100000, len - 100000, err, sizeof(err)), 0);
+
+    /* exactly the bytes written so far, in odd read sizes, hash checked at the end */
+    b = spool_writer_reader(w, err, sizeof(err));
+    if (!b)
+        fail_msg("spool_writer_reader: %s", err);
+    assert_int_equal(drain_reader(b, back, len, &n, 4093, err, sizeof(err)), 0);
+    assert_int_equal(n, len);
+    assert_memory_equal(back, body, len);
+    assert_int_equal(spool_body_read(b, back, 10, err, sizeof(err)), 0); /* stays at the end */
+    spool_body_free(b);
+
+    /* a second reader from the start: the writer's digest was not consumed */
+    b = spool_writer_reader(w, err, sizeof(err));
+    assert_non_null(b);
+    assert_int_equal(drain_reader(b, back, len, &n, 8192, err, sizeof(err)), 0);
+    assert_int_equal(n, len);
+    spool_body_free(b);
+
+    /* the writer still commits, with the same hash, and the committed body reads back */
+    fill_env(&env, "scan@example.org");
+    assert_int_equal(spool_writer_commit(w, &env, err, sizeof(err)), 0);
+    assert_int_equal(env.size, len);
+    assert_int_equal(spool_load_envelope(s, env.queue_id, &got, err, sizeof(err)), 1);
+    assert_int_equal(read_body(s, &got, &again, &againlen, 8191, err, sizeof(err)), 0);
+    assert_int_equal(againlen, len);
+    assert_memory_equal(again, body, len);
+    assert_int_equal(count_entries("tmp"), 0);
+    free(again);
+    free(back);
+    free(body);
+    spool_envelope_clear(&got);
+    spool_free(s);
+}
+
+static void test_writer_reader_empty_and_abort(void **state)
+{
+    struct spool *s = open_spool(0);
+    unsigned char back[16];
+    size_t n = 9;
+    char err[512] = "";
+    (void)state;
+    struct spool_writer *w = spool_writer_new(s, err, sizeof(err));
+    assert_non_null(w);
+    struct spool_body *b = spool_writer_reader(w, err, sizeof(err));
+    assert_non_null(b);
+    assert_int_equal(drain_reader(b, back, sizeof(back), &n, 16, err, sizeof(err)), 0);
+    assert_int_equal(n, 0);
+    spool_body_free(b);
+    spool_writer_abort(w);
+    assert_int_equal(count_entries("tmp"), 0);
+    spool_free(s);
+}
+
+static void test_writer_reader_detects_changed_file(void **state)
+{
+    static const char msg[] = "Subject: hi\r\n\r\nline one\r\nline two\r\n";
+    const size_t len = sizeof(msg) - 1;
+    struct spool *s = open_spool(0);
+    unsigned char back[256];
+    char err[512] = "", path[400], name[64];
+    size_t n = 0;
+    (void)state;
+
+    /* a byte changed under the reader: the last read fails, before the caller sends "." */
+    struct spool_writer *w = spool_writer_new(s, err, sizeof(err));
+    assert_non_null(w);
+    assert_int_equal(spool_writer_write(w, msg, len, err, sizeof(err)), 0);
+    snprintf(name, sizeof(name), "%s.body", spool_writer_id(w));
+    sub_path(path, sizeof(path), "tmp", name);
+    struct spool_body *b = spool_writer_reader(w, err, sizeof(err));
+    assert_non_null(b);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "X", 1, 20), 1);
+    close(fd);
+    err[0] = '\0';
+    assert_int_equal(drain_reader(b, back, sizeof(back), &n, 7, err, sizeof(err)), -1);
+    assert_int_equal(n, len); /* every byte was handed out: only the hash tells */
+    assert_true(contains(err, "checksum mismatch"));
+    assert_int_equal(spool_body_read(b, back, 7, err, sizeof(err)), -1); /* stays an error */
+    spool_body_free(b);
+
+    /* truncated under the reader: refused when it runs short */
+    b = spool_writer_reader(w, err, sizeof(err));
+    assert_non_null(b);
+    truncate_to(path, 10);
+    assert_int_equal(drain_reader(b, back, sizeof(back), &n, 7, err, sizeof(err)), -1);
+    assert_true(contains(err, "shorter"));
+    spool_body_free(b);
+
+    /* already shorter than the writer says when the reader is made: refused at once */
+    assert_null(spool_writer_reader(w, err, sizeof(err)));
+    assert_true(contains(err, "truncated"));
+    spool_writer_abort(w);
+    spool_free(s);
+}
+
 static void test_fsync_off(void **state)
 {
     struct spool *s = open_spool(0);
@@ -852,6 +986,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_null_sender_8bit_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multi_mb_odd_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_reader_round_trip_then_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_reader_empty_and_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_reader_detects_changed_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_and_bad_envelope_leave_nothing, setup, teardown),

@@ -17,6 +17,7 @@
 
 struct upstream_conn;
 struct cfg_account;
+struct metrics;
 struct spool_body;
 struct deliver;
 
@@ -26,6 +27,9 @@ enum deliver_status {
     DELIVER_OK = 0,   /* the upstream accepted it */
     DELIVER_TEMP = 1, /* try again later */
     DELIVER_PERM = 2, /* refused for good: bounce (or tell the waiting device) */
+    /* (the whole message only) some recipients delivered, every other one refused for good:
+     * the message is done (nothing to retry); bounce the PERM recipients */
+    DELIVER_PARTIAL = 3,
 };
 
 struct deliver_rcpt_result {
@@ -36,8 +40,9 @@ struct deliver_rcpt_result {
 };
 
 struct deliver_result {
-    /* OK: every recipient delivered; PERM: none delivered and none temporary; else TEMP (some
-     * recipients may still be OK or PERM: look at rcpts) */
+    /* OK: every recipient delivered; TEMP: some recipient temporary (others may be OK or PERM:
+     * look at rcpts; retry only the TEMP ones); PERM: none delivered and none temporary;
+     * PARTIAL: some delivered, the rest PERM, none temporary */
     enum deliver_status status;
     /* 1 when the failure was the connection's, not this message's: lost before or during the
      * transaction, 421, or 4.3.2 (throttled). The queue runner stops the account's run on it and
@@ -56,12 +61,14 @@ typedef void (*deliver_cb)(void *arg, const struct deliver_result *res);
 
 /* Start delivering env's message, reading its body from body (positioned at the start; the
  * caller keeps ownership of env and body and frees them after cb, or after deliver_cancel).
- * acct: the account's settings (sender_rewrite, mailbox). Takes the connection. log_id: for log
- * lines (queue_id= or session=). NULL only when out of memory (the connection is then released
- * as not reusable, cb never runs). */
+ * acct: the account's settings (sender_rewrite, mailbox). Takes the connection. m: the server's
+ * counters (upstream replies to MAIL, RCPT and DATA; NULL: not counted). log_id: session= in
+ * log lines (the device's session, or the queue id for the queue runner); queue_id= is
+ * env->queue_id when set. NULL only when out of memory (the connection is then released as not
+ * reusable, cb never runs). */
 struct deliver *deliver_start(struct upstream_conn *c, const struct cfg_account *acct,
                               const struct spool_envelope *env, struct spool_body *body,
-                              const char *log_id, deliver_cb cb, void *arg);
+                              struct metrics *m, const char *log_id, deliver_cb cb, void *arg);
 /* Stop: the connection is closed (the message is not delivered, unless the upstream already
  * said 250: the caller treats a cancelled attempt as not delivered, which is at-least-once). cb
  * does not run. Accepts NULL. */

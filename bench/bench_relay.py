@@ -24,11 +24,13 @@ import base64
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -197,7 +199,7 @@ def run_load(port, msg, conc, max_msgs, cap_s, direct, proxy_pid):
     machine_busy = (busy1 - cput0[0]) / max(1, tot1 - cput0[1])
     client_cpu = time.process_time() - cpu0
     proxy_cpu = (proc_cpu(proxy_pid) - pcpu0) if proxy_pid else 0.0
-    return {"ok": state["ok"], "err": state["err"], "errors": state["errors"], "hung": hung,
+    return {"t0": t0, "ok": state["ok"], "err": state["err"], "errors": state["errors"], "hung": hung,
             "wall": wall, "rate": state["ok"] / wall if wall > 0 else 0.0,
             "mb_s": state["ok"] * len(msg) / wall / 1e6 if wall > 0 else 0.0,
             "p50_ms": 1000 * statistics.median(lat) if lat else 0.0,
@@ -275,9 +277,23 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
     ap.add_argument("--quick", action="store_true", help="1 rep, small caps: a smoke test")
     ap.add_argument("--out", default=os.path.join(SOURCE, "build-bench", "bench-results.md"))
+    ap.add_argument("--sizes", default="10K,1M", help="message sizes of the throughput section")
+    ap.add_argument("--delivery", default="direct",
+                    help="the account's delivery mode in the throughput section (issue 4)")
+    ap.add_argument("--max-conns", type=int, default=3,
+                    help="max_upstream_connections of the account (Exchange allows 3)")
+    ap.add_argument("--sections", default="memory,throughput,spool",
+                    help="which parts run: memory, throughput, spool")
+    ap.add_argument("--spool-conc", default="8,32", help="devices in the spool section")
+    ap.add_argument("--spool-msgs", type=int, default=600, help="message cap per spool run")
+    ap.add_argument("--shm", default="/dev/shm",
+                    help="a tmpfs for the spool section's no-fsync-cost comparison")
     a = ap.parse_args()
     if a.quick:
         a.reps, a.small_msgs, a.large_msgs, a.cap, a.big_mb = 1, 40, 6, 5.0, 20
+        a.spool_msgs = 60
+    a.sections = set(a.sections.split(","))
+    a.sizes = [x.strip() for x in a.sizes.split(",") if x.strip()]
     conc_levels = [int(x) for x in a.conc.split(",")]
     binary = os.path.abspath(a.binary)
     if not os.access(binary, os.X_OK):
@@ -292,8 +308,6 @@ def main():
     # Our own work dir (not /tmp/sop-rig-*: other test runs on a shared machine may sweep
     # those away, and Dovecot dies without its base_dir). The rig without its Dovecot: we start
     # Dovecot ourselves, relaying to smtp-sink.
-    import shutil
-    import tempfile
     workdir = tempfile.mkdtemp(prefix="sop-bench-")
     log("work dir %s" % workdir)
     try:
@@ -307,6 +321,67 @@ def main():
     finally:
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+SIZES = {"10K": ("10 KB", 10 * 1024), "1M": ("1 MB", 1024 * 1024)}
+
+
+def upstream_logins(rig):
+    """Successful logins in Dovecot's log: one per upstream connection (each a TLS handshake and
+    an XOAUTH2 validation), whoever opened it."""
+    return rig.dovecot_log().count("Login: user=")
+
+
+def knows_issue4(binary, rig):
+    """Does this binary know issue 4's account keys (delivery, rate_limit, ...)? An older one
+    (before the spool) refuses them: the benchmark then runs without them and skips the spool."""
+    d = os.path.join(rig.dir, "probe")
+    os.makedirs(d, exist_ok=True)
+    cfg = sop_rig.proxy_config(rig, sop_rig.free_port(), devices=[("copiers", {
+        "address": "127.0.0.1", "account": "scanners"})], state_dir=os.path.join(d, "state"),
+        account_extra={"delivery": "spool", "rate_limit": "0", "max_upstream_connections": "3"})
+    path = os.path.join(d, "probe.ini")
+    with open(path, "w") as f:
+        f.write(cfg)
+    os.chmod(path, 0o600)
+    r = subprocess.run([binary, "--config", path, "--check"], capture_output=True, timeout=30)
+    return r.returncode == 0
+
+
+def start_proxy(rig, binary, name, state_dir, extra):
+    """The proxy on a config of the rig's: one device by address, one account (+ extra keys)."""
+    port = sop_rig.free_port()
+    cfg = sop_rig.proxy_config(rig, port, devices=[("copiers", {"address": "127.0.0.1",
+                                                                "account": "scanners"})],
+                               upstream_port=rig.dovecot_port, log_level="info",
+                               state_dir=state_dir, account_extra=extra)
+    cfg = cfg.replace("max_message_size = 35M", "max_message_size = 200M")
+    assert "max_message_size = 200M" in cfg
+    cfg_path = os.path.join(rig.dir, name + ".ini")
+    with open(cfg_path, "w") as f:
+        f.write(cfg)
+    os.chmod(cfg_path, 0o600)
+    proxy = sop_rig.ProxyProcess(binary, cfg_path, os.path.join(rig.dir, name + ".log"))
+    proxy.start(ports=[port])
+    return proxy, port
+
+
+def queued_files(state_dir):
+    try:
+        return sum(1 for n in os.listdir(os.path.join(state_dir, "spool", "queue"))
+                   if n.endswith(".env"))
+    except OSError:
+        return 0
+
+
+def wait_drained(state_dir, timeout):
+    """Wait until the spool holds no message; the time it happened (None: not within timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if queued_files(state_dir) == 0:
+            return time.monotonic()
+        time.sleep(0.05)
+    return None
 
 
 def bench(a, rig, sink, conc_levels, binary, log, t_start):
@@ -330,82 +405,42 @@ def bench(a, rig, sink, conc_levels, binary, log, t_start):
     rig.idp_reset()
     direct = (rig.ssl_context(), sop_rig.xoauth2_b64(rig.mailbox, tok).encode())
 
-    port = sop_rig.free_port()
-    cfg_path = os.path.join(rig.dir, "proxy.ini")
-    cfg = sop_rig.proxy_config(rig, port, devices=[("copiers", {"address": "127.0.0.1",
-                                                                "account": "scanners"})],
-                               upstream_port=rig.dovecot_port, log_level="info")
-    cfg = cfg.replace("max_message_size = 35M", "max_message_size = 200M")
-    assert "max_message_size = 200M" in cfg
-    with open(cfg_path, "w") as f:
-        f.write(cfg)
-    os.chmod(cfg_path, 0o600)
-    proxy_log = os.path.join(rig.dir, "proxy.log")
-    proxy = sop_rig.ProxyProcess(binary, cfg_path, proxy_log)
-    proxy.start(ports=[port])
+    results = {"machine": machine(), "binary": binary, "runs": {}, "spool_runs": {},
+               "issue4": knows_issue4(binary, rig)}
+    # Issue 4's pacing would cap a benchmark at 30 msg/min: off here (rate_limit = 0); the
+    # connection cap stays at Exchange's 3 unless --max-conns says otherwise.
+    extra = ({"delivery": a.delivery, "rate_limit": "0",
+              "max_upstream_connections": str(a.max_conns)} if results["issue4"] else None)
+    log("binary %s issue 4's keys (delivery, rate_limit, ...): %s"
+        % ("knows" if results["issue4"] else "does not know", extra))
+    proxy, port = start_proxy(rig, binary, "proxy", os.path.join(rig.dir, "proxy-state"), extra)
+    proxy_log = proxy.log_path
     pid = proxy.proc.pid
-    results = {"machine": machine(), "binary": binary}
     sent_ok = 0
+    alive = False
     try:
-        # ---- 2. memory: before, after 10 KB (first token + first session), 1 MB, big
-        mem = [("at start (listening)", proc_status(pid))]
-        for label, size in (("after a 10 KB message", 10 * 1024),
-                            ("after a 1 MB message", 1024 * 1024),
-                            ("after a %d MB message" % a.big_mb, a.big_mb * 1024 * 1024)):
-            msg = make_message(size, "mem-%d" % size)
-            t = time.monotonic()
-            send_one(port, msg, None, 0)
-            sent_ok += 1
-            dt = time.monotonic() - t
-            del msg
-            mem.append((label, proc_status(pid)))
-            log("memory: %s (%.1fs): %s" % (label, dt, mem[-1][1]))
-        results["memory"] = mem
+        if "memory" in a.sections:
+            # before, after 10 KB (first token + first session), 1 MB, big
+            mem = [("at start (listening)", proc_status(pid))]
+            for label, size in (("after a 10 KB message", 10 * 1024),
+                                ("after a 1 MB message", 1024 * 1024),
+                                ("after a %d MB message" % a.big_mb, a.big_mb * 1024 * 1024)):
+                msg = make_message(size, "mem-%d" % size)
+                t = time.monotonic()
+                send_one(port, msg, None, 0)
+                sent_ok += 1
+                dt = time.monotonic() - t
+                del msg
+                mem.append((label, proc_status(pid)))
+                log("memory: %s (%.1fs): %s" % (label, dt, mem[-1][1]))
+            results["memory"] = mem
 
         # warm the direct path once (and check it works) before timing
         send_one(rig.dovecot_port, make_message(10240, "warm"), direct, 0)
         sent_ok += 1
 
-        # ---- 1. throughput, interleaved
-        sizes = [("10 KB", 10 * 1024, a.small_msgs), ("1 MB", 1024 * 1024, a.large_msgs)]
-        runs = {}
-        results["reps_done"] = 0
-        for rep in range(a.reps):
-            if rep and time.monotonic() - t_start > a.budget:
-                log("time budget (%.0fs) used up: stopping after %d repetitions" % (a.budget, rep))
-                break
-            for label, size, cap_n in sizes:
-                msg = make_message(size, "load")
-                for conc in conc_levels:
-                    order = ("direct", "proxy") if (rep + conc) % 2 == 0 else ("proxy", "direct")
-                    for path in order:
-                        r = run_load(rig.dovecot_port if path == "direct" else port, msg, conc,
-                                     cap_n, a.cap, direct if path == "direct" else None,
-                                     pid if path == "proxy" else None)
-                        sent_ok += r["ok"]
-                        runs.setdefault((label, conc, path), []).append(r)
-                        log("rep %d %-5s x%-2d %-6s %6.1f msg/s %6.1f MB/s  ok=%d err=%d "
-                            "p50=%.0fms client_cpu=%.0f%% proxy_cpu=%.0f%% machine=%.0f%%%s"
-                            % (rep + 1, label, conc, path, r["rate"], r["mb_s"], r["ok"],
-                               r["err"], r["p50_ms"], 100 * r["client_cpu"],
-                               100 * r["proxy_cpu"], 100 * r["machine_busy"],
-                               (" errors=%s" % r["errors"]) if r["err"] else ""))
-                        if r["hung"]:
-                            log("WARNING: %d client threads still hung" % r["hung"])
-                        if r["err"] or r["hung"]:
-                            try:
-                                sent_ok += check_upstream(rig, direct, log)
-                            except UpstreamBroken as e:
-                                results["aborted"] = str(e)
-                                break
-                    if "aborted" in results:
-                        break
-                if "aborted" in results:
-                    break
-            if "aborted" in results:
-                break
-            results["reps_done"] = rep + 1
-        results["runs"] = runs
+        if "throughput" in a.sections:
+            sent_ok += throughput(a, rig, port, pid, direct, conc_levels, results, log, t_start)
         results["memory_after_load"] = proc_status(pid)
         alive = proxy.proc.poll() is None
     finally:
@@ -414,19 +449,126 @@ def bench(a, rig, sink, conc_levels, binary, log, t_start):
     stats = rig.idp_stats()
     results["idp"] = {"account_requests": stats["requests"].get(rig.client_id, 0),
                       "total": stats["total"]}
-    results["sink_messages"] = sink.messages()
-    results["sent_ok"] = sent_ok
     with open(proxy_log, errors="replace") as f:
         plog = f.read()
     results["proxy_log"] = {
         "messages": len(re.findall(r"event=message ", plog)),
         "token_requests": len(re.findall(r"event=token_request ", plog)),
-        "warn_or_error": [l for l in plog.splitlines()
-                          if re.search(r"Z (warn|error) |event=(upstream_failed|timeout|"
-                                       r"session_aborted|too_many_errors|refused)", l)][:10]}
+        "warn_or_error": warnings_of(plog)}
     results["proxy_alive_after_load"] = alive
+
+    if "spool" in a.sections and "aborted" not in results:
+        if results["issue4"]:
+            sent_ok += spool_section(a, rig, binary, results, log, t_start)
+        else:
+            results["spool_skipped"] = "this binary has no delivery = spool (before issue 4)"
+    time.sleep(0.5)
+    results["sink_messages"] = sink.messages()
+    results["sent_ok"] = sent_ok
     report(a, results, conc_levels, log)
     return 0 if ok_overall(results) else 1
+
+
+def warnings_of(plog):
+    return [l for l in plog.splitlines()
+            if re.search(r"Z (warn|error) |event=(upstream_failed|timeout|"
+                         r"session_aborted|too_many_errors|refused)", l)][:10]
+
+
+def log_run(log, rep, label, conc, path, r):
+    log("rep %d %-5s x%-2d %-11s %6.1f msg/s %6.1f MB/s  ok=%d err=%d p50=%.0fms "
+        "client_cpu=%.0f%% proxy_cpu=%.0f%% machine=%.0f%% upstream_logins=%s%s%s"
+        % (rep + 1, label, conc, path, r["rate"], r["mb_s"], r["ok"], r["err"], r["p50_ms"],
+           100 * r["client_cpu"], 100 * r["proxy_cpu"], 100 * r["machine_busy"],
+           r.get("logins", "?"),
+           (" drained after %.1fs, delivered %.1f msg/s" % (r["drain_s"], r["delivered_rate"])
+            if r.get("drain_s") is not None else ""),
+           (" errors=%s" % r["errors"]) if r["err"] else ""))
+
+
+def throughput(a, rig, port, pid, direct, conc_levels, results, log, t_start):
+    """Direct and proxy runs interleaved (ABBA), per size and concurrency. Returns the 250s."""
+    sent_ok = 0
+    runs = results["runs"]
+    sizes = [(SIZES[s][0], SIZES[s][1], a.small_msgs if s == "10K" else a.large_msgs)
+             for s in a.sizes]
+    results["reps_done"] = 0
+    for rep in range(a.reps):
+        if rep and time.monotonic() - t_start > a.budget:
+            log("time budget (%.0fs) used up: stopping after %d repetitions" % (a.budget, rep))
+            break
+        for label, size, cap_n in sizes:
+            msg = make_message(size, "load")
+            for conc in conc_levels:
+                order = ("direct", "proxy") if (rep + conc) % 2 == 0 else ("proxy", "direct")
+                for path in order:
+                    l0 = upstream_logins(rig)
+                    r = run_load(rig.dovecot_port if path == "direct" else port, msg, conc,
+                                 cap_n, a.cap, direct if path == "direct" else None,
+                                 pid if path == "proxy" else None)
+                    r["logins"] = upstream_logins(rig) - l0
+                    sent_ok += r["ok"]
+                    runs.setdefault((label, conc, path), []).append(r)
+                    log_run(log, rep, label, conc, path, r)
+                    if r["hung"]:
+                        log("WARNING: %d client threads still hung" % r["hung"])
+                    if r["err"] or r["hung"]:
+                        try:
+                            sent_ok += check_upstream(rig, direct, log)
+                        except UpstreamBroken as e:
+                            results["aborted"] = str(e)
+                            return sent_ok
+        results["reps_done"] = rep + 1
+    return sent_ok
+
+
+def spool_section(a, rig, binary, results, log, t_start):
+    """delivery = spool: the device hears 250 once the message and its envelope are fsynced.
+    The same load with state_dir on disk and on a tmpfs (where fsync costs nothing), proxies
+    started afresh for each (fresh spool), alternating which goes first. Each run: the rate of
+    250s the devices hear, then the time until the queue has delivered everything."""
+    sent_ok = 0
+    msg = make_message(10 * 1024, "spool")
+    conc_levels = [int(x) for x in a.spool_conc.split(",")]
+    shm = tempfile.mkdtemp(prefix="sop-bench-", dir=a.shm)
+    stores = [("disk", os.path.join(rig.dir, "spool-disk")), ("tmpfs", shm)]
+    results["spool_fs"] = {k: fs_type(d) for k, d in stores}
+    extra = {"delivery": "spool", "rate_limit": "0", "max_upstream_connections": str(a.max_conns)}
+    try:
+        for rep in range(a.reps):
+            if rep and time.monotonic() - t_start > a.budget + 240:
+                log("spool: time budget used up after %d repetitions" % rep)
+                break
+            for store, d in (stores if rep % 2 == 0 else stores[::-1]):
+                state = os.path.join(d, "state-%d" % rep)
+                proxy, port = start_proxy(rig, binary, "spool-%s-%d" % (store, rep), state, extra)
+                pid = proxy.proc.pid
+                try:
+                    for conc in conc_levels:
+                        l0 = upstream_logins(rig)
+                        r = run_load(port, msg, conc, a.spool_msgs, a.cap, None, pid)
+                        done = wait_drained(state, 180)
+                        r["drain_s"] = (done - r["t0"] - r["wall"]) if done else None
+                        r["delivered_rate"] = r["ok"] / (done - r["t0"]) if done else 0.0
+                        r["logins"] = upstream_logins(rig) - l0
+                        if done is None:
+                            r["err"] += queued_files(state)
+                            r["errors"].append("not drained within 180 s")
+                        sent_ok += r["ok"]
+                        results["spool_runs"].setdefault((store, conc), []).append(r)
+                        log_run(log, rep, "spool", conc, store, r)
+                    results.setdefault("spool_warnings", []).extend(warnings_of(proxy.log()))
+                finally:
+                    proxy.stop()
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    return sent_ok
+
+
+def fs_type(path):
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
+    return r.stdout.strip() or "?"
 
 
 class UpstreamBroken(Exception):
@@ -447,8 +589,10 @@ def check_upstream(rig, direct, log):
 
 
 def ok_overall(res):
-    return ("aborted" not in res and res["idp"]["account_requests"] == 1 and res["proxy_alive_after_load"]
-            and all(r["err"] == 0 and r["hung"] == 0 for rs in res["runs"].values() for r in rs))
+    all_runs = list(res["runs"].values()) + list(res["spool_runs"].values())
+    return ("aborted" not in res and res["idp"]["account_requests"] == 1
+            and res["proxy_alive_after_load"]
+            and all(r["err"] == 0 and r["hung"] == 0 for rs in all_runs for r in rs))
 
 
 def machine():
@@ -472,6 +616,8 @@ def median_run(rs):
     return s[(len(s) - 1) // 2]
 
 
+
+
 def report(a, res, conc_levels, log):
     m = res["machine"]
     out = []
@@ -482,60 +628,109 @@ def report(a, res, conc_levels, log):
     if res.get("aborted"):
         out.append("**ABORTED**: %s" % res["aborted"])
         out.append("")
-    out.append("### Throughput (one connection per message; median of %d runs; each run capped "
-               "at %d x 10 KB / %d x 1 MB messages or %.0f s)"
-               % (max([len(v) for v in res["runs"].values()] or [0]), a.small_msgs, a.large_msgs, a.cap))
-    out.append("")
-    out.append("| message | devices | direct msg/s | proxy msg/s | proxy/direct | direct p50 ms "
-               "| proxy p50 ms | proxy CPU | client CPU (proxy run) | errors |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label in ("10 KB", "1 MB"):
-        for conc in conc_levels:
-            d = res["runs"].get((label, conc, "direct"))
-            p = res["runs"].get((label, conc, "proxy"))
-            if not d or not p:
-                continue
-            dm, pm = median_run(d), median_run(p)
-            errs = sum(r["err"] + r["hung"] for r in d + p)
-            out.append("| %s | %d | %.1f | %.1f | **%.2f** | %.0f | %.0f | %.0f%% | %.0f%% | %d |"
-                       % (label, conc, dm["rate"], pm["rate"],
-                          pm["rate"] / dm["rate"] if dm["rate"] else 0.0,
-                          dm["p50_ms"], pm["p50_ms"], 100 * pm["proxy_cpu"],
-                          100 * pm["client_cpu"], errs))
-    out.append("")
-    out.append("All runs (msg/s): " + "; ".join(
-        "%s x%d %s [%s]" % (k[0], k[1], k[2], ", ".join("%.1f" % r["rate"] for r in v))
-        for k, v in sorted(res["runs"].items(), key=lambda kv: (kv[0][0] != "10 KB", kv[0][1],
-                                                                 kv[0][2]))))
-    out.append("")
-    out.append("### Memory of the proxy process (/proc/PID/status)")
-    out.append("")
-    out.append("| when | VmRSS | VmHWM (peak RSS) |")
-    out.append("|---|---:|---:|")
-    for label, st in res["memory"]:
-        out.append("| %s | %s | %s |" % (label, fmt_kb(st["VmRSS"]), fmt_kb(st["VmHWM"])))
-    st = res["memory_after_load"]
-    out.append("| after all throughput load (up to 32 concurrent 1 MB sessions) | %s | %s |"
-               % (fmt_kb(st["VmRSS"]), fmt_kb(st["VmHWM"])))
-    mem = dict(res["memory"])
-    big_label = res["memory"][-1][0]
-    growth = mem[big_label]["VmHWM"] - mem["after a 1 MB message"]["VmHWM"]
-    out.append("")
-    out.append("Peak growth from the big message over the 1 MB one: %s (the message: %d MB)."
-               % (fmt_kb(growth), a.big_mb))
-    out.append("")
+    if res["runs"]:
+        out.append("### Throughput (one device connection per message; median of %d runs; each "
+                   "run capped at %d x 10 KB / %d x 1 MB messages or %.0f s)"
+                   % (max([len(v) for v in res["runs"].values()] or [0]), a.small_msgs,
+                      a.large_msgs, a.cap))
+        out.append("")
+        out.append("Proxy: %s." % ("delivery = %s, rate_limit = 0, max_upstream_connections = %d"
+                                   % (a.delivery, a.max_conns) if res["issue4"] else
+                                   "a binary without issue 4 (one upstream connection per "
+                                   "device connection)"))
+        out.append("")
+        out.append("| message | devices | direct msg/s | proxy msg/s | proxy/direct | direct p50 ms "
+                   "| proxy p50 ms | proxy CPU | client CPU (proxy run) | upstream logins per "
+                   "1000 msgs (proxy) | errors |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for label in ("10 KB", "1 MB"):
+            for conc in conc_levels:
+                d = res["runs"].get((label, conc, "direct"))
+                p = res["runs"].get((label, conc, "proxy"))
+                if not d or not p:
+                    continue
+                dm, pm = median_run(d), median_run(p)
+                errs = sum(r["err"] + r["hung"] for r in d + p)
+                logins = sum(r["logins"] for r in p) * 1000.0 / max(1, sum(r["ok"] for r in p))
+                out.append("| %s | %d | %.1f | %.1f | **%.2f** | %.0f | %.0f | %.0f%% | %.0f%% | "
+                           "%.1f | %d |"
+                           % (label, conc, dm["rate"], pm["rate"],
+                              pm["rate"] / dm["rate"] if dm["rate"] else 0.0,
+                              dm["p50_ms"], pm["p50_ms"], 100 * pm["proxy_cpu"],
+                              100 * pm["client_cpu"], logins, errs))
+        out.append("")
+        out.append("All runs (msg/s): " + "; ".join(
+            "%s x%d %s [%s]" % (k[0], k[1], k[2], ", ".join("%.1f" % r["rate"] for r in v))
+            for k, v in sorted(res["runs"].items(), key=lambda kv: (kv[0][0] != "10 KB",
+                                                                     kv[0][1], kv[0][2]))))
+        out.append("")
+    if res["spool_runs"]:
+        out.append("### Spool mode (delivery = spool, 10 KB; the device hears 250 after the "
+                   "fsyncs; median of %d runs, each capped at %d messages or %.0f s)"
+                   % (max(len(v) for v in res["spool_runs"].values()), a.spool_msgs, a.cap))
+        out.append("")
+        out.append("state_dir file systems: %s." % ", ".join(
+            "%s = %s" % kv for kv in res.get("spool_fs", {}).items()))
+        out.append("")
+        out.append("| state_dir | devices | accepted msg/s (250 to the device) | p50 ms | "
+                   "delivered msg/s (until the queue is empty) | proxy CPU | direct msg/s "
+                   "(throughput section) | upstream logins per 1000 msgs | errors |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for store in ("disk", "tmpfs"):
+            for conc in sorted({k[1] for k in res["spool_runs"]}):
+                rs = res["spool_runs"].get((store, conc))
+                if not rs:
+                    continue
+                rm = median_run(rs)
+                dl = sorted(r["delivered_rate"] for r in rs)[(len(rs) - 1) // 2]
+                d = res["runs"].get(("10 KB", conc, "direct"))
+                logins = sum(r["logins"] for r in rs) * 1000.0 / max(1, sum(r["ok"] for r in rs))
+                out.append("| %s | %d | %.1f | %.0f | %.1f | %.0f%% | %s | %.1f | %d |"
+                           % (store, conc, rm["rate"], rm["p50_ms"], dl, 100 * rm["proxy_cpu"],
+                              "%.1f" % median_run(d)["rate"] if d else "-", logins,
+                              sum(r["err"] + r["hung"] for r in rs)))
+        out.append("")
+        out.append("All spool runs (accepted msg/s / delivered msg/s): " + "; ".join(
+            "%s x%d [%s]" % (k[0], k[1], ", ".join("%.1f/%.1f" % (r["rate"], r["delivered_rate"])
+                                                    for r in v))
+            for k, v in sorted(res["spool_runs"].items())))
+        out.append("")
+        if res.get("spool_warnings"):
+            out.append("Spool proxies' warnings/errors (first 10):")
+            out.extend("    " + l for l in res["spool_warnings"][:10])
+            out.append("")
+    elif res.get("spool_skipped"):
+        out.append("Spool section skipped: %s." % res["spool_skipped"])
+        out.append("")
+    if res.get("memory"):
+        out.append("### Memory of the proxy process (/proc/PID/status)")
+        out.append("")
+        out.append("| when | VmRSS | VmHWM (peak RSS) |")
+        out.append("|---|---:|---:|")
+        for label, st in res["memory"]:
+            out.append("| %s | %s | %s |" % (label, fmt_kb(st["VmRSS"]), fmt_kb(st["VmHWM"])))
+        st = res["memory_after_load"]
+        out.append("| after all throughput load | %s | %s |"
+                   % (fmt_kb(st["VmRSS"]), fmt_kb(st["VmHWM"])))
+        mem = dict(res["memory"])
+        big_label = res["memory"][-1][0]
+        growth = mem[big_label]["VmHWM"] - mem["after a 1 MB message"]["VmHWM"]
+        out.append("")
+        out.append("Peak growth from the big message over the 1 MB one: %s (the message: %d MB)."
+                   % (fmt_kb(growth), a.big_mb))
+        out.append("")
     out.append("### Token requests")
     out.append("")
-    out.append("IdP stand-in requests for the account's client_id over the proxy's whole life "
-               "(memory test + all throughput load, %d messages through the proxy and direct): "
-               "**%d** (IdP total %d; proxy logged %d event=token_request)."
-               % (res["sent_ok"], res["idp"]["account_requests"], res["idp"]["total"],
-                  res["proxy_log"]["token_requests"]))
+    out.append("IdP stand-in requests for the account's client_id over the main proxy's life "
+               "(memory test + throughput load): **%d** (IdP total %d; proxy logged %d "
+               "event=token_request). Each spool-section proxy starts with an empty state_dir "
+               "and fetches its own." % (res["idp"]["account_requests"], res["idp"]["total"],
+                                         res["proxy_log"]["token_requests"]))
     out.append("")
-    out.append("Checks: smtp-sink counted %d messages, the client got 250 for %d; the proxy logged "
-               "%d event=message; proxy alive after the load: %s."
-               % (res["sink_messages"], res["sent_ok"], res["proxy_log"]["messages"],
-                  res["proxy_alive_after_load"]))
+    out.append("Checks: smtp-sink counted %d messages, the clients got 250 for %d (proxy and "
+               "direct, all sections); the main proxy logged %d event=message; alive after the "
+               "load: %s." % (res["sink_messages"], res["sent_ok"], res["proxy_log"]["messages"],
+                              res["proxy_alive_after_load"]))
     if res["proxy_log"]["warn_or_error"]:
         out.append("")
         out.append("Proxy warnings/errors (first 10):")

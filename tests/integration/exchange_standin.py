@@ -10,10 +10,19 @@ raw upstream do that).
     ex = ExchangeStandin(port, cert_file, key_file); ex.start()
     ex.script = {"AUTH": "535 5.7.3 Authentication unsuccessful"}   # phases: AUTH MAIL RCPT DATA
     ...; ex.stop()
+
+A script value may also be a function of the transaction so far (a dict: mail_from, rcpts,
+data; the address being added for RCPT is rcpts[-1]) returning the reply line, or None for
+success: e.g. refuse a device's message at the end of DATA but accept the bounce from <>.
+Every message accepted is kept in ex.messages (mail_from, rcpts, data: the bytes between DATA
+and the final dot, dot-unstuffed, and time); ex.connections counts the sessions (each one
+STARTTLS handshake and one AUTH) and ex.auths the AUTH commands.
 """
+import re
 import socket
 import ssl
 import threading
+import time
 
 MAX_LINE = 16384
 READ_TIMEOUT = 30
@@ -30,6 +39,7 @@ class _Conn:
         self.owner = owner
         self.buf = b""
         self.tls = False
+        self.txn = None
 
     def send(self, line):
         self.sock.sendall(line.encode() + b"\r\n")
@@ -46,8 +56,20 @@ class _Conn:
         return ln.rstrip(b"\r")
 
     def reply(self, phase):
-        self.owner.seen.append(phase)
-        self.send(self.owner.script.get(phase, OK[phase]))
+        """Send the scripted reply of phase (or success); True if it was a 2xx."""
+        with self.owner.lock:
+            self.owner.seen.append(phase)
+            how = self.owner.script.get(phase)
+        if callable(how):
+            how = how(dict(self.txn or {}))
+        line = how or OK[phase]
+        self.send(line)
+        return line.startswith("2")
+
+    @staticmethod
+    def _addr(ln):
+        m = re.search(rb"<([^>]*)>", ln)
+        return m.group(1).decode(errors="replace") if m else ""
 
     def run(self):
         self.send("220 exchange.test Microsoft ESMTP MAIL Service ready (stand-in)")
@@ -66,20 +88,40 @@ class _Conn:
                 self.sock = self.owner.ctx.wrap_socket(self.sock, server_side=True)
                 self.tls, self.buf = True, b""
             elif verb == b"AUTH" and self.tls:
+                with self.owner.lock:
+                    self.owner.auths += 1
                 if len(ln.split(b" ")) < 3:
                     self.send("334 ")
                     self.line()
                 self.reply("AUTH")
             elif verb == b"MAIL":
-                self.reply("MAIL")
+                self.txn = {"mail_from": self._addr(ln), "rcpts": [], "data": b""}
+                if not self.reply("MAIL"):
+                    self.txn = None
             elif verb == b"RCPT":
-                self.reply("RCPT")
+                if self.txn is None:   # not checked: a stand-in for replies, not a validator
+                    self.txn = {"mail_from": None, "rcpts": [], "data": b""}
+                self.txn["rcpts"].append(self._addr(ln))
+                if not self.reply("RCPT"):
+                    self.txn["rcpts"].pop()
             elif verb == b"DATA":
                 self.send("354 Start mail input; end with <CRLF>.<CRLF>")
-                while self.line() != b".":
-                    pass
-                self.reply("DATA")
+                lines = []
+                while True:
+                    body_line = self.line()
+                    if body_line == b".":
+                        break
+                    lines.append(body_line[1:] if body_line.startswith(b".") else body_line)
+                txn = self.txn or {"mail_from": None, "rcpts": []}
+                txn["data"] = b"".join(x + b"\r\n" for x in lines)
+                self.txn = txn
+                if self.reply("DATA"):
+                    with self.owner.lock:
+                        self.owner.messages.append(dict(txn, time=time.time()))
+                self.txn = None
             elif verb in (b"RSET", b"NOOP"):
+                if verb == b"RSET":
+                    self.txn = None
                 self.send("250 2.0.0 OK")
             elif verb == b"QUIT":
                 self.send("221 2.0.0 Service closing transmission channel")
@@ -93,6 +135,10 @@ class ExchangeStandin:
         self.port = port
         self.script = {}   # phase -> the reply line to give instead of success
         self.seen = []     # the phases answered, in order
+        self.messages = []  # accepted: {mail_from, rcpts, data, time}
+        self.connections = 0
+        self.auths = 0
+        self.lock = threading.Lock()
         self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ctx.load_cert_chain(cert_file, key_file)
@@ -114,6 +160,8 @@ class ExchangeStandin:
             except OSError:
                 return
             s.settimeout(READ_TIMEOUT)
+            with self.lock:
+                self.connections += 1
             threading.Thread(target=self._serve, args=(s,), daemon=True).start()
 
     def _serve(self, s):

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/log.h"
+
 #define TEXT_SCAN_MAX 4096
 
 #define PS_SP                                                                                      \
@@ -162,6 +164,21 @@ const char *exchange_explain_fix(const struct exchange_explanation *e, const cha
         return buf;
     buf[0] = '\0';
     fill(buf, len, &o, e->fix, mailbox, client_id);
+    return buf;
+}
+
+const char *exchange_explain_kv(int code, const char *enhanced, const char *text,
+                                const char *mailbox, const char *client_id, char *buf, size_t len)
+{
+    const struct exchange_explanation *e = code ? exchange_explain(code, enhanced, text) : NULL;
+    if (len == 0)
+        return buf;
+    buf[0] = '\0';
+    if (e) {
+        char line[700], safe[800];
+        exchange_explain_format(e, mailbox, client_id, line, sizeof(line));
+        snprintf(buf, len, " explain=%s", log_safe(safe, sizeof(safe), line, strlen(line)));
+    }
     return buf;
 }
 

@@ -37,6 +37,10 @@ const char *exchange_explain_format(const struct exchange_explanation *e, const 
 /* Only the fix, placeholders filled, into buf. Returns buf. */
 const char *exchange_explain_fix(const struct exchange_explanation *e, const char *mailbox,
                                  const char *client_id, char *buf, size_t len);
+/* For a log line: " explain=\"meaning; fix: ...\"" (log-safe, leading space) when the table knows
+ * the reply (code 0: none), else "". Returns buf (at least 900 bytes holds any entry). */
+const char *exchange_explain_kv(int code, const char *enhanced, const char *text,
+                                const char *mailbox, const char *client_id, char *buf, size_t len);
 /* The phases as "AUTH", "MAIL/DATA", ... Returns buf. */
 const char *exchange_phase_names(unsigned phases, char *buf, size_t len);
 /* The whole table, for docs and tests. */

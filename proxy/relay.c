@@ -108,15 +108,8 @@ static double elapsed_ms(const struct timespec *t0)
 static const char *explain_kv(const struct relay *r, const struct smtp_reply *rep, const char *text,
                               char *buf, size_t len)
 {
-    const struct exchange_explanation *e =
-        rep ? exchange_explain(rep->code, rep->enhanced, text) : NULL;
-    buf[0] = '\0';
-    if (e) {
-        char line[700], safe[800];
-        exchange_explain_format(e, r->acct->mailbox, r->acct->client_id, line, sizeof(line));
-        snprintf(buf, len, " explain=%s", log_safe(safe, sizeof(safe), line, strlen(line)));
-    }
-    return buf;
+    return exchange_explain_kv(rep ? rep->code : 0, rep ? rep->enhanced : NULL, text,
+                               r->acct->mailbox, r->acct->client_id, buf, len);
 }
 
 /* rep: the upstream reply the message ended with, if any (for explain=). */

@@ -57,6 +57,7 @@ struct deliver {
     const struct spool_envelope *env;
     struct spool_body *body;
     struct metrics *m;
+    uint64_t size; /* the body's, from the reader: also right before the commit */
     deliver_cb cb;
     void *arg;
     char log_id[64];
@@ -179,9 +180,9 @@ static void log_attempt(const struct deliver *d, const struct deliver_result *re
              log_safe(host, sizeof(host), h ? h : "", h ? strlen(h) : 0),
              log_safe(from, sizeof(from), d->mail_from ? d->mail_from : "",
                       d->mail_from ? strlen(d->mail_from) : 0),
-             d->env->nrcpts, ok, temp, perm, (unsigned long long)d->env->size,
-             status_str(res->status), res->conn_failure,
-             log_safe(up, sizeof(up), res->reply, strlen(res->reply)), elapsed_ms(&d->t0), why,
+             d->env->nrcpts, ok, temp, perm, (unsigned long long)d->size, status_str(res->status),
+             res->conn_failure, log_safe(up, sizeof(up), res->reply, strlen(res->reply)),
+             elapsed_ms(&d->t0), why,
              exchange_explain_kv(code, enhanced, res->reply, d->acct->mailbox, d->acct->client_id,
                                  explain, sizeof(explain)));
 }
@@ -421,7 +422,6 @@ static void on_data(void *arg, const struct smtp_reply *rep, const char *err)
         return;
     }
     if (rep->code != 354) {
-        metrics_upstream_reply(d->m, METRICS_CMD_DATA, rep->code, rep->enhanced);
         reply_first_line(rep, text, sizeof(text));
         if (is_conn_failure(rep))
             d->conn_failure = 1;
@@ -540,12 +540,12 @@ static void send_mail(struct deliver *d)
         d->local_reply = "555 5.6.7 SMTPUTF8 is not supported by the upstream server";
     else if (env->eightbit && !caps->eightbitmime)
         d->local_reply = "555 5.6.3 8BITMIME is not supported by the upstream server";
-    else if (caps->has_size && caps->size && env->size > caps->size)
+    else if (caps->has_size && caps->size && d->size > caps->size)
         d->local_reply = "552 5.3.4 Message size exceeds the upstream server's limit";
     n = snprintf(line, sizeof(line), "MAIL FROM:<%s>", d->mail_from);
     if (caps->has_size)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, " SIZE=%llu",
-                      (unsigned long long)env->size);
+        n +=
+            snprintf(line + n, sizeof(line) - (size_t)n, " SIZE=%llu", (unsigned long long)d->size);
     if (env->eightbit)
         n += snprintf(line + n, sizeof(line) - (size_t)n, " BODY=8BITMIME");
     if (env->smtputf8)
@@ -575,6 +575,7 @@ struct deliver *deliver_start_ops(const struct deliver_conn_ops *ops, struct ups
     d->acct = acct;
     d->env = env;
     d->body = body;
+    d->size = spool_body_size(body);
     d->m = m;
     d->cb = cb;
     d->arg = arg;

@@ -60,7 +60,8 @@ struct deliver_result {
 typedef void (*deliver_cb)(void *arg, const struct deliver_result *res);
 
 /* Start delivering env's message, reading its body from body (positioned at the start; the
- * caller keeps ownership of env and body and frees them after cb, or after deliver_cancel).
+ * caller keeps ownership of env and body and frees them after cb, or after deliver_cancel;
+ * SIZE= and size= in the log come from body, so env->size may still be 0 before a commit).
  * acct: the account's settings (sender_rewrite, mailbox). Takes the connection. m: the server's
  * counters (upstream replies to MAIL, RCPT and DATA; NULL: not counted). log_id: session= in
  * log lines (the device's session, or the queue id for the queue runner); queue_id= is

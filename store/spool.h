@@ -107,6 +107,8 @@ struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope 
 /* Next bytes of the body: >0 bytes read into buf; 0 the end, and the whole body matched its
  * SHA-256; -1 with err (I/O error, or the body was garbled: send nothing of it as complete). */
 ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, size_t errlen);
+/* The body's length in bytes (the envelope's size, or what the writer had written). */
+uint64_t spool_body_size(const struct spool_body *b);
 void spool_body_free(struct spool_body *b);
 
 /* Paths, for messages and tests: STATE_DIR/spool/queue/ID.env and .body. NULL if too long or not

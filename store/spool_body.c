@@ -16,6 +16,7 @@
 
 struct spool_body {
     int fd;
+    uint64_t size; /* body bytes in all */
     uint64_t left; /* body bytes not yet read */
     EVP_MD_CTX *md;
     char want[SPOOL_SHA256_HEX + 1];
@@ -90,6 +91,7 @@ static struct spool_body *spool_body_new(const char *path, uint64_t size, const 
         snprintf(err, errlen, "cannot start SHA-256");
         goto fail;
     }
+    b->size = size;
     b->left = size;
     snprintf(b->want, sizeof(b->want), "%s", sha_hex);
     return b;
@@ -133,6 +135,11 @@ struct spool_body *spool_body_open_partial(const char *path, uint64_t size, cons
                                            char *err, size_t errlen)
 {
     return spool_body_new(path, size, sha_hex, size, 1, err, errlen);
+}
+
+uint64_t spool_body_size(const struct spool_body *b)
+{
+    return b->size;
 }
 
 int spool_digest_hex(EVP_MD_CTX *md, char *hex)

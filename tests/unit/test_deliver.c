@@ -30,6 +30,7 @@
 #include "proxy/client_session.h"
 #include "proxy/config.h"
 #include "proxy/deliver_int.h"
+#include "proxy/metrics.h"
 #include "proxy/smtp_data.h"
 #include "proxy/tls.h"
 #include "store/spool.h"
@@ -114,6 +115,7 @@ struct fx {
     char state_dir[PATH_MAX];
     struct outcome out;
     void *cb_arg[2];
+    struct metrics *metrics; /* NULL: not counted */
 };
 
 static void tick(evutil_socket_t fd, short what, void *arg)
@@ -269,8 +271,8 @@ static struct spool_body *fx_open_body(struct fx *f)
 /* Deliver f->env (committed) with body b and wait for the outcome. */
 static void fx_deliver(struct fx *f, struct spool_body *b)
 {
-    struct deliver *d = deliver_start_ops(&test_ops, &f->conn, &f->acct, &f->env, b, NULL, "t1",
-                                          on_result, f->cb_arg);
+    struct deliver *d = deliver_start_ops(&test_ops, &f->conn, &f->acct, &f->env, b, f->metrics,
+                                          "t1", on_result, f->cb_arg);
     assert_non_null(d);
     assert_int_equal(f->out.done, 0); /* never from inside the call */
     run_until(f->base, &f->out.done, 30);
@@ -414,7 +416,22 @@ static void test_one_refused_one_accepted_is_partial(void **state)
     fx_open(f);
     fx_write(f, BODY, sizeof(BODY) - 1, 1);
     struct spool_body *b = fx_open_body(f);
+    struct config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    f->metrics = metrics_new(&cfg);
+    assert_non_null(f->metrics);
     fx_deliver(f, b);
+    /* every reply to MAIL, RCPT and the end of DATA counted, as relay.c counts them */
+    struct evbuffer *prom = evbuffer_new();
+    assert_int_equal(metrics_render(f->metrics, prom, NULL, NULL, 0), 0);
+    evbuffer_add(prom, "", 1);
+    const char *text = (const char *)evbuffer_pullup(prom, -1);
+    assert_non_null(strstr(text, "{command=\"MAIL\",class=\"2xx\",code=\"2.1.0\"} 1\n"));
+    assert_non_null(strstr(text, "{command=\"RCPT\",class=\"5xx\",code=\"5.1.10\"} 1\n"));
+    assert_non_null(strstr(text, "{command=\"RCPT\",class=\"2xx\",code=\"2.1.5\"} 1\n"));
+    assert_non_null(strstr(text, "{command=\"DATA\",class=\"2xx\",code=\"2.0.0\"} 1\n"));
+    evbuffer_free(prom);
+    metrics_free(f->metrics);
     assert_int_equal(f->out.res.status, DELIVER_PARTIAL);
     assert_int_equal(f->out.rcpts[0].status, DELIVER_PERM);
     assert_string_equal(f->out.rcpts[0].reply,
@@ -728,6 +745,46 @@ static void test_null_sender_stays_null(void **state)
     fx_free(f);
 }
 
+/* sender_rewrite = header cannot hold a header section over HEADER_REWRITE_MAX: refused, and
+ * nothing of it is completed upstream. */
+static void test_header_too_large_to_rewrite(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    size_t len = 0;
+    char *body = malloc(400 * 1024), mail[128];
+    assert_non_null(body);
+    for (int i = 0; i < 330; i++) {
+        len += (size_t)sprintf(body + len, "X-Filler-%03d: ", i);
+        memset(body + len, 'a', 900);
+        len += 900;
+        len += (size_t)sprintf(body + len, "\r\n");
+    }
+    len += (size_t)sprintf(body + len, "\r\nbody\r\n");
+    f->acct.sender_rewrite = SENDER_REWRITE_HEADER;
+    f->env.nrcpts = 1;
+    snprintf(mail, sizeof(mail), "MAIL FROM:<scanners@contoso.edu> SIZE=%zu", len);
+    fx_step(f, mail, "250 2.1.0 OK\r\n", ACT_NONE);
+    fx_step(f, "RCPT TO:<a@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
+    fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
+    fx_open(f);
+    fx_write(f, body, len, 1);
+    struct spool_body *b = fx_open_body(f);
+    fx_deliver(f, b);
+    assert_int_equal(f->out.res.status, DELIVER_PERM);
+    assert_string_equal(f->out.res.reply,
+                        "552 5.3.4 Header section too large to rewrite the sender");
+    assert_false(f->conn.reusable);
+    run_for(f->base, 100);
+    assert_true(f->srv->in_data || f->srv->closed); /* never ended with "." */
+    char *got = received(f);
+    assert_null(strstr(got, "DATA\r\n.\r\n"));
+    free(got);
+    spool_body_free(b);
+    free(body);
+    fx_free(f);
+}
+
 /* Refusals decided before MAIL: nothing of the message is sent, the connection stays reusable. */
 static void test_local_refusals(void **state)
 {
@@ -824,7 +881,7 @@ static void test_10mb_backpressure_from_writer(void **state)
     fx_open(f);
     f->srv->pause_ms = 300;
     struct spool_writer *w = fx_write(f, body, len, 0);
-    f->env.size = len; /* as the device side fills it before the commit */
+    /* env.size is not set before the commit: SIZE= comes from the reader */
     struct spool_body *b = spool_writer_reader(w, err, sizeof(err));
     assert_non_null(b);
 
@@ -927,6 +984,7 @@ int main(void)
         cmocka_unit_test(test_sender_rewrite_envelope),
         cmocka_unit_test(test_sender_rewrite_header),
         cmocka_unit_test(test_null_sender_stays_null),
+        cmocka_unit_test(test_header_too_large_to_rewrite),
         cmocka_unit_test(test_local_refusals),
         cmocka_unit_test(test_mail_parameters),
         cmocka_unit_test(test_10mb_backpressure_from_writer),

@@ -390,6 +390,7 @@ static void test_writer_reader_round_trip_then_commit(void **state)
     b = spool_writer_reader(w, err, sizeof(err));
     if (!b)
         fail_msg("spool_writer_reader: %s", err);
+    assert_true(spool_body_size(b) == len);
     assert_int_equal(drain_reader(b, back, len, &n, 4093, err, sizeof(err)), 0);
     assert_int_equal(n, len);
     assert_memory_equal(back, body, len);

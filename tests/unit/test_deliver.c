@@ -785,6 +785,33 @@ static void test_header_too_large_to_rewrite(void **state)
     fx_free(f);
 }
 
+/* A recipient whose RCPT line would pass 512 octets is refused here (the envelope allows 512-byte
+ * addresses; SMTP command lines do not), the others still go. */
+static void test_recipient_too_long_refused_locally(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    char longaddr[520];
+    memset(longaddr, 'x', 500);
+    strcpy(longaddr + 500, "@example.org");
+    f->rcpts[0] = longaddr;
+    fx_step(f, MAIL_LINE, "250 2.1.0 OK\r\n", ACT_NONE);
+    fx_step(f, "RCPT TO:<b@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
+    fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
+    fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
+    fx_open(f);
+    fx_write(f, BODY, sizeof(BODY) - 1, 1);
+    struct spool_body *b = fx_open_body(f);
+    fx_deliver(f, b);
+    assert_int_equal(f->out.res.status, DELIVER_PARTIAL);
+    assert_int_equal(f->out.rcpts[0].status, DELIVER_PERM);
+    assert_string_equal(f->out.rcpts[0].reply, "501 5.1.3 Recipient address too long");
+    assert_int_equal(f->out.rcpts[1].status, DELIVER_OK);
+    assert_string_equal(f->srv->failure, "");
+    spool_body_free(b);
+    fx_free(f);
+}
+
 /* Refusals decided before MAIL: nothing of the message is sent, the connection stays reusable. */
 static void test_local_refusals(void **state)
 {
@@ -985,6 +1012,7 @@ int main(void)
         cmocka_unit_test(test_sender_rewrite_header),
         cmocka_unit_test(test_null_sender_stays_null),
         cmocka_unit_test(test_header_too_large_to_rewrite),
+        cmocka_unit_test(test_recipient_too_long_refused_locally),
         cmocka_unit_test(test_local_refusals),
         cmocka_unit_test(test_mail_parameters),
         cmocka_unit_test(test_10mb_backpressure_from_writer),

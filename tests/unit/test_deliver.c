@@ -815,23 +815,30 @@ static void test_recipient_too_long_refused_locally(void **state)
 /* Refusals decided before MAIL: nothing of the message is sent, the connection stays reusable. */
 static void test_local_refusals(void **state)
 {
-    static const struct {
+    static char longfrom[520];
+    memset(longfrom, 's', 500);
+    strcpy(longfrom + 500, "@example.org");
+    const struct {
         const char *ehlo;
         int smtputf8, eightbit;
         const char *reply;
+        const char *from;
     } cases[] = {
         {"250-upstream.test\r\n250-SIZE 100\r\n250 8BITMIME\r\n", 0, 0,
-         "552 5.3.4 Message size exceeds the upstream server's limit"},
+         "552 5.3.4 Message size exceeds the upstream server's limit", NULL},
         {"250-upstream.test\r\n250 SIZE 1000\r\n", 0, 1,
-         "555 5.6.3 8BITMIME is not supported by the upstream server"},
+         "555 5.6.3 8BITMIME is not supported by the upstream server", NULL},
         {"250-upstream.test\r\n250 8BITMIME\r\n", 1, 0,
-         "555 5.6.7 SMTPUTF8 is not supported by the upstream server"},
+         "555 5.6.7 SMTPUTF8 is not supported by the upstream server", NULL},
+        {EHLO_FULL, 0, 0, "501 5.1.7 Sender address too long", longfrom},
     };
     (void)state;
     for (size_t i = 0; i < N(cases); i++) {
         struct fx *f = fx_new(cases[i].ehlo);
         f->env.smtputf8 = cases[i].smtputf8;
         f->env.eightbit = cases[i].eightbit;
+        if (cases[i].from)
+            f->env.mail_from = (char *)(uintptr_t)cases[i].from;
         fx_step(f, "RSET", "250 2.0.0 OK\r\n", ACT_NONE);
         fx_open(f);
         fx_write(f, BODY, sizeof(BODY) - 1, 1);

@@ -101,20 +101,37 @@ void metrics_session_closed(struct metrics *m, int slot)
         m->listeners[slot].open--;
 }
 
+/* acct's counters (NULL: not in the current config). */
+static struct metrics_account *account_of(struct metrics *m, const struct cfg_account *acct)
+{
+    /* pointers compared for equality only: acct may come from an earlier config */
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        if (&m->cfg->accounts[i] == acct || strcmp(m->cfg->accounts[i].name, acct->name) == 0)
+            return &m->accounts[i];
+    return NULL;
+}
+
 void metrics_message(struct metrics *m, const struct cfg_account *acct, enum metrics_result r,
                      uint64_t bytes)
 {
     if (!m || !acct || (unsigned)r >= METRICS_NRESULTS)
         return;
-    /* pointers compared for equality only: acct may come from an earlier config */
-    size_t i;
-    for (i = 0; i < m->cfg->naccounts; i++)
-        if (&m->cfg->accounts[i] == acct || strcmp(m->cfg->accounts[i].name, acct->name) == 0)
-            break;
-    if (i == m->cfg->naccounts)
+    struct metrics_account *a = account_of(m, acct);
+    if (!a)
         return;
-    m->accounts[i].messages[r]++;
-    m->accounts[i].bytes += bytes;
+    a->messages[r]++;
+    a->bytes += bytes;
+}
+
+void metrics_upstream_conn(struct metrics *m, const struct cfg_account *acct, int reused)
+{
+    struct metrics_account *a = m && acct ? account_of(m, acct) : NULL;
+    if (!a)
+        return;
+    if (reused)
+        a->conns_reused++;
+    else
+        a->conns_opened++;
 }
 
 /* "x.y.z" with x the reply's class, y one digit (RFC 3463 defines subjects 0-7) and z at most

@@ -39,6 +39,9 @@ void metrics_session_closed(struct metrics *m, int slot);
  * under its name. */
 void metrics_message(struct metrics *m, const struct cfg_account *acct, enum metrics_result r,
                      uint64_t bytes);
+/* An upstream connection of acct opened (reused 0), or a message sent over an open one
+ * (reused 1). acct as for metrics_message. */
+void metrics_upstream_conn(struct metrics *m, const struct cfg_account *acct, int reused);
 /* An upstream reply: code 200..599, enhanced "5.7.3" or "" (what smtp_reply parsed). Codes that
  * are not small, well-formed x.y.z, and any beyond a fixed number of distinct series, count
  * as code="other". */

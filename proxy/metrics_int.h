@@ -23,6 +23,7 @@ struct metrics_listener {
 struct metrics_account {
     unsigned long messages[METRICS_NRESULTS]; /* by enum metrics_result */
     uint64_t bytes;
+    unsigned long conns_opened, conns_reused; /* upstream connections (upstream_pool.c) */
 };
 
 struct metrics_reply {

@@ -89,6 +89,16 @@ static void render_messages(const struct metrics *m, struct out *o)
     for (size_t i = 0; i < m->cfg->naccounts; i++)
         emit(o, P "relayed_bytes_total{account=\"%s\"} %" PRIu64 "\n",
              metrics_escape(a, sizeof(a), m->cfg->accounts[i].name), m->accounts[i].bytes);
+    head(o, "upstream_connections_opened_total", "counter",
+         "Upstream connections opened (each one a TLS handshake and an AUTH), by account.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(o, P "upstream_connections_opened_total{account=\"%s\"} %lu\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name), m->accounts[i].conns_opened);
+    head(o, "upstream_connection_reuses_total", "counter",
+         "Messages sent over an already open upstream connection, by account.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(o, P "upstream_connection_reuses_total{account=\"%s\"} %lu\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name), m->accounts[i].conns_reused);
 }
 
 static void render_replies(const struct metrics *m, struct out *o)

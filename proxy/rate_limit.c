@@ -38,6 +38,21 @@ int64_t rate_limit_msg_when(const struct rate_limit *r, int64_t now_ms)
     return at > now_ms ? at : now_ms;
 }
 
+int64_t rate_limit_msg_when_nth(const struct rate_limit *r, int64_t now_ms, unsigned n)
+{
+    if (r->per_minute == 0)
+        return now_ms;
+    /* Whole windows first: the message n + 1 goes one window after message n + 1 - per_minute. */
+    int64_t extra = (int64_t)(n / r->per_minute) * RATE_LIMIT_WINDOW_MS;
+    unsigned k = n % r->per_minute, free_slots = r->per_minute - r->count;
+    int64_t at;
+    if (k < free_slots)
+        at = extra ? now_ms + extra : now_ms;
+    else
+        at = r->times[(r->head + (k - free_slots)) % r->per_minute] + RATE_LIMIT_WINDOW_MS + extra;
+    return at > now_ms ? at : now_ms;
+}
+
 int rate_limit_msg_take(struct rate_limit *r, int64_t now_ms, int64_t *retry_ms)
 {
     int64_t when = rate_limit_msg_when(r, now_ms), t;

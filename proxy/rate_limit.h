@@ -26,6 +26,9 @@ void rate_limit_free(struct rate_limit *r); /* accepts NULL */
 
 /* The earliest time (ms) at which one more message may start: now_ms if it may start now. */
 int64_t rate_limit_msg_when(const struct rate_limit *r, int64_t now_ms);
+/* The earliest time at which one more message may start once n others (waiting ahead of it)
+ * have started, each as early as the window allows: rate_limit_msg_when for n = 0. */
+int64_t rate_limit_msg_when_nth(const struct rate_limit *r, int64_t now_ms, unsigned n);
 /* May a message start at now_ms? 1: yes, and it is counted; 0: not yet, *retry_ms (if not NULL)
  * is when it may. A message counts when it starts, whatever its outcome. */
 int rate_limit_msg_take(struct rate_limit *r, int64_t now_ms, int64_t *retry_ms);

@@ -6,8 +6,6 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "common/secret.h"
-#include "oauth/token_cache.h"
 #include "proxy/client_session.h"
 #include "proxy/config.h"
 #include "proxy/device_stats.h"
@@ -18,6 +16,7 @@
 #include "proxy/server_gen.h"
 #include "proxy/smtp_data.h"
 #include "proxy/smtp_parse.h"
+#include "proxy/upstream_pool.h"
 
 #define RELAY_REPLY_MAX 4096
 #define RELAY_BATCH (64 * 1024)
@@ -31,14 +30,11 @@ struct relay {
     char device[128];
     char log_id[32];
 
-    struct client_session *up;
-    int up_ready; /* opened and authenticated */
-    int opened;   /* open finished, waiting for the token */
-    struct token_cache *tokens;
-    struct token_wait *token_wait;
-    char *token; /* the token used for AUTH, kept until AUTH is answered (to invalidate it) */
-    int auth_retried;
-    enum client_auth_mech mech; /* of the last AUTH sent */
+    /* The upstream connection is leased from the account's pool at MAIL and given back when the
+     * transaction ends: a device session holds none between its messages. */
+    struct upstream_lease *lease;
+    struct upstream_conn *conn;
+    struct client_session *up; /* conn's session */
 
     enum relay_op op;
     relay_reply_cb cb;
@@ -59,6 +55,8 @@ struct relay {
 
     void (*drain_cb)(void *arg);
     void *drain_arg;
+    size_t drain_low;
+    int drain_set;
 };
 
 static const char *op_str(enum relay_op op)
@@ -79,24 +77,6 @@ static void finish(struct relay *r, const char *reply)
         cb(arg, reply);
 }
 
-/* "250-a\r\n250 b" from a parsed reply, control characters removed. */
-static void reply_text(const struct smtp_reply *rep, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < rep->nlines && o + 8 < outlen; i++) {
-        int w = snprintf(out + o, outlen - o, "%s%03d%c", i ? "\r\n" : "", rep->code,
-                         i + 1 == rep->nlines ? ' ' : '-');
-        if (w < 0)
-            break;
-        o += (size_t)w;
-        for (const char *p = rep->lines[i]; *p && o + 3 < outlen; p++)
-            out[o++] = (*p >= 0x20 && *p != 0x7f) ? *p : '?';
-        out[o] = '\0';
-    }
-    if (o == 0)
-        snprintf(out, outlen, "%03d ", rep->code);
-}
-
 static double elapsed_ms(const struct timespec *t0)
 {
     struct timespec t1;
@@ -104,7 +84,7 @@ static double elapsed_ms(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* " explain=..." when the Exchange table knows the reply (text: its reply_text), else "". */
+/* " explain=..." when the Exchange table knows the reply (text: its reply text), else "". */
 static const char *explain_kv(const struct relay *r, const struct smtp_reply *rep, const char *text,
                               char *buf, size_t len)
 {
@@ -136,29 +116,18 @@ static void log_message(struct relay *r, const char *result, const char *reply,
                          (int64_t)time(NULL));
 }
 
-static void drop_token(struct relay *r)
+/* Give the connection back to the pool (reusable: the transaction is over and it is healthy)
+ * or stop waiting for one. */
+static void release_upstream(struct relay *r, int reusable)
 {
-    secret_free(r->token);
-    r->token = NULL;
-}
-
-/* Close the upstream connection: politely when it is idle and healthy, at once otherwise. */
-static void drop_upstream(struct relay *r, int polite)
-{
-    if (r->token_wait) {
-        token_cache_cancel(r->token_wait);
-        r->token_wait = NULL;
+    if (r->lease) {
+        upstream_lease_cancel(r->lease);
+        r->lease = NULL;
     }
-    drop_token(r);
-    if (r->up) {
-        if (polite && r->up_ready && client_session_usable(r->up))
-            client_session_quit(r->up);
-        else
-            client_session_free(r->up);
-    }
+    if (r->conn)
+        upstream_conn_release(r->conn, reusable && client_session_usable(r->up));
+    r->conn = NULL;
     r->up = NULL;
-    r->up_ready = 0;
-    r->opened = 0;
 }
 
 /* rep: the upstream reply that failed the operation, if any (for explain=). */
@@ -169,7 +138,7 @@ static void fail_op_reply(struct relay *r, const char *reply, const char *why,
     log_warn("event=upstream_failed session=%s account=%s op=%s reason=%s%s", r->log_id,
              r->acct->name, op_str(r->op), log_safe(safe, sizeof(safe), why, strlen(why)),
              explain_kv(r, rep, rep_text, explain, sizeof(explain)));
-    drop_upstream(r, 0);
+    release_upstream(r, 0);
     finish(r, reply);
 }
 
@@ -179,182 +148,22 @@ static void fail_op(struct relay *r, const char *reply, const char *why)
 }
 
 static void send_mail(struct relay *r);
-static void start_auth(struct relay *r);
+static void on_drain(void *arg);
 
-static void on_token(void *arg, const char *token, const char *err)
+/* The pool's answer to the lease asked for at MAIL (it logged any failure itself). */
+static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_failure *f)
 {
     struct relay *r = arg;
-    r->token_wait = NULL;
-    if (!token) {
-        char why[512];
-        snprintf(why, sizeof(why), "no access token: %s", err ? err : "unknown error");
-        fail_op(r,
-                "451 4.7.0 Temporary authentication failure upstream (no access token), try "
-                "again later",
-                why);
+    r->lease = NULL;
+    if (!c) {
+        finish(r, f->reply);
         return;
     }
-    drop_token(r);
-    r->token = secret_dup(token);
-    if (!r->token) {
-        fail_op(r, "451 4.3.0 Out of memory", "out of memory");
-        return;
-    }
-    if (r->opened)
-        start_auth(r);
-}
-
-static void request_token(struct relay *r)
-{
-    /* May call on_token before returning. */
-    struct token_wait *w = token_cache_get(r->tokens, on_token, r);
-    if (w)
-        r->token_wait = w;
-}
-
-static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
-{
-    struct relay *r = arg;
-    if (!rep) {
-        fail_op(r, "451 4.4.2 Upstream connection lost, try again later", err ? err : "lost");
-        return;
-    }
-    metrics_upstream_reply(r->srv->metrics, METRICS_CMD_AUTH, rep->code, rep->enhanced);
-    if (rep->code == 235) {
-        r->up_ready = 1;
-        drop_token(r);
-        log_debug("event=upstream_auth_ok session=%s account=%s mech=%s", r->log_id, r->acct->name,
-                  client_auth_mech_name(r->mech));
-        send_mail(r);
-        return;
-    }
-    char text[RELAY_REPLY_MAX];
-    reply_text(rep, text, sizeof(text));
-    if (rep->code == 535 && !r->auth_retried) {
-        /* The token may have been revoked or be for the wrong audience: one fresh token. */
-        char safe[300], explain[900];
-        log_warn("event=upstream_auth_retry session=%s account=%s upstream=%s%s", r->log_id,
-                 r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")),
-                 explain_kv(r, rep, text, explain, sizeof(explain)));
-        r->auth_retried = 1;
-        token_cache_invalidate(r->tokens, r->token);
-        drop_token(r);
-        request_token(r);
-        return;
-    }
-    /* Never 5xx for a token problem: the device should try again later. */
-    char why[RELAY_REPLY_MAX + 64];
-    snprintf(why, sizeof(why), "AUTH %s refused: %s", client_auth_mech_name(r->mech), text);
-    fail_op_reply(r, "454 4.7.0 Temporary authentication failure upstream, try again later", why,
-                  rep, text);
-}
-
-static const char *upstream_auth_name(enum upstream_auth a)
-{
-    switch (a) {
-    case UPSTREAM_AUTH_XOAUTH2:
-        return "xoauth2";
-    case UPSTREAM_AUTH_OAUTHBEARER:
-        return "oauthbearer";
-    default:
-        return "auto";
-    }
-}
-
-/* The SASL mechanisms an EHLO offered, space-separated ("none" if none). */
-static const char *offered_mechs(unsigned bits, char *buf, size_t len)
-{
-    static const struct {
-        unsigned bit;
-        const char *name;
-    } mechs[] = {{SMTP_AUTH_PLAIN, "PLAIN"},
-                 {SMTP_AUTH_LOGIN, "LOGIN"},
-                 {SMTP_AUTH_XOAUTH2, "XOAUTH2"},
-                 {SMTP_AUTH_OAUTHBEARER, "OAUTHBEARER"}};
-    size_t o = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
-        if (!(bits & mechs[i].bit))
-            continue;
-        int w = snprintf(buf + o, len - o, "%s%s", o ? " " : "", mechs[i].name);
-        if (w < 0 || (size_t)w >= len - o)
-            break;
-        o += (size_t)w;
-    }
-    if (o == 0)
-        snprintf(buf, len, "none");
-    return buf;
-}
-
-/* upstream_auth against what the EHLO offers: 0 and *mech, or -1. auto prefers XOAUTH2. */
-static int pick_mech(enum upstream_auth want, unsigned offered, enum client_auth_mech *mech)
-{
-    int x = (offered & SMTP_AUTH_XOAUTH2) != 0, o = (offered & SMTP_AUTH_OAUTHBEARER) != 0;
-    if ((want == UPSTREAM_AUTH_XOAUTH2 || want == UPSTREAM_AUTH_AUTO) && x) {
-        *mech = CLIENT_AUTH_XOAUTH2;
-        return 0;
-    }
-    if ((want == UPSTREAM_AUTH_OAUTHBEARER || want == UPSTREAM_AUTH_AUTO) && o) {
-        *mech = CLIENT_AUTH_OAUTHBEARER;
-        return 0;
-    }
-    return -1;
-}
-
-static void start_auth(struct relay *r)
-{
-    if (!r->token)
-        return;
-    const struct smtp_caps *caps = client_session_caps(r->up);
-    enum upstream_auth want = r->acct->upstream.auth;
-    if (pick_mech(want, caps ? caps->auth : 0, &r->mech) < 0) {
-        char offered[64], why[160];
-        snprintf(why, sizeof(why), "upstream_auth = %s but the upstream offers AUTH %s",
-                 upstream_auth_name(want),
-                 offered_mechs(caps ? caps->auth : 0, offered, sizeof(offered)));
-        fail_op(r, "454 4.7.0 Temporary authentication failure upstream, try again later", why);
-        return;
-    }
-    client_session_auth(r->up, r->mech, r->acct->mailbox, r->token, on_auth, r);
-}
-
-static void on_open(void *arg, const struct smtp_reply *rep, const char *err)
-{
-    struct relay *r = arg;
-    if (!rep || rep->code / 100 != 2) {
-        char why[RELAY_REPLY_MAX];
-        if (rep)
-            reply_text(rep, why, sizeof(why));
-        else
-            snprintf(why, sizeof(why), "%s", err ? err : "connect failed");
-        fail_op_reply(r, "451 4.4.1 Upstream server unavailable, try again later", why, rep, why);
-        return;
-    }
-    r->opened = 1;
-    if (r->token)
-        start_auth(r);
-}
-
-static void open_upstream(struct relay *r)
-{
-    const struct config *cfg = r->gen->cfg;
-    struct client_cfg cc = {
-        .host = r->acct->upstream.host,
-        .port = r->acct->upstream.port,
-        .helo = cfg->hostname,
-        .ssl_ctx = server_gen_tls_client(r->gen, r->acct),
-        .connect_timeout = cfg->upstream_connect_timeout,
-        .reply_timeout = cfg->upstream_timeout,
-        .log_id = r->log_id,
-    };
-    r->auth_retried = 0;
-    r->up = client_session_new(r->srv->base, r->srv->dns, &cc);
-    if (!r->up) {
-        fail_op(r, "451 4.3.0 Cannot start upstream session", "client_session_new failed");
-        return;
-    }
-    client_session_open(r->up, on_open, r);
-    request_token(r);
+    r->conn = c;
+    r->up = upstream_conn_session(c);
+    if (r->drain_set)
+        client_session_set_drain_cb(r->up, r->drain_low, on_drain, r);
+    send_mail(r);
 }
 
 static void emit_rewritten(void *arg, const char *line, size_t len);
@@ -368,7 +177,6 @@ struct relay *relay_new(struct server *srv, struct server_gen *gen, const struct
     r->srv = srv;
     r->gen = gen;
     r->acct = acct;
-    r->tokens = server_gen_account_tokens(gen, acct);
     snprintf(r->device, sizeof(r->device), "%s", device);
     snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
     if (acct->sender_rewrite == SENDER_REWRITE_HEADER) {
@@ -385,7 +193,7 @@ void relay_free(struct relay *r)
 {
     if (!r)
         return;
-    drop_upstream(r, r->op == OP_NONE && !r->in_tx);
+    release_upstream(r, r->op == OP_NONE && !r->in_tx);
     free(r->mail_from);
     header_rewrite_free(r->rewrite);
     free(r);
@@ -396,8 +204,8 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
     struct relay *r = arg;
     if (!rep) {
         r->in_tx = 0;
-        if (r->op == OP_RSET) { /* nothing is lost: the next MAIL reconnects */
-            drop_upstream(r, 0);
+        if (r->op == OP_RSET) { /* nothing is lost: the next MAIL leases another connection */
+            release_upstream(r, 0);
             finish(r, "250 2.0.0 OK");
             return;
         }
@@ -405,7 +213,7 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
         return;
     }
     char text[RELAY_REPLY_MAX];
-    reply_text(rep, text, sizeof(text));
+    smtp_reply_text(rep, text, sizeof(text));
     int ok = rep->code / 100 == 2;
     if (r->op == OP_MAIL || r->op == OP_RCPT)
         metrics_upstream_reply(r->srv->metrics,
@@ -419,6 +227,7 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
             log_info("event=mail_refused session=%s account=%s upstream=%s%s", r->log_id,
                      r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")),
                      explain_kv(r, rep, text, explain, sizeof(explain)));
+            release_upstream(r, rep->code != 421); /* no transaction: the connection is free */
         }
         break;
     case OP_RCPT:
@@ -435,9 +244,14 @@ static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
         break;
     case OP_RSET:
         r->in_tx = 0;
+        release_upstream(r, ok);
         break;
     default:
         break;
+    }
+    if (rep->code == 421 && r->conn) { /* the upstream is closing it */
+        r->in_tx = 0;
+        release_upstream(r, 0);
     }
     finish(r, text);
 }
@@ -446,16 +260,16 @@ static void send_mail(struct relay *r)
 {
     const struct smtp_caps *caps = client_session_caps(r->up);
     const struct relay_mail_opts *o = &r->mail_opts;
-    if (o->smtputf8 && !caps->smtputf8) {
-        finish(r, "555 5.6.7 SMTPUTF8 is not supported by the upstream server");
-        return;
-    }
-    if (o->body_8bit && !caps->eightbitmime) {
-        finish(r, "555 5.6.3 8BITMIME is not supported by the upstream server");
-        return;
-    }
-    if (caps->has_size && caps->size && o->size > caps->size) {
-        finish(r, "552 5.3.4 Message size exceeds the upstream server's limit");
+    const char *refusal = NULL;
+    if (o->smtputf8 && !caps->smtputf8)
+        refusal = "555 5.6.7 SMTPUTF8 is not supported by the upstream server";
+    else if (o->body_8bit && !caps->eightbitmime)
+        refusal = "555 5.6.3 8BITMIME is not supported by the upstream server";
+    else if (caps->has_size && caps->size && o->size > caps->size)
+        refusal = "552 5.3.4 Message size exceeds the upstream server's limit";
+    if (refusal) {
+        release_upstream(r, 1); /* nothing was sent on it */
+        finish(r, refusal);
         return;
     }
     char line[SMTP_PATH_MAX + 128];
@@ -479,6 +293,7 @@ void relay_mail(struct relay *r, const char *from, const struct relay_mail_opts 
     r->mail_opts = *o;
     r->rcpts_ok = 0;
     r->size = 0;
+    release_upstream(r, !r->in_tx); /* none is held between transactions; belt and braces */
     r->in_tx = 0;
     r->fail_reply = NULL;
     clock_gettime(CLOCK_MONOTONIC, &r->t_start);
@@ -486,25 +301,21 @@ void relay_mail(struct relay *r, const char *from, const struct relay_mail_opts 
     /* A null sender stays null: it marks a bounce, which must never bounce again. */
     int rewrite = r->acct->sender_rewrite != SENDER_REWRITE_OFF && from[0] != '\0';
     r->mail_from = strdup(rewrite ? r->acct->mailbox : from);
-    if (!r->mail_from) {
+    struct upstream_pool *p =
+        r->mail_from ? upstream_pools_get(r->srv->pools, r->acct->name) : NULL;
+    if (p)
+        r->lease = upstream_pool_get(p, r->gen, r->acct, r->log_id, on_lease, r);
+    if (!r->lease)
         finish(r, "451 4.3.0 Out of memory");
-        return;
-    }
-    if (r->up && r->up_ready && client_session_usable(r->up)) {
-        send_mail(r);
-        return;
-    }
-    drop_upstream(r, 0);
-    open_upstream(r);
 }
 
 /* A transaction verb needs a live, authenticated upstream (it may have died since MAIL). */
 static int upstream_alive(struct relay *r)
 {
-    if (r->up && r->up_ready && client_session_usable(r->up))
+    if (r->up && client_session_usable(r->up))
         return 1;
     r->in_tx = 0;
-    drop_upstream(r, 0);
+    release_upstream(r, 0);
     finish(r, "451 4.4.2 Upstream connection lost, try again later");
     return 0;
 }
@@ -584,6 +395,8 @@ void relay_set_drain_cb(struct relay *r, size_t low_mark, void (*cb)(void *arg),
 {
     r->drain_cb = cb;
     r->drain_arg = arg;
+    r->drain_low = low_mark;
+    r->drain_set = 1; /* also for the connections leased later */
     if (r->up)
         client_session_set_drain_cb(r->up, low_mark, on_drain, r);
 }
@@ -601,11 +414,13 @@ static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err
     }
     metrics_upstream_reply(r->srv->metrics, METRICS_CMD_DATA, rep->code, rep->enhanced);
     char text[RELAY_REPLY_MAX];
-    reply_text(rep, text, sizeof(text));
+    smtp_reply_text(rep, text, sizeof(text));
     const char *result = rep->code / 100 == 2   ? "delivered"
                          : rep->code / 100 == 4 ? "deferred"
                                                 : "refused";
     log_message(r, result, text, rep);
+    /* the final reply ends the transaction: the connection may serve the next message */
+    release_upstream(r, rep->code != 421);
     finish(r, text);
 }
 
@@ -621,7 +436,7 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
         snprintf(reply, sizeof(reply), "%s", r->fail_reply);
         log_message(r, reply[0] == '4' ? "deferred" : "refused", reply, NULL);
         r->in_tx = 0;
-        drop_upstream(r, 0); /* nothing partial may be delivered */
+        release_upstream(r, 0); /* nothing partial may be delivered */
         finish(r, reply);
         return;
     }
@@ -637,7 +452,7 @@ void relay_data_abort(struct relay *r, const char *reason)
 {
     log_message(r, "refused", reason, NULL);
     r->in_tx = 0;
-    drop_upstream(r, 0);
+    release_upstream(r, 0);
 }
 
 int relay_in_transaction(const struct relay *r)
@@ -650,10 +465,11 @@ void relay_rset(struct relay *r, relay_reply_cb cb, void *arg)
     r->op = OP_RSET;
     r->cb = cb;
     r->cb_arg = arg;
-    if (r->in_tx && r->up && r->up_ready && client_session_usable(r->up)) {
+    if (r->in_tx && r->up && client_session_usable(r->up)) {
         client_session_command(r->up, "RSET", on_reply, r);
         return;
     }
     r->in_tx = 0;
+    release_upstream(r, 1);
     finish(r, "250 2.0.0 OK");
 }

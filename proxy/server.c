@@ -13,6 +13,7 @@
 #include "proxy/metrics.h"
 #include "proxy/server_gen.h"
 #include "proxy/server_session.h"
+#include "proxy/upstream_pool.h"
 #include "store/token_store.h"
 
 int server_listen(struct server *s, char *err, size_t errlen)
@@ -70,7 +71,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->http = http_new(base);
     s->metrics = metrics_new(cfg);
     s->devstats = device_stats_keeper_new(base, cfg); /* loads STATE_DIR/devices.state */
-    if (!s->dns || !s->http || !s->metrics) {
+    s->pools = upstream_pools_new(s);
+    if (!s->dns || !s->http || !s->metrics || !s->pools) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         config_free(cfg);
         goto fail;
@@ -102,6 +104,10 @@ void server_free(struct server *s)
     server_stop_listening(s);
     while (s->sessions)
         server_session_abort(s->sessions);
+    /* after the sessions, which give their connections back; before the generations, which
+     * idle connections hold */
+    upstream_pools_free(s->pools);
+    s->pools = NULL;
     /* after the sessions, which count into it; writes the file a last time; before the
      * config it borrows goes */
     device_stats_keeper_free(s->devstats);

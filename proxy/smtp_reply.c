@@ -6,6 +6,7 @@
  * when it grows; struct smtp_reply gets pointers only once the reply is complete. */
 #include "proxy/smtp_reply.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -304,4 +305,25 @@ void smtp_reply_caps(const struct smtp_reply *ehlo, struct smtp_caps *caps)
     memset(caps, 0, sizeof(*caps));
     for (i = 1; i < ehlo->nlines; i++)
         smtp_reply_cap_line(ehlo->lines[i], caps);
+}
+
+const char *smtp_reply_text(const struct smtp_reply *rep, char *out, size_t outlen)
+{
+    size_t o = 0;
+    if (outlen == 0)
+        return out;
+    out[0] = '\0';
+    for (size_t i = 0; i < rep->nlines && o + 8 < outlen; i++) {
+        int w = snprintf(out + o, outlen - o, "%s%03d%c", i ? "\r\n" : "", rep->code,
+                         i + 1 == rep->nlines ? ' ' : '-');
+        if (w < 0 || (size_t)w >= outlen - o)
+            break;
+        o += (size_t)w;
+        for (const char *p = rep->lines[i]; *p && o + 3 < outlen; p++)
+            out[o++] = (*p >= 0x20 && *p != 0x7f) ? *p : '?';
+        out[o] = '\0';
+    }
+    if (o == 0)
+        snprintf(out, outlen, "%03d ", rep->code);
+    return out;
 }

@@ -17,7 +17,14 @@ success: e.g. refuse a device's message at the end of DATA but accept the bounce
 Every message accepted is kept in ex.messages (mail_from, rcpts, data: the bytes between DATA
 and the final dot, dot-unstuffed, and time); ex.connections counts the sessions (each one
 STARTTLS handshake and one AUTH) and ex.auths the AUTH commands.
+
+For connection reuse (test_upstream_pool.py) it also keeps the connections open now and at most
+at once, every command verb by connection (ex.verbs), the AUTH responses, can drop every open
+connection (close_all), answer RSET with a scripted reply ("421 ..." then closes), and hold
+each DATA verdict for ex.delay seconds. ex.reset() forgets the counts.
 """
+import base64
+import binascii
 import re
 import socket
 import ssl
@@ -34,9 +41,10 @@ OK = {"AUTH": "235 2.7.0 Authentication successful",
 
 
 class _Conn:
-    def __init__(self, sock, owner):
+    def __init__(self, sock, owner, no):
         self.sock = sock
         self.owner = owner
+        self.no = no       # connection number, from 1
         self.buf = b""
         self.tls = False
         self.txn = None
@@ -71,11 +79,21 @@ class _Conn:
         m = re.search(rb"<([^>]*)>", ln)
         return m.group(1).decode(errors="replace") if m else ""
 
+    def auth_blob(self, b64):
+        try:
+            blob = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            blob = b""
+        with self.owner.lock:
+            self.owner.auth_blobs.append((self.no, blob))
+
     def run(self):
         self.send("220 exchange.test Microsoft ESMTP MAIL Service ready (stand-in)")
         while True:
             ln = self.line()
             verb = ln.split(b" ", 1)[0].upper()
+            with self.owner.lock:
+                self.owner.commands.append((self.no, verb.decode("ascii", "replace")))
             if verb in (b"EHLO", b"HELO"):
                 caps = ["250-exchange.test Hello [127.0.0.1]", "250-SIZE 157286400",
                         "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-8BITMIME"]
@@ -90,9 +108,12 @@ class _Conn:
             elif verb == b"AUTH" and self.tls:
                 with self.owner.lock:
                     self.owner.auths += 1
-                if len(ln.split(b" ")) < 3:
+                parts = ln.split(b" ")
+                if len(parts) < 3:
                     self.send("334 ")
-                    self.line()
+                    self.auth_blob(self.line())
+                else:
+                    self.auth_blob(parts[2])
                 self.reply("AUTH")
             elif verb == b"MAIL":
                 self.txn = {"mail_from": self._addr(ln), "rcpts": [], "data": b""}
@@ -115,10 +136,17 @@ class _Conn:
                 txn = self.txn or {"mail_from": None, "rcpts": []}
                 txn["data"] = b"".join(x + b"\r\n" for x in lines)
                 self.txn = txn
+                if self.owner.delay:
+                    time.sleep(self.owner.delay)
                 if self.reply("DATA"):
                     with self.owner.lock:
                         self.owner.messages.append(dict(txn, time=time.time()))
                 self.txn = None
+            elif verb == b"RSET" and "RSET" in self.owner.script:
+                self.txn = None
+                self.send(self.owner.script["RSET"])
+                if self.owner.script["RSET"].startswith("421"):
+                    return
             elif verb in (b"RSET", b"NOOP"):
                 if verb == b"RSET":
                     self.txn = None
@@ -134,16 +162,42 @@ class ExchangeStandin:
     def __init__(self, port, cert_file, key_file):
         self.port = port
         self.script = {}   # phase -> the reply line to give instead of success
-        self.seen = []     # the phases answered, in order
-        self.messages = []  # accepted: {mail_from, rcpts, data, time}
-        self.connections = 0
-        self.auths = 0
         self.lock = threading.Lock()
+        self.delay = 0.0   # seconds before each DATA verdict (to overlap sessions)
+        self.reset()
         self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ctx.load_cert_chain(cert_file, key_file)
         self.lsock = None
         self.stopping = False
+
+    def reset(self):
+        """Forget what was seen and counted (not the script)."""
+        with self.lock:
+            self.seen = []         # the phases answered, in order
+            self.messages = []     # accepted: {mail_from, rcpts, data, time}
+            self.connections = 0   # accepted
+            self.auths = 0
+            self.open_now = 0
+            self.max_open = 0      # open at once, at most
+            self.commands = []     # (connection number, verb) in arrival order
+            self.auth_blobs = []   # (connection number, decoded AUTH response)
+            self.live = []         # connections open now
+
+    def verbs(self, verb):
+        """The connection numbers of every `verb` command seen, in order."""
+        with self.lock:
+            return [n for n, v in self.commands if v == verb]
+
+    def close_all(self):
+        """Drop every open connection, as an upstream that times idle sessions out does."""
+        with self.lock:
+            live = list(self.live)
+        for c in live:
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def start(self):
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -162,15 +216,21 @@ class ExchangeStandin:
             s.settimeout(READ_TIMEOUT)
             with self.lock:
                 self.connections += 1
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+                self.open_now += 1
+                self.max_open = max(self.max_open, self.open_now)
+                c = _Conn(s, self, self.connections)
+                self.live.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
-    def _serve(self, s):
-        c = _Conn(s, self)
+    def _serve(self, c):
         try:
             c.run()
         except (OSError, ValueError, ConnectionError, ssl.SSLError):
             pass
         finally:
+            with self.lock:
+                self.open_now -= 1
+                self.live.remove(c)
             try:
                 c.sock.close()
             except OSError:

@@ -57,7 +57,11 @@ class TestDelegated(ProxyCase):
         self.tok_path = os.path.join(self.tmp, "state", "tokens", ACCOUNT + ".tok")
 
     def start(self):
-        return self.start_proxy(proxy_extra={"key_file": self.key_path}, edit=delegated)
+        # Every message on a connection of its own (idle_timeout = 0), so that each one after
+        # a pause needs a token: these tests are about refreshing; reuse is test_upstream_pool's.
+        def edit(text):
+            return delegated(text).replace("[upstream]\n", "[upstream]\nidle_timeout = 0\n", 1)
+        return self.start_proxy(proxy_extra={"key_file": self.key_path}, edit=edit)
 
     def seed(self):
         """A refresh token an admin already has, put where `authorize` would put it."""

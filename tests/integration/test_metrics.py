@@ -172,9 +172,14 @@ class TestMetrics(ProxyCase):
                                     **{"command": "RCPT", "class": "2xx"}), delivered + 1)
         self.assertEqual(self.total(m, "upstream_replies_total",
                                     **{"command": "MAIL", "class": "2xx"}), mail_sessions)
-        # one upstream connection (one AUTH) per device session that sent MAIL
+        # one AUTH per upstream connection; the sessions came one after another, so one pooled
+        # connection served every message (each later one after an RSET)
+        opened = self.value(m, "upstream_connections_opened_total", **acct)
         self.assertEqual(self.total(m, "upstream_replies_total",
-                                    **{"command": "AUTH", "class": "2xx"}), mail_sessions)
+                                    **{"command": "AUTH", "class": "2xx"}), opened)
+        self.assertEqual(opened, 1)
+        self.assertEqual(self.value(m, "upstream_connection_reuses_total", **acct),
+                         mail_sessions - 1)
         self.assertEqual(self.total(m, "upstream_replies_total", **{"class": "4xx"}), 0)
 
         # token figures, read live from the cache: one token, good for about an hour

@@ -85,6 +85,9 @@ static void test_render_exact(void **state)
     metrics_message(m, &f.accounts[0], METRICS_DELIVERED, 23);
     metrics_message(m, &f.accounts[0], METRICS_REFUSED, 0);
     metrics_message(m, &f.accounts[1], METRICS_DEFERRED, 0);
+    metrics_upstream_conn(m, &f.accounts[0], 0);
+    metrics_upstream_conn(m, &f.accounts[0], 1);
+    metrics_upstream_conn(m, &f.accounts[0], 1);
     metrics_upstream_reply(m, METRICS_CMD_DATA, 250, "2.0.0");
     metrics_upstream_reply(m, METRICS_CMD_DATA, 250, "2.0.0");
     metrics_upstream_reply(m, METRICS_CMD_RCPT, 550, "5.1.1");
@@ -117,6 +120,16 @@ static void test_render_exact(void **state)
         "# TYPE smtp_oauth_proxy_relayed_bytes_total counter\n"
         "smtp_oauth_proxy_relayed_bytes_total{account=\"scanners\"} 123\n"
         "smtp_oauth_proxy_relayed_bytes_total{account=\"od\\\"d\\\\name\"} 0\n"
+        "# HELP smtp_oauth_proxy_upstream_connections_opened_total Upstream connections opened "
+        "(each one a TLS handshake and an AUTH), by account.\n"
+        "# TYPE smtp_oauth_proxy_upstream_connections_opened_total counter\n"
+        "smtp_oauth_proxy_upstream_connections_opened_total{account=\"scanners\"} 1\n"
+        "smtp_oauth_proxy_upstream_connections_opened_total{account=\"od\\\"d\\\\name\"} 0\n"
+        "# HELP smtp_oauth_proxy_upstream_connection_reuses_total Messages sent over an already "
+        "open upstream connection, by account.\n"
+        "# TYPE smtp_oauth_proxy_upstream_connection_reuses_total counter\n"
+        "smtp_oauth_proxy_upstream_connection_reuses_total{account=\"scanners\"} 2\n"
+        "smtp_oauth_proxy_upstream_connection_reuses_total{account=\"od\\\"d\\\\name\"} 0\n"
         "# HELP smtp_oauth_proxy_upstream_replies_total Upstream replies to AUTH, MAIL, RCPT and "
         "the end of DATA, by class and enhanced status code.\n"
         "# TYPE smtp_oauth_proxy_upstream_replies_total counter\n"
@@ -232,6 +245,7 @@ static void test_null_registry(void **state)
     metrics_session_closed(NULL, 0);
     metrics_message(NULL, NULL, METRICS_DELIVERED, 1);
     metrics_upstream_reply(NULL, METRICS_CMD_DATA, 250, "2.0.0");
+    metrics_upstream_conn(NULL, NULL, 1);
     assert_int_equal(metrics_device_by_user(NULL, "x"), -1);
     metrics_auth_failed(NULL, 0);
 }

@@ -134,6 +134,28 @@ static void test_connection_cap(void **state)
     rate_limit_free(r);
 }
 
+/* The wait a device would have behind n queued messages: 2 per minute, sent at T0 and T0+10s. */
+static void test_when_nth(void **state)
+{
+    struct rate_limit *r = rate_limit_new(2, 0);
+    (void)state;
+    assert_int_equal(rate_limit_msg_when_nth(r, T0, 0), T0);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0, 1), T0);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0, 2), T0 + 60000); /* next window */
+    assert_int_equal(rate_limit_msg_take(r, T0, NULL), 1);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0 + 10000, 0), T0 + 10000); /* one slot left */
+    assert_int_equal(rate_limit_msg_when_nth(r, T0 + 10000, 1), T0 + 60000);
+    assert_int_equal(rate_limit_msg_take(r, T0 + 10000, NULL), 1);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0 + 20000, 0), T0 + 60000);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0 + 20000, 1), T0 + 70000);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0 + 20000, 2), T0 + 120000);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0 + 20000, 0), rate_limit_msg_when(r, T0 + 20000));
+    rate_limit_free(r);
+    r = rate_limit_new(0, 0);
+    assert_int_equal(rate_limit_msg_when_nth(r, T0, 500), T0);
+    rate_limit_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_clock_stepping_back),
         cmocka_unit_test(test_no_rate_limit),
         cmocka_unit_test(test_connection_cap),
+        cmocka_unit_test(test_when_nth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

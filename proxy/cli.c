@@ -25,6 +25,13 @@ static const struct {
      "test ACCOUNT [--to ADDR] [--from ADDR]\n"
      "                           token, claims, AUTH (and a test message): each refusal "
      "explained"},
+    {"queue", cli_queue,
+     "queue [--json]           the running daemon's queue: id, account, sender, recipients,\n"
+     "                           size, age, attempts, state, last error\n"
+     "  queue flush [ID]         retry now (one message, or every one not held)\n"
+     "  queue hold ID | queue release ID\n"
+     "                           keep a message from delivery (survives a restart), or let it go\n"
+     "  queue delete ID          remove a message without delivering or bouncing it"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -22,6 +22,7 @@ int cli_accounts(struct config *cfg, int argc, char **argv);
 int cli_authorize(struct config *cfg, int argc, char **argv);
 int cli_devices(struct config *cfg, int argc, char **argv);
 int cli_test(struct config *cfg, int argc, char **argv);
+int cli_queue(struct config *cfg, int argc, char **argv);
 
 /* The account named name, or NULL after telling stderr which names are valid. */
 const struct cfg_account *cli_account(const struct config *cfg, const char *name);
@@ -49,7 +50,7 @@ void cli_offline_close(struct cli_offline *o);
 /* cli_report.c: a report command (accounts, devices): the daemon's JSON document for the
  * request named like the command, or, with no daemon, offline(); printed whole with --json, else
  * as an aligned table of the document's list_key array. */
-#define CLI_REPORT_MAX_COLS 8
+#define CLI_REPORT_MAX_COLS 9
 #define CLI_CELL 160
 struct cJSON;
 struct cli_report {

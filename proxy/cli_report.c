@@ -39,8 +39,9 @@ static void cli_report_table(const struct cli_report *r, const struct config *cf
             if (strlen(cells[i]) > w[i])
                 w[i] = strlen(cells[i]);
     }
-    for (size_t i = 0; i < r->ncols; i++)
-        printf("%-*s%s", (int)w[i], r->head[i], i + 1 < r->ncols ? "  " : "\n");
+    for (size_t i = 0; i + 1 < r->ncols; i++)
+        printf("%-*s  ", (int)w[i], r->head[i]);
+    printf("%s\n", r->head[r->ncols - 1]); /* no trailing blanks */
     cJSON_ArrayForEach(o, list)
     {
         r->row(o, cells);

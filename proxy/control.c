@@ -28,8 +28,10 @@
 #include "proxy/config.h"
 #include "proxy/control_proto.h"
 #include "proxy/device_stats.h"
+#include "proxy/queue.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
+#include "store/spool_envelope.h"
 
 #define CONTROL_MAX_CONNS 16
 #define CONTROL_IDLE_SECONDS 5
@@ -69,7 +71,7 @@ struct control_conn {
 /* arg: the request's argument (NULL if none); payload: its payload line (commands with one). */
 struct control_cmd {
     const char *name;
-    int arg;     /* 1: an argument is required; 0: none is allowed */
+    int arg;     /* 1: an argument is required; 0: none is allowed; 2: optional */
     int payload; /* 1: a payload line follows the request line */
     void (*run)(struct control_conn *c, const char *arg, char *payload);
 };
@@ -315,12 +317,92 @@ static void cmd_devices(struct control_conn *c, const char *arg, char *payload)
                                     "daemon", (int64_t)time(NULL)));
 }
 
-/* Issue #4 adds "queue ..." here. */
+/* Messages listed by `queue`: the reply stays well under CONTROL_REPLY_MAX (a message is at most
+ * ~2 KB of JSON: 20 recipients listed, a 512-byte last error). "messages" has the whole count. */
+#define CONTROL_QUEUE_LIST_MAX 400
+
+/* `queue`: the queue, oldest first (proxy/queue_ctl.c draws each message). */
+static void cmd_queue(struct control_conn *c, const char *arg, char *payload)
+{
+    (void)arg;
+    (void)payload;
+    struct queue *q = c->ctl->srv->queue;
+    struct queue_stats st;
+    queue_stats(q, &st);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *list = q ? queue_list_json(q) : cJSON_CreateArray();
+    if (!doc || !list || !cJSON_AddStringToObject(doc, "source", "daemon") ||
+        !cJSON_AddNumberToObject(doc, "messages", (double)st.messages) ||
+        !cJSON_AddNumberToObject(doc, "held", (double)st.held) ||
+        !cJSON_AddNumberToObject(doc, "sending", (double)st.sending) ||
+        !cJSON_AddNumberToObject(doc, "now", (double)time(NULL))) {
+        cJSON_Delete(list);
+        cJSON_Delete(doc);
+        reply_json(c, NULL);
+        return;
+    }
+    while (cJSON_GetArraySize(list) > CONTROL_QUEUE_LIST_MAX)
+        cJSON_DeleteItemFromArray(list, CONTROL_QUEUE_LIST_MAX);
+    cJSON_AddItemToObject(doc, "queue", list);
+    reply_json(c, doc);
+}
+
+/* queue-flush [ID], queue-hold ID, queue-release ID, queue-delete ID */
+static void queue_verb(struct control_conn *c, const char *id,
+                       int (*verb)(struct queue *, const char *, char *, size_t), const char *done)
+{
+    char err[512];
+    struct queue *q = c->ctl->srv->queue;
+    /* the peer's argument is echoed only once it is known to be a queue id */
+    if (id && !spool_id_valid(id)) {
+        reply(c, 0, "not a queue id (16 lower-case hex digits)");
+        return;
+    }
+    if (!q) {
+        reply(c, 0, "the queue is not open");
+        return;
+    }
+    if (verb(q, id, err, sizeof(err)) != 0) {
+        reply(c, 0, "%s", err);
+        return;
+    }
+    reply(c, 1, "%s %s\n", id ? id : "every message not held:", done);
+}
+
+static void cmd_queue_flush(struct control_conn *c, const char *arg, char *payload)
+{
+    (void)payload;
+    queue_verb(c, arg, queue_flush, "due now");
+}
+
+static void cmd_queue_hold(struct control_conn *c, const char *arg, char *payload)
+{
+    (void)payload;
+    queue_verb(c, arg, queue_hold, "held");
+}
+
+static void cmd_queue_release(struct control_conn *c, const char *arg, char *payload)
+{
+    (void)payload;
+    queue_verb(c, arg, queue_release, "released");
+}
+
+static void cmd_queue_delete(struct control_conn *c, const char *arg, char *payload)
+{
+    (void)payload;
+    queue_verb(c, arg, queue_delete, "deleted");
+}
+
 static const struct control_cmd commands[] = {
     {"token", 1, 0, cmd_token},
     {"accounts", 0, 0, cmd_accounts},
     {"refresh-token", 1, 1, cmd_refresh_token},
     {"devices", 0, 0, cmd_devices},
+    {"queue", 0, 0, cmd_queue},
+    {"queue-flush", 2, 0, cmd_queue_flush},
+    {"queue-hold", 1, 0, cmd_queue_hold},
+    {"queue-release", 1, 0, cmd_queue_release},
+    {"queue-delete", 1, 0, cmd_queue_delete},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -344,7 +426,7 @@ static void on_request_line(struct control_conn *c, char *line, size_t len)
     for (size_t i = 0; i < NCOMMANDS; i++) {
         if (strcmp(commands[i].name, cmd) != 0)
             continue;
-        if (commands[i].arg != (arg != NULL)) {
+        if (commands[i].arg != 2 && commands[i].arg != (arg != NULL)) {
             reply(c, 0, "%s %s", cmd, arg ? "takes no argument" : "needs an argument");
             return;
         }
@@ -357,7 +439,9 @@ static void on_request_line(struct control_conn *c, char *line, size_t len)
             run_request(c, NULL);
         return;
     }
-    reply(c, 0, "unknown request (valid: token ACCOUNT, accounts, refresh-token ACCOUNT, devices)");
+    reply(c, 0,
+          "unknown request (valid: token ACCOUNT, accounts, refresh-token ACCOUNT, devices, queue, "
+          "queue-flush [ID], queue-hold ID, queue-release ID, queue-delete ID)");
 }
 
 static void on_read(struct bufferevent *bev, void *arg)

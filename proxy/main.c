@@ -17,12 +17,14 @@
 #include "proxy/config.h"
 #include "proxy/control.h"
 #include "proxy/metrics_http.h"
+#include "proxy/queue.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
 
 #define DEFAULT_CONFIG "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf"
 #define SHUTDOWN_GRACE_SECONDS 30
-#define STATUS_INTERVAL_SECONDS 5
+/* STATUS= is sent when something in it changed: at most once a second */
+#define STATUS_INTERVAL_SECONDS 1
 
 static void usage(FILE *f)
 {
@@ -49,6 +51,7 @@ struct runtime {
     struct metrics_http *metrics;
     unsigned status_open;
     unsigned long status_total;
+    size_t status_queued, status_held;
     int signals;
 };
 
@@ -61,11 +64,17 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     sd_notify(0, "WATCHDOG=1");
 }
 
-static void send_status(struct runtime *rt)
+/* STATUS= for systemctl status (first: "READY=1\n" or ""): sessions, and the queue's depth */
+static void send_status(struct runtime *rt, const char *first)
 {
+    struct queue_stats qs;
+    queue_stats(rt->srv->queue, &qs);
     rt->status_open = rt->srv->sessions_open;
     rt->status_total = rt->srv->sessions_total;
-    sd_notifyf(0, "STATUS=sessions=%u total=%lu%s", rt->status_open, rt->status_total,
+    rt->status_queued = qs.messages;
+    rt->status_held = qs.held;
+    sd_notifyf(0, "%sSTATUS=sessions=%u total=%lu queued=%zu held=%zu%s", first, rt->status_open,
+               rt->status_total, rt->status_queued, rt->status_held,
                rt->srv->stopping ? " stopping" : "");
 }
 
@@ -74,8 +83,11 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
     struct runtime *rt = arg;
     (void)fd;
     (void)what;
-    if (rt->srv->sessions_open != rt->status_open || rt->srv->sessions_total != rt->status_total)
-        send_status(rt);
+    struct queue_stats qs;
+    queue_stats(rt->srv->queue, &qs);
+    if (rt->srv->sessions_open != rt->status_open || rt->srv->sessions_total != rt->status_total ||
+        qs.messages != rt->status_queued || qs.held != rt->status_held)
+        send_status(rt, "");
 }
 
 /* Persistent timers for the watchdog (half the period systemd asked for) and the status line.
@@ -121,7 +133,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_info("event=stopping signal=%d sessions_open=%u", (int)sig, rt->srv->sessions_open);
     sd_notify(0, "STOPPING=1");
     server_drain(rt->srv);
-    send_status(rt);
+    send_status(rt, "");
     if (rt->srv->sessions_open == 0) {
         event_base_loopexit(rt->base, NULL);
         return;
@@ -166,8 +178,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         log_error("event=reload_refused effect=\"the running configuration stays\"");
     }
     free(errors);
-    sd_notifyf(0, "READY=1\nSTATUS=sessions=%u total=%lu", rt->srv->sessions_open,
-               rt->srv->sessions_total);
+    send_status(rt, "READY=1\n");
 }
 
 static int run(struct config *cfg, int check_only)
@@ -198,6 +209,18 @@ static int run(struct config *cfg, int check_only)
         ret = 0;
         goto out;
     }
+    /* Not for --check: the spool's lock belongs to the running daemon (ExecReload checks the
+     * new config while it runs). Before listening: the device side commits to it. */
+    const char *nofsync = getenv("SOP_SPOOL_FSYNC");
+    int do_fsync = !(nofsync && strcmp(nofsync, "0") == 0);
+    if (!do_fsync)
+        log_warn("event=spool_fsync_off reason=\"SOP_SPOOL_FSYNC=0 (for measurements only)\" "
+                 "effect=\"a crash or power loss can lose messages the devices heard 250 for\"");
+    rt.srv->queue = queue_new(rt.srv, rt.srv->gen->cfg->state_dir, do_fsync, err, sizeof(err));
+    if (!rt.srv->queue) {
+        log_error("event=spool_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
+        goto out;
+    }
     if (server_listen(rt.srv, err, sizeof(err)) != 0) {
         log_error("event=listen_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
@@ -226,10 +249,14 @@ static int run(struct config *cfg, int check_only)
         log_error("event=notify_setup_failed");
         goto out;
     }
+    /* every committed message is scheduled again (those due at once) */
+    if (queue_recover(rt.srv->queue, err, sizeof(err)) != 0) {
+        log_error("event=spool_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
+        goto out;
+    }
     log_info("event=ready listeners=%zu accounts=%zu devices=%zu", rt.srv->nlisteners,
              rt.srv->gen->cfg->naccounts, rt.srv->gen->cfg->ndevices);
-    sd_notifyf(0, "READY=1\nSTATUS=sessions=%u total=%lu", rt.srv->sessions_open,
-               rt.srv->sessions_total);
+    send_status(&rt, "READY=1\n");
     event_base_dispatch(rt.base);
     log_info("event=stopped sessions_total=%lu", rt.srv->sessions_total);
     ret = 0;

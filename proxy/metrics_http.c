@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "oauth/token_cache.h"
 #include "proxy/metrics.h"
+#include "proxy/queue.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
 
@@ -156,7 +157,12 @@ static int server_token_stats(void *arg, size_t account, struct token_cache_stat
 static int server_render(void *arg, struct evbuffer *out)
 {
     struct server *srv = arg;
-    return metrics_render(srv->metrics, out, server_token_stats, srv, (int64_t)time(NULL));
+    struct queue_stats qs;
+    int64_t now = (int64_t)time(NULL);
+    queue_stats(srv->queue, &qs);
+    if (metrics_render(srv->metrics, out, server_token_stats, srv, now) != 0)
+        return -1;
+    return metrics_render_queue(out, srv->queue ? &qs : NULL, now);
 }
 
 static const char *server_health(void *arg)

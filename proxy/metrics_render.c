@@ -10,6 +10,7 @@
 
 #include "oauth/token_cache.h"
 #include "proxy/config.h"
+#include "proxy/queue.h"
 
 #define P "smtp_oauth_proxy_"
 
@@ -175,5 +176,31 @@ int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_
     render_replies(m, &o);
     render_tokens(m, &o, stats, arg, now_wall);
     render_auth(m, &o);
+    return o.failed ? -1 : 0;
+}
+
+int metrics_render_queue(struct evbuffer *out, const struct queue_stats *st, int64_t now_wall)
+{
+    struct out o = {.buf = out};
+    if (!st)
+        return 0;
+    head(&o, "queue_messages", "gauge",
+         "Messages in the spool waiting for delivery (held included).");
+    emit(&o, P "queue_messages %zu\n", st->messages);
+    head(&o, "queue_held", "gauge", "Queued messages held by an admin (queue hold).");
+    emit(&o, P "queue_held %zu\n", st->held);
+    head(&o, "queue_oldest_age_seconds", "gauge",
+         "Age of the oldest queued message (0: the queue is empty).");
+    emit(&o, P "queue_oldest_age_seconds %" PRId64 "\n",
+         st->oldest_created && now_wall > st->oldest_created ? now_wall - st->oldest_created : 0);
+    head(&o, "queue_delivered_total", "counter",
+         "Queued messages the upstream accepted (for some or all recipients).");
+    emit(&o, P "queue_delivered_total %lu\n", st->delivered);
+    head(&o, "queue_deferred_total", "counter",
+         "Delivery attempts from the queue that failed temporarily (a retry was scheduled).");
+    emit(&o, P "queue_deferred_total %lu\n", st->deferred);
+    head(&o, "queue_bounced_total", "counter",
+         "Bounces (delivery status notifications) queued for refused or expired messages.");
+    emit(&o, P "queue_bounced_total %lu\n", st->bounced);
     return o.failed ? -1 : 0;
 }

@@ -68,8 +68,9 @@ int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct s
                  const char *message, size_t message_len, char *err, size_t errlen);
 
 /* The control socket's `queue` commands. */
-/* Every queued message, oldest first: [{"id","account","device","from","rcpts":[...],"size",
- * "created","age","attempts","next_attempt","last_error","state":"queued|sending|held"}]. */
+/* Every queued message, oldest first: [{"id","account","device","from","rcpts":[...],"nrcpts",
+ * "size","created","age","attempts","next_attempt","last_error","state":"queued|sending|held"}]
+ * ("rcpts": the first 20, "nrcpts": how many there are). NULL: out of memory. */
 cJSON *queue_list_json(const struct queue *q);
 /* id NULL: every message that is not held. Due now; accounts whose run stopped start again.
  * 0 ok; -1 no such message (err). */

@@ -11,6 +11,7 @@
 #include "oauth/http.h"
 #include "proxy/device_stats.h"
 #include "proxy/metrics.h"
+#include "proxy/queue.h"
 #include "proxy/server_gen.h"
 #include "proxy/server_session.h"
 #include "proxy/upstream_pool.h"
@@ -104,6 +105,10 @@ void server_free(struct server *s)
     server_stop_listening(s);
     while (s->sessions)
         server_session_abort(s->sessions);
+    /* after the sessions (their spool writers), before the pools its attempts lease from:
+     * attempts in flight are cancelled, their messages stay spooled */
+    queue_free(s->queue);
+    s->queue = NULL;
     /* after the sessions, which give their connections back; before the generations, which
      * idle connections hold */
     upstream_pools_free(s->pools);

@@ -31,7 +31,9 @@ struct server {
     /* the `devices` history (device_stats.h); NULL: out of memory, not kept */
     struct device_stats_keeper *devstats;
     struct upstream_pools *pools; /* upstream connections per account (upstream_pool.h) */
-    struct queue *queue;          /* the spool and its runner (queue.h) */
+    /* the spool and its runner (queue.h); opened by main.c once it is not just --check (the
+     * spool's lock belongs to the running daemon), NULL before */
+    struct queue *queue;
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

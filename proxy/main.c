@@ -209,18 +209,6 @@ static int run(struct config *cfg, int check_only)
         ret = 0;
         goto out;
     }
-    /* Not for --check: the spool's lock belongs to the running daemon (ExecReload checks the
-     * new config while it runs). Before listening: the device side commits to it. */
-    const char *nofsync = getenv("SOP_SPOOL_FSYNC");
-    int do_fsync = !(nofsync && strcmp(nofsync, "0") == 0);
-    if (!do_fsync)
-        log_warn("event=spool_fsync_off reason=\"SOP_SPOOL_FSYNC=0 (for measurements only)\" "
-                 "effect=\"a crash or power loss can lose messages the devices heard 250 for\"");
-    rt.srv->queue = queue_new(rt.srv, rt.srv->gen->cfg->state_dir, do_fsync, err, sizeof(err));
-    if (!rt.srv->queue) {
-        log_error("event=spool_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
-        goto out;
-    }
     if (server_listen(rt.srv, err, sizeof(err)) != 0) {
         log_error("event=listen_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
@@ -247,6 +235,20 @@ static int run(struct config *cfg, int check_only)
     }
     if (notify_setup(&rt) != 0) {
         log_error("event=notify_setup_failed");
+        goto out;
+    }
+    /* Not for --check: the spool's lock belongs to the running daemon (ExecReload checks the
+     * new config while it runs). After the control socket, whose "another smtp-oauth-proxy is
+     * running" says more than a locked spool; before the loop runs, so before any device
+     * commits to it. */
+    const char *nofsync = getenv("SOP_SPOOL_FSYNC");
+    int do_fsync = !(nofsync && strcmp(nofsync, "0") == 0);
+    if (!do_fsync)
+        log_warn("event=spool_fsync_off reason=\"SOP_SPOOL_FSYNC=0 (for measurements only)\" "
+                 "effect=\"a crash or power loss can lose messages the devices heard 250 for\"");
+    rt.srv->queue = queue_new(rt.srv, rt.srv->gen->cfg->state_dir, do_fsync, err, sizeof(err));
+    if (!rt.srv->queue) {
+        log_error("event=spool_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
     }
     /* every committed message is scheduled again (those due at once) */

@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -58,37 +59,52 @@ def parse_native(data):
 
 
 class FakeJournal:
-    """What a process sees as /run/systemd once d is bind-mounted there: journal/socket."""
+    """What a process sees as /run/systemd once d is bind-mounted there: journal/socket.
+    A thread reads the socket all the time, as journald does: an unread datagram socket holds
+    only net.unix.max_dgram_qlen entries (10 here), and then the proxy's next log line waits."""
 
     def __init__(self, d, listen=True):
         self.dir = d
         os.makedirs(os.path.join(d, "journal"))
         self.sock = None
         self.entries = []  # one [(name, value)] per datagram
+        self.lock = threading.Lock()
+        self.closed = False
         if listen:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.sock.bind(os.path.join(d, "journal", "socket"))
+            self.sock.settimeout(0.1)
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
 
-    def wait(self, pred, timeout=T):
-        """Receive until pred(fields dict) holds for an entry; returns it or None."""
-        for e in self.entries:
-            if pred(dict(e)):
-                return dict(e)
-        deadline = time.monotonic() + timeout
-        while self.sock and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+    def _read(self):
+        while not self.closed:
             try:
                 data = self.sock.recv(65536)
             except socket.timeout:
-                break
+                continue
+            except OSError:
+                return
             e = parse_native(data)
-            self.entries.append(e)
-            if pred(dict(e)):
-                return dict(e)
-        return None
+            with self.lock:
+                self.entries.append(e)
+
+    def wait(self, pred, timeout=T):
+        """Wait until pred(fields dict) holds for an entry; returns it or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                for e in self.entries:
+                    if pred(dict(e)):
+                        return dict(e)
+            if not self.sock or time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
 
     def close(self):
+        self.closed = True
         if self.sock:
+            self.reader.join(5)
             self.sock.close()
 
 

@@ -11,6 +11,7 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \\
               tests/integration/test_upstream_pool.py -v TestUpstreamPool.test_reuse
 """
 import os
+import signal
 import smtplib
 import sys
 import threading
@@ -221,6 +222,24 @@ class TestUpstreamPool(ProxyCase):
         self.send(s, 1)  # a new one serves the next message
         s.quit()
         self.assertEqual(EXCHANGE.connections, 2)
+
+    def test_reload_retires_idle_connections(self):
+        """After a reload an idle connection of the old configuration is closed, not reused;
+        the new one is then reused as usual."""
+        self.start()
+        s = self.session()
+        self.send(s, 1, tag="before")
+        s.quit()
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        self.wait_log(r"event=reloaded generation=2 ")
+        s = self.session()  # a session on the new generation
+        self.send(s, 2, tag="after")
+        s.quit()
+        self.assertEqual(EXCHANGE.connections, 2)
+        self.assertEqual(EXCHANGE.verbs("QUIT")[:1], [1])  # the old one was told goodbye
+        self.assertEqual(EXCHANGE.verbs("RSET"), [2])      # the new one reused once
+        self.assertRegex(self.log(), r"event=upstream_closed account=scanners conn=1 "
+                                     r"reason=reload")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \\
               tests/integration/test_upstream_pool.py -v TestUpstreamPool.test_reuse
 """
 import os
+import re
 import signal
 import smtplib
 import sys
@@ -114,6 +115,12 @@ class TestUpstreamPool(ProxyCase):
         log = self.log()
         self.assertEqual(log.count("event=upstream_connected "), 1)
         self.assertEqual(log.count("event=message "), 20)
+        # the shared connection's log lines carry the session of the message they carry
+        sessions = set(re.findall(r"event=message session=(\S+)", log))
+        self.assertEqual(len(sessions), 4)
+        for sid in sessions:
+            self.assertIn("event=upstream_send session=%s line=\"RSET\"" % sid, log)
+            self.assertIn("event=upstream_send session=%s line=\"MAIL FROM:" % sid, log)
 
     def test_cap(self):
         """6 devices at once, max_upstream_connections = 2: never more than 2 upstream
@@ -168,8 +175,8 @@ class TestUpstreamPool(ProxyCase):
         log = self.log()
         self.assertRegex(log, r"event=upstream_reuse_failed session=\S+ account=scanners "
                               r"conn=\d+ reason=")
-        # (client_session.c's own warning about the dropped idle connection names no account)
-        self.assertNotRegex(log, r"event=upstream_failed session=\S+ account=")
+        self.assertNotIn("event=upstream_failed", log)
+        self.assertRegex(log, r"event=upstream_idle_lost session=\S+ host=localhost ")
         self.assertEqual(log.count("result=delivered"), 3)
 
     def test_token_expired_while_idle(self):

@@ -121,6 +121,9 @@ struct config {
     unsigned upstream_idle_timeout; /* seconds */
     /* [proxy] max_queue_lifetime: a spooled message is bounced after this long (seconds) */
     unsigned max_queue_lifetime;
+    /* threads that commit to the spool (its fsyncs) off the event loop; 0: on the loop. Read at
+     * start-up only. */
+    unsigned spool_commit_threads;
     /* [account NAME], [device NAME] in file order */
     struct cfg_account *accounts;
     size_t naccounts;

@@ -77,6 +77,8 @@ static const struct config_key config_proxy_keys[] = {
      NULL},
     {"max_queue_lifetime", config_value_set_duration, CF(max_queue_lifetime), "5d", 60,
      30u * 86400u, NULL, 0, NULL},
+    {"spool_commit_threads", config_value_set_uint, CF(spool_commit_threads), "4", 0, 64, NULL, 0,
+     NULL},
 };
 
 static const struct config_key config_upstream_keys[] = {

@@ -21,7 +21,7 @@ struct ds_entry *ds_find(const struct device_stats *ds, const char *name)
     return NULL;
 }
 
-static const char *const result_names[] = {"none", "delivered", "refused", "deferred"};
+static const char *const result_names[] = {"none", "delivered", "refused", "deferred", "queued"};
 
 const char *device_result_str(enum device_result r)
 {

@@ -26,6 +26,7 @@ enum device_result {
     DEVICE_RESULT_DELIVERED,
     DEVICE_RESULT_REFUSED,
     DEVICE_RESULT_DEFERRED,
+    DEVICE_RESULT_QUEUED, /* 250 for a message committed to the spool */
 };
 
 struct device_stats;
@@ -49,8 +50,8 @@ int device_stats_retain(struct device_stats *ds, const struct config *cfg, int64
 /* A session was identified as device name (by its address, or by AUTH). Unknown names are
  * ignored; ds NULL is a no-op (as for device_stats_message). */
 void device_stats_seen(struct device_stats *ds, const char *name, int64_t now);
-/* Device name's message ended with result ("delivered", "refused", "deferred") and the reply
- * the device heard (any bytes: made log-safe and cut here). Also counts as seen. */
+/* Device name's message ended with result ("delivered", "refused", "deferred", "queued") and the
+ * reply the device heard (any bytes: made log-safe and cut here). Also counts as seen. */
 void device_stats_message(struct device_stats *ds, const char *name, const char *result,
                           const char *reply, int64_t now);
 /* The figures of device name at now; 0 ok, -1 no such device. */

@@ -18,6 +18,7 @@
 #include "proxy/control.h"
 #include "proxy/metrics_http.h"
 #include "proxy/queue.h"
+#include "proxy/spool_commit.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
 
@@ -249,6 +250,12 @@ static int run(struct config *cfg, int check_only)
     rt.srv->queue = queue_new(rt.srv, rt.srv->gen->cfg->state_dir, do_fsync, err, sizeof(err));
     if (!rt.srv->queue) {
         log_error("event=spool_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
+        goto out;
+    }
+    rt.srv->committer =
+        spool_committer_new(rt.base, rt.srv->queue, rt.srv->gen->cfg->spool_commit_threads);
+    if (!rt.srv->committer) {
+        log_error("event=spool_failed reason=\"cannot start the spool commit threads\"");
         goto out;
     }
     /* every committed message is scheduled again (those due at once) */

@@ -8,7 +8,8 @@
 #include "proxy/config.h"
 
 const char *const metrics_cmd_names[METRICS_NCMDS] = {"AUTH", "MAIL", "RCPT", "DATA"};
-const char *const metrics_result_names[METRICS_NRESULTS] = {"delivered", "refused", "deferred"};
+const char *const metrics_result_names[METRICS_NRESULTS] = {"delivered", "refused", "deferred",
+                                                            "queued"};
 
 struct metrics *metrics_new(const struct config *cfg)
 {

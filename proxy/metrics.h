@@ -14,7 +14,8 @@ struct evbuffer;
 struct token_cache_stats;
 struct metrics;
 
-enum metrics_result { METRICS_DELIVERED, METRICS_REFUSED, METRICS_DEFERRED };
+/* queued: the device heard 250 for a message committed to the spool (delivered later). */
+enum metrics_result { METRICS_DELIVERED, METRICS_REFUSED, METRICS_DEFERRED, METRICS_QUEUED };
 
 /* Upstream commands whose replies are counted. */
 enum metrics_cmd { METRICS_CMD_AUTH, METRICS_CMD_MAIL, METRICS_CMD_RCPT, METRICS_CMD_DATA };

@@ -13,7 +13,7 @@
 #define METRICS_REPLIES_MAX 128
 #define METRICS_NCMDS 4
 #define METRICS_NCLASSES 5 /* 2xx..5xx, and "other" for a code outside 200..599 */
-#define METRICS_NRESULTS 3
+#define METRICS_NRESULTS 4
 
 struct metrics_listener {
     char name[96];

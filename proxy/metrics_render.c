@@ -78,7 +78,7 @@ static void render_messages(const struct metrics *m, struct out *o)
     char a[200];
     head(o, "messages_total", "counter",
          "Messages by account and the result the device heard (delivered: upstream 2xx; "
-         "refused: 5xx; deferred: 4xx).");
+         "refused: 5xx; deferred: 4xx; queued: 250 once committed to the spool).");
     for (size_t i = 0; i < m->cfg->naccounts; i++) {
         metrics_escape(a, sizeof(a), m->cfg->accounts[i].name);
         for (size_t r = 0; r < METRICS_NRESULTS; r++)

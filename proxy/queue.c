@@ -85,12 +85,12 @@ struct queue_msg *queue_find(const struct queue *q, const char *id)
     return NULL;
 }
 
-/* a before b: created, then id (spool_scan's order) */
+/* a before b: created earlier. Equal times (whole seconds) keep the order of arrival: two scans
+ * in the same second go out as the copier sent them, not in the random order of their ids.
+ * (After a restart, spool_scan's order applies: created, then id.) */
 static int msg_before(const struct spool_envelope *a, const struct spool_envelope *b)
 {
-    if (a->created != b->created)
-        return a->created < b->created;
-    return strcmp(a->queue_id, b->queue_id) < 0;
+    return a->created < b->created;
 }
 
 /* Takes env's contents (env is zeroed). -1 out of memory (env untouched). */
@@ -244,6 +244,13 @@ int queue_account_waiting(const struct queue *q, const char *account)
         return 0;
     }
     return 0;
+}
+
+void queue_account_stop(struct queue *q, const char *account, int64_t until)
+{
+    struct queue_acct *a = q ? queue_acct_get(q, account) : NULL;
+    if (a && until > a->stopped_until)
+        a->stopped_until = until;
 }
 
 void queue_stats(const struct queue *q, struct queue_stats *st)

@@ -56,6 +56,12 @@ int queue_submit(struct queue *q, const struct spool_envelope *env);
  * the queue behind them rather than straight upstream (order per account). */
 int queue_account_waiting(const struct queue *q, const char *account);
 
+/* The account's upstream failed as a connection (down, TLS, token, 421, 4.3.2) on an attempt
+ * made outside the queue (direct-then-spool while the device waited): its run waits until then
+ * (wall clock seconds), as after a connection failure of its own, so the message just queued
+ * stays at the head and nothing overtakes it. `queue flush` ends the wait. */
+void queue_account_stop(struct queue *q, const char *account, int64_t until);
+
 /* Bounce the recipients of env whose status in res is DELIVER_PERM (reason REFUSED), or every
  * recipient of env (res NULL: reason must be EXPIRED). message/message_len: the start of the
  * original message (its header block is quoted; NULL: none). remote_mta: the upstream's host

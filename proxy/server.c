@@ -12,6 +12,7 @@
 #include "proxy/device_stats.h"
 #include "proxy/metrics.h"
 #include "proxy/queue.h"
+#include "proxy/spool_commit.h"
 #include "proxy/server_gen.h"
 #include "proxy/server_session.h"
 #include "proxy/upstream_pool.h"
@@ -107,6 +108,8 @@ void server_free(struct server *s)
         server_session_abort(s->sessions);
     /* after the sessions (their spool writers), before the pools its attempts lease from:
      * attempts in flight are cancelled, their messages stay spooled */
+    spool_committer_free(s->committer); /* joins: commits in flight end before the queue */
+    s->committer = NULL;
     queue_free(s->queue);
     s->queue = NULL;
     /* after the sessions, which give their connections back; before the generations, which

@@ -19,6 +19,7 @@ struct metrics;
 struct device_stats_keeper;
 struct upstream_pools;
 struct queue;
+struct spool_committer;
 
 struct server {
     struct event_base *base;
@@ -34,6 +35,7 @@ struct server {
     /* the spool and its runner (queue.h); opened by main.c once it is not just --check (the
      * spool's lock belongs to the running daemon), NULL before */
     struct queue *queue;
+    struct spool_committer *committer; /* commits off the loop (spool_commit.h), with queue */
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

@@ -30,6 +30,7 @@
 #include "proxy/device.h"
 #include "proxy/metrics.h"
 #include "proxy/relay.h"
+#include "proxy/relay_store.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
@@ -228,7 +229,9 @@ static void on_rset_then_ehlo(void *arg, const char *upstream_reply)
 static void cmd_helo(struct server_session *s, const struct smtp_cmd *cmd)
 {
     s->ehlo_esmtp = cmd->verb == SMTP_EHLO;
-    if (s->state == SS_MAIL || s->state == SS_RCPT) {
+    if ((s->state == SS_MAIL || s->state == SS_RCPT) && s->tx_store) {
+        relay_store_rset(s->store);
+    } else if (s->state == SS_MAIL || s->state == SS_RCPT) {
         ss_set_busy(s, 1);
         relay_rset(s->relay, on_rset_then_ehlo, s);
         return;
@@ -384,6 +387,8 @@ static void process_input(struct server_session *s)
                 server_tx_data_finished(s, rc, err);
                 continue;
             }
+            if (s->tx_store) /* written to disk as it comes: no backpressure needed */
+                continue;
             relay_data_flush(s->relay);
             if (relay_data_pending(s->relay) > SS_BODY_HIGH_MARK) {
                 s->paused = 1;
@@ -471,6 +476,7 @@ static void session_free(struct server_session *s)
              s->messages, ms);
     auth_worker_cancel(s->auth_job);
     relay_free(s->relay);
+    relay_store_free(s->store);
     secret_free(s->login_user);
     smtp_parse_free(s->parser);
     smtp_data_dec_free(s->dec);

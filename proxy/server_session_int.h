@@ -18,6 +18,7 @@ struct bufferevent;
 struct event;
 struct cfg_device;
 struct relay;
+struct relay_store;
 struct smtp_data_dec;
 
 /* Stop reading from the device while this much of its body waits to go upstream. */
@@ -74,8 +75,10 @@ struct server_session {
     struct auth_job *auth_job;             /* a password being checked */
     char auth_user[200];                   /* log-safe user name of that check */
     int auth_user_device;                  /* whose username that is (-1: nobody's) */
-    struct relay *relay;                   /* created at the first MAIL */
-    const struct cfg_device *relay_device; /* the device the relay speaks for */
+    struct relay *relay;                   /* delivery = direct: created at the first MAIL */
+    struct relay_store *store;             /* delivery = spool | direct-then-spool */
+    int tx_store;                          /* the current transaction goes through store */
+    const struct cfg_device *relay_device; /* the device relay and store speak for */
     int ehlo_esmtp;
 };
 

@@ -1,5 +1,7 @@
 /* The mail transaction on the device side: MAIL, RCPT, DATA (the body streamed to the relay
- * with backpressure) and RSET. Each verb waits for the upstream's reply, which the device gets. */
+ * with backpressure) and RSET. delivery = direct: each verb waits for the upstream's reply, which
+ * the device gets (relay.h). The other modes take MAIL and RCPT here and decide at the end of DATA
+ * (relay_store.h). */
 #include "proxy/server_session_int.h"
 
 #include <errno.h>
@@ -15,6 +17,7 @@
 #include "proxy/device.h"
 #include "proxy/device_stats.h"
 #include "proxy/relay.h"
+#include "proxy/relay_store.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
 #include "proxy/smtp_data.h"
@@ -91,9 +94,23 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
     }
     /* The relay belongs to one device (its account, its name in the log): a session that AUTHs
      * as another device after a first message gets a relay of its own. */
-    if (s->relay && s->relay_device != d) {
+    if (s->relay_device != d) {
         relay_free(s->relay);
         s->relay = NULL;
+        relay_store_free(s->store);
+        s->store = NULL;
+        s->relay_device = d;
+    }
+    s->tx_store = d->account->delivery != DELIVERY_DIRECT;
+    if (s->tx_store) { /* taken here, spooled or tried at the end of DATA (relay_store.h) */
+        if (!s->store)
+            s->store = relay_store_new(s->srv, s->gen, d->account, d->name, s->id);
+        if (!s->store) {
+            ss_reply(s, "451 4.3.0 Out of memory");
+            return;
+        }
+        on_mail_reply(s, relay_store_mail(s->store, cmd->path, &o));
+        return;
     }
     if (!s->relay) {
         s->relay = relay_new(s->srv, s->gen, d->account, d->name, s->id);
@@ -113,7 +130,7 @@ static void on_rcpt_reply(void *arg, const char *upstream_reply)
     if (upstream_reply[0] == '2') {
         s->rcpts++;
         ss_enter_state(s, SS_RCPT);
-    } else if (!relay_in_transaction(s->relay)) {
+    } else if (!s->tx_store && !relay_in_transaction(s->relay)) {
         ss_reset_transaction(s); /* the upstream is gone: the transaction with it */
     }
     ss_reply(s, "%s", upstream_reply);
@@ -138,6 +155,10 @@ void server_tx_rcpt(struct server_session *s, const struct smtp_cmd *cmd)
         ss_reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
         return;
     }
+    if (s->tx_store) {
+        on_rcpt_reply(s, relay_store_rcpt(s->store, cmd->path));
+        return;
+    }
     ss_set_busy(s, 1);
     relay_rcpt(s->relay, cmd->path, on_rcpt_reply, s);
 }
@@ -156,11 +177,12 @@ static void on_data_reply(void *arg, const char *upstream_reply)
     struct server_session *s = arg;
     if (strncmp(upstream_reply, "354", 3) == 0) {
         smtp_data_dec_reset(s->dec);
-        relay_set_drain_cb(s->relay, SS_BODY_LOW_MARK, on_drain, s);
+        if (!s->tx_store)
+            relay_set_drain_cb(s->relay, SS_BODY_LOW_MARK, on_drain, s);
         ss_enter_state(s, SS_DATA);
         ss_reply(s, "354 End data with <CR><LF>.<CR><LF>");
     } else {
-        if (!relay_in_transaction(s->relay))
+        if (s->tx_store || !relay_in_transaction(s->relay))
             ss_reset_transaction(s);
         ss_reply(s, "%s", upstream_reply);
     }
@@ -172,6 +194,10 @@ void server_tx_data(struct server_session *s, const struct smtp_cmd *cmd)
     (void)cmd;
     if (s->state == SS_MAIL) {
         ss_reply_error(s, "554 5.5.1 No valid recipients");
+        return;
+    }
+    if (s->tx_store) {
+        on_data_reply(s, relay_store_data(s->store));
         return;
     }
     ss_set_busy(s, 1);
@@ -192,19 +218,28 @@ static void on_data_end(void *arg, const char *upstream_reply)
 void server_tx_data_line(void *arg, const char *line, size_t len)
 {
     struct server_session *s = arg;
-    relay_data_line(s->relay, line, len);
+    if (s->tx_store)
+        relay_store_data_line(s->store, line, len);
+    else
+        relay_data_line(s->relay, line, len);
 }
 
 void server_tx_data_finished(struct server_session *s, int rc, const char *err)
 {
     if (rc < 0) {
-        relay_data_abort(s->relay, err);
+        if (s->tx_store)
+            relay_store_data_abort(s->store, err);
+        else
+            relay_data_abort(s->relay, err);
         ss_reply(s, "%s", err);
         ss_reset_transaction(s);
         return;
     }
     ss_set_busy(s, 1);
-    relay_data_end(s->relay, on_data_end, s);
+    if (s->tx_store)
+        relay_store_data_end(s->store, on_data_end, s);
+    else
+        relay_data_end(s->relay, on_data_end, s);
 }
 
 static void on_rset(void *arg, const char *upstream_reply)
@@ -219,7 +254,9 @@ static void on_rset(void *arg, const char *upstream_reply)
 void server_tx_rset(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    if (s->relay && (s->state == SS_MAIL || s->state == SS_RCPT)) {
+    if (s->tx_store && s->store)
+        relay_store_rset(s->store);
+    if (!s->tx_store && s->relay && (s->state == SS_MAIL || s->state == SS_RCPT)) {
         ss_set_busy(s, 1);
         relay_rset(s->relay, on_rset, s);
         return;

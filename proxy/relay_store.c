@@ -1,0 +1,436 @@
+#include "proxy/relay_store.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "proxy/config.h"
+#include "proxy/deliver.h"
+#include "proxy/device_stats.h"
+#include "proxy/metrics.h"
+#include "proxy/queue.h"
+#include "proxy/queue_backoff.h"
+#include "proxy/server.h"
+#include "proxy/spool_commit.h"
+#include "proxy/upstream_pool.h"
+#include "store/spool.h"
+
+/* Body lines are gathered and written in blocks: one write(2) per line costs more than the
+ * bytes (the relay batches its TLS writes for the same reason). */
+#define STORE_BATCH (64 * 1024)
+/* direct-then-spool: a device waits this long at most for the account's rate limit; beyond, the
+ * message goes into the queue at once. */
+#define STORE_RATE_WAIT_MAX_MS 2000
+#define STORE_REPLY_MAX 600
+
+struct relay_store {
+    struct server *srv;
+    struct server_gen *gen;
+    const struct cfg_account *acct;
+    char device[SPOOL_NAME_MAX + 1];
+    char log_id[32];
+
+    /* the transaction */
+    char *from; /* as the device sent it; "" is the null sender */
+    char **rcpts;
+    size_t nrcpts, cap;
+    struct relay_mail_opts opts;
+    struct timespec t_start;
+
+    /* the body */
+    struct spool_writer *w;
+    char *batch;
+    size_t batch_len;
+    uint64_t size;
+    int write_failed;
+
+    /* the end of DATA */
+    struct spool_envelope env; /* borrows from, rcpts and device: never cleared */
+    char **queue_rcpts;        /* the recipients left to queue after an attempt */
+    struct upstream_lease *lease;
+    struct deliver *dl;
+    struct spool_commit *commit;
+    struct spool_body *reader;
+    relay_reply_cb cb;
+    void *cb_arg;
+    char reply[STORE_REPLY_MAX];
+};
+
+struct relay_store *relay_store_new(struct server *srv, struct server_gen *gen,
+                                    const struct cfg_account *acct, const char *device,
+                                    const char *log_id)
+{
+    struct relay_store *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->srv = srv;
+    r->gen = gen;
+    r->acct = acct;
+    snprintf(r->device, sizeof(r->device), "%s", device);
+    snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
+    return r;
+}
+
+/* Drop the body and anything in flight; the envelope stays. */
+static void drop_body(struct relay_store *r)
+{
+    if (r->lease)
+        upstream_lease_cancel(r->lease);
+    r->lease = NULL;
+    deliver_cancel(r->dl);
+    r->dl = NULL;
+    spool_commit_detach(r->commit); /* it completes and is queued all the same */
+    r->commit = NULL;
+    spool_body_free(r->reader);
+    r->reader = NULL;
+    spool_writer_abort(r->w);
+    r->w = NULL;
+    free(r->batch);
+    r->batch = NULL;
+    r->batch_len = 0;
+    r->size = 0;
+    r->write_failed = 0;
+    free(r->queue_rcpts);
+    r->queue_rcpts = NULL;
+}
+
+void relay_store_rset(struct relay_store *r)
+{
+    drop_body(r);
+    free(r->from);
+    r->from = NULL;
+    for (size_t i = 0; i < r->nrcpts; i++)
+        free(r->rcpts[i]);
+    r->nrcpts = 0;
+    r->cb = NULL;
+    r->cb_arg = NULL;
+}
+
+void relay_store_free(struct relay_store *r)
+{
+    if (!r)
+        return;
+    relay_store_rset(r);
+    free(r->rcpts);
+    free(r);
+}
+
+const char *relay_store_mail(struct relay_store *r, const char *from,
+                             const struct relay_mail_opts *o)
+{
+    relay_store_rset(r);
+    if (strlen(from) > SPOOL_ADDR_MAX)
+        return "501 5.1.7 Sender address too long";
+    r->from = strdup(from);
+    if (!r->from)
+        return "451 4.3.0 Out of memory";
+    r->opts = *o;
+    clock_gettime(CLOCK_MONOTONIC, &r->t_start);
+    return "250 2.1.0 Sender OK";
+}
+
+const char *relay_store_rcpt(struct relay_store *r, const char *to)
+{
+    if (!r->from)
+        return "503 5.5.1 MAIL first";
+    if (r->nrcpts >= SPOOL_MAX_RCPTS)
+        return "452 4.5.3 Too many recipients";
+    if (strlen(to) > SPOOL_ADDR_MAX)
+        return "501 5.1.3 Recipient address too long";
+    if (r->nrcpts == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 8;
+        char **n = realloc(r->rcpts, cap * sizeof(*n));
+        if (!n)
+            return "451 4.3.0 Out of memory";
+        r->rcpts = n;
+        r->cap = cap;
+    }
+    r->rcpts[r->nrcpts] = strdup(to);
+    if (!r->rcpts[r->nrcpts])
+        return "451 4.3.0 Out of memory";
+    r->nrcpts++;
+    return "250 2.1.5 Recipient OK";
+}
+
+const char *relay_store_data(struct relay_store *r)
+{
+    char err[512], safe[600];
+    drop_body(r);
+    if (!r->srv->queue) {
+        log_error("event=spool_unavailable session=%s account=%s", r->log_id, r->acct->name);
+        return "451 4.3.0 The spool is not available, try again later";
+    }
+    r->batch = malloc(STORE_BATCH);
+    r->w = r->batch ? spool_writer_new(queue_spool(r->srv->queue), err, sizeof(err)) : NULL;
+    if (!r->w) {
+        log_error("event=spool_write_failed session=%s account=%s reason=%s", r->log_id,
+                  r->acct->name,
+                  r->batch ? log_safe(safe, sizeof(safe), err, strlen(err)) : "out-of-memory");
+        free(r->batch);
+        r->batch = NULL;
+        return "451 4.3.0 Cannot queue the message now, try again later";
+    }
+    return "354 End data with <CR><LF>.<CR><LF>";
+}
+
+static void flush_batch(struct relay_store *r)
+{
+    char err[512], safe[600];
+    if (r->batch_len && !r->write_failed &&
+        spool_writer_write(r->w, r->batch, r->batch_len, err, sizeof(err)) != 0) {
+        log_error("event=spool_write_failed session=%s queue_id=%s reason=%s", r->log_id,
+                  spool_writer_id(r->w), log_safe(safe, sizeof(safe), err, strlen(err)));
+        r->write_failed = 1;
+    }
+    r->batch_len = 0;
+}
+
+void relay_store_data_line(struct relay_store *r, const char *line, size_t len)
+{
+    if (!r->w)
+        return;
+    r->size += len + 2;
+    if (len + 2 > STORE_BATCH - r->batch_len)
+        flush_batch(r);
+    if (len + 2 > STORE_BATCH) { /* the decoder's lines are far shorter; never overflow */
+        r->write_failed = 1;
+        return;
+    }
+    memcpy(r->batch + r->batch_len, line, len);
+    memcpy(r->batch + r->batch_len + len, "\r\n", 2);
+    r->batch_len += len + 2;
+}
+
+static double elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* The message's end as the device hears it: one log line (the relay's event=message, with the
+ * queue id when it was queued), the counters, the reply. */
+static void finish(struct relay_store *r, const char *reply, enum metrics_result result,
+                   const char *queue_id)
+{
+    static const char *const names[] = {"delivered", "refused", "deferred", "queued"};
+    char from[300], up[300], qid[48] = "";
+    relay_reply_cb cb = r->cb;
+    void *arg = r->cb_arg;
+
+    if (queue_id)
+        snprintf(qid, sizeof(qid), " queue_id=%s", queue_id);
+    log_safe(from, sizeof(from), r->from ? r->from : "", r->from ? strlen(r->from) : 0);
+    log_safe(up, sizeof(up), reply, strcspn(reply, "\r\n"));
+    log_info("event=message session=%s device=%s account=%s from=%s rcpts=%zu size=%llu "
+             "result=%s upstream=%s duration_ms=%.0f delivery=%s%s",
+             r->log_id, r->device, r->acct->name, from, r->nrcpts, (unsigned long long)r->size,
+             names[result], up, elapsed_ms(&r->t_start),
+             r->acct->delivery == DELIVERY_SPOOL ? "spool" : "direct-then-spool", qid);
+    metrics_message(r->srv->metrics, r->acct, result, result == METRICS_DELIVERED ? r->size : 0);
+    device_stats_message(device_stats_keeper_stats(r->srv->devstats), r->device, names[result],
+                         reply, (int64_t)time(NULL));
+    snprintf(r->reply, sizeof(r->reply), "%s", reply);
+    relay_store_rset(r); /* the transaction is over: drops the writer if it was not committed */
+    if (cb)
+        cb(arg, r->reply);
+}
+
+static void on_committed(void *arg, const char *queue_id, const char *err)
+{
+    struct relay_store *r = arg;
+    char safe[600], reply[96];
+    r->commit = NULL;
+    if (!queue_id) {
+        log_error("event=spool_commit_failed session=%s account=%s reason=%s", r->log_id,
+                  r->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)));
+        finish(r, "451 4.3.0 Could not queue the message, try again later", METRICS_DEFERRED, NULL);
+        return;
+    }
+    snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", queue_id);
+    finish(r, reply, METRICS_QUEUED, queue_id);
+}
+
+/* Commit what the envelope names (the queue takes it from there) and answer 250 once it is
+ * durable. attempted: an upstream attempt failed with last_error; it counts as the first, so
+ * the queue waits the backoff before the next; conn_failure: the failure was the connection's. */
+static void queue_message(struct relay_store *r, int attempted, const char *last_error,
+                          int conn_failure)
+{
+    char errbuf[SPOOL_ERROR_MAX + 1];
+    int64_t now = (int64_t)time(NULL);
+
+    r->env.attempts = attempted ? 1 : 0;
+    r->env.next_attempt = 0;
+    r->env.last_error = NULL;
+    if (attempted) {
+        struct queue_backoff bo;
+        uint32_t rnd = 0;
+        queue_backoff_defaults(&bo);
+        if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+            rnd = 0;
+        r->env.next_attempt = queue_backoff_next_attempt(&bo, 1, now, rnd);
+        r->env.last_error = spool_error_sanitize(errbuf, sizeof(errbuf), last_error);
+        /* the upstream itself failed: the account's queue waits too, and this message stays
+         * first in it */
+        if (conn_failure)
+            queue_account_stop(r->srv->queue, r->acct->name, r->env.next_attempt);
+    }
+    struct spool_writer *w = r->w;
+    r->w = NULL; /* the commit takes it */
+    if (spool_commit_start(r->srv->committer, w, &r->env, on_committed, r, &r->commit) != 0)
+        finish(r, "451 4.3.0 Out of memory, try again later", METRICS_DEFERRED, NULL);
+}
+
+/* Bounce the recipients refused for good while others were delivered or queued: the device
+ * hears 250, so only a DSN can tell the sender. */
+static void bounce_refused(struct relay_store *r, const struct deliver_result *res)
+{
+    char err[512], safe[600];
+    char *head = NULL;
+    size_t len = 0;
+    struct spool_body *b = spool_writer_reader(r->w, err, sizeof(err));
+    if (b) {
+        size_t want = r->size < DSN_HEADERS_MAX ? (size_t)r->size : DSN_HEADERS_MAX;
+        head = malloc(want + 1);
+        while (head && len < want) {
+            ssize_t n = spool_body_read(b, head + len, want - len, err, sizeof(err));
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+        }
+        spool_body_free(b);
+    }
+    if (queue_bounce(r->srv->queue, r->acct, &r->env, DSN_REASON_REFUSED, res,
+                     r->acct->upstream.host, head, len, err, sizeof(err)) < 0)
+        log_error("event=bounce_failed session=%s account=%s reason=%s", r->log_id, r->acct->name,
+                  log_safe(safe, sizeof(safe), err, strlen(err)));
+    free(head);
+}
+
+static void on_delivered(void *arg, const struct deliver_result *res)
+{
+    struct relay_store *r = arg;
+    size_t ok = 0, temp = 0, perm = 0;
+    const char *temp_reply = NULL;
+    r->dl = NULL;
+    spool_body_free(r->reader);
+    r->reader = NULL;
+    for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++) {
+        if (res->rcpts[i].status == DELIVER_OK) {
+            ok++;
+        } else if (res->rcpts[i].status == DELIVER_TEMP) {
+            if (!temp_reply)
+                temp_reply = res->rcpts[i].reply;
+            temp++;
+        } else {
+            perm++;
+        }
+    }
+    if (temp == 0 && ok == 0) { /* refused for good: the device's screen says so */
+        finish(r, res->reply, METRICS_REFUSED, NULL);
+        return;
+    }
+    if (perm)
+        bounce_refused(r, res);
+    if (temp == 0) {
+        finish(r, res->reply, METRICS_DELIVERED, NULL);
+        return;
+    }
+    /* Queue only the recipients still to do. */
+    r->queue_rcpts = malloc(temp * sizeof(*r->queue_rcpts));
+    if (!r->queue_rcpts) {
+        finish(r, "451 4.3.0 Out of memory", METRICS_DEFERRED, NULL);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++)
+        if (res->rcpts[i].status == DELIVER_TEMP)
+            r->queue_rcpts[n++] = r->env.rcpts[i];
+    r->env.rcpts = r->queue_rcpts;
+    r->env.nrcpts = n;
+    queue_message(r, 1, temp_reply ? temp_reply : res->reply, res->conn_failure);
+}
+
+static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_failure *f)
+{
+    struct relay_store *r = arg;
+    char err[512], safe[600];
+    r->lease = NULL;
+    if (!c) { /* upstream down, TLS, token: the queue takes it */
+        queue_message(r, 1, f && f->why ? f->why : "no upstream connection", 1);
+        return;
+    }
+    r->reader = spool_writer_reader(r->w, err, sizeof(err));
+    if (!r->reader) {
+        upstream_conn_release(c, 1);
+        log_error("event=spool_read_failed session=%s account=%s reason=%s", r->log_id,
+                  r->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)));
+        queue_message(r, 0, NULL, 0);
+        return;
+    }
+    r->dl =
+        deliver_start(c, r->acct, &r->env, r->reader, r->srv->metrics, r->log_id, on_delivered, r);
+    if (!r->dl) {
+        spool_body_free(r->reader);
+        r->reader = NULL;
+        queue_message(r, 0, NULL, 0);
+    }
+}
+
+/* direct-then-spool goes to the queue at once when it would overtake queued messages of the
+ * account, or when pacing would keep the device waiting. */
+static int straight_to_queue(struct relay_store *r, struct upstream_pool *pool)
+{
+    if (r->acct->delivery == DELIVERY_SPOOL || !pool)
+        return 1;
+    if (queue_account_waiting(r->srv->queue, r->acct->name))
+        return 1;
+    return upstream_pool_rate_wait_ms(pool) > STORE_RATE_WAIT_MAX_MS;
+}
+
+void relay_store_data_end(struct relay_store *r, relay_reply_cb cb, void *arg)
+{
+    r->cb = cb;
+    r->cb_arg = arg;
+    if (!r->w || !r->from || r->nrcpts == 0) {
+        finish(r, "451 4.3.0 Cannot queue the message now, try again later", METRICS_DEFERRED,
+               NULL);
+        return;
+    }
+    flush_batch(r);
+    if (r->write_failed) {
+        finish(r, "451 4.3.0 Could not write the message to the spool, try again later",
+               METRICS_DEFERRED, NULL);
+        return;
+    }
+    memset(&r->env, 0, sizeof(r->env));
+    r->env.account = r->acct->name;
+    r->env.device = r->device;
+    r->env.mail_from = r->from;
+    r->env.rcpts = r->rcpts;
+    r->env.nrcpts = r->nrcpts;
+    r->env.smtputf8 = r->opts.smtputf8 != 0;
+    r->env.eightbit = r->opts.body_8bit != 0;
+    r->env.created = (int64_t)time(NULL);
+
+    struct upstream_pool *pool = upstream_pools_get(r->srv->pools, r->acct->name);
+    if (straight_to_queue(r, pool)) {
+        queue_message(r, 0, NULL, 0);
+        return;
+    }
+    r->lease = upstream_pool_get(pool, r->gen, r->acct, r->log_id, on_lease, r);
+    if (!r->lease)
+        queue_message(r, 0, NULL, 0);
+}
+
+void relay_store_data_abort(struct relay_store *r, const char *reason)
+{
+    r->cb = NULL; /* the device session answers itself */
+    finish(r, reason, METRICS_REFUSED, NULL);
+}

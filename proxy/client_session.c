@@ -234,6 +234,9 @@ int client_session_fail(struct client_session *c, const char *fmt, ...)
     vsnprintf(c->err, sizeof(c->err), fmt, ap);
     va_end(ap);
     int quitting = c->state == CLIENT_SESSION_QUIT;
+    /* Between commands with nobody waiting: an idle pooled connection the upstream timed out,
+     * which the pool replaces at its next use. Not worth a warning. */
+    int idle = c->state == CLIENT_SESSION_READY && !c->cb;
     client_session_close(c);
     client_session_enter_state(c, CLIENT_SESSION_CLOSED);
     if (quitting) {
@@ -241,8 +244,12 @@ int client_session_fail(struct client_session *c, const char *fmt, ...)
         c->dead = 1;
         return -1;
     }
-    log_warn("event=upstream_failed session=%s host=%s port=%u error=%s", c->log_id, c->host,
-             (unsigned)c->port, log_safe(safe, sizeof(safe), c->err, strlen(c->err)));
+    if (idle)
+        log_info("event=upstream_idle_lost session=%s host=%s port=%u error=%s", c->log_id, c->host,
+                 (unsigned)c->port, log_safe(safe, sizeof(safe), c->err, strlen(c->err)));
+    else
+        log_warn("event=upstream_failed session=%s host=%s port=%u error=%s", c->log_id, c->host,
+                 (unsigned)c->port, log_safe(safe, sizeof(safe), c->err, strlen(c->err)));
     if (c->api_depth > 0) {
         if (c->cb) {
             client_session_park_error(c, c->cb, c->cb_arg, c->err);
@@ -556,6 +563,15 @@ void client_session_free(struct client_session *c)
 const struct smtp_caps *client_session_caps(const struct client_session *c)
 {
     return &c->caps;
+}
+
+void client_session_set_log_id(struct client_session *c, const char *log_id)
+{
+    char *id = c && log_id ? strdup(log_id) : NULL;
+    if (!id)
+        return;
+    free(c->log_id);
+    c->log_id = id;
 }
 
 int client_session_usable(const struct client_session *c)

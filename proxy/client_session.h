@@ -74,6 +74,9 @@ void client_session_data_end(struct client_session *c, client_reply_cb cb, void 
 /* Send QUIT (if the connection is usable) and close once it is answered or after a short time;
  * the session frees itself. The caller must not use c afterwards. */
 void client_session_quit(struct client_session *c);
+/* The session id for log lines from now on (a pooled connection serves many sessions); kept
+ * as it was if memory is short. */
+void client_session_set_log_id(struct client_session *c, const char *log_id);
 /* 0 once the connection is lost or a protocol error happened. */
 int client_session_usable(const struct client_session *c);
 

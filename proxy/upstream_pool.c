@@ -261,6 +261,9 @@ static void conn_grant(struct upstream_conn *c)
 {
     struct upstream_lease *l = c->lease;
     c->lease = NULL;
+    /* its log lines follow the message they carry now */
+    snprintf(c->log_id, sizeof(c->log_id), "%s", l->log_id);
+    client_session_set_log_id(c->cs, l->log_id);
     c->state = UPSTREAM_CONN_BUSY;
     if (c->idle_timer)
         evtimer_del(c->idle_timer);
@@ -351,6 +354,7 @@ static void pool_reuse(struct upstream_pool *p, struct upstream_conn *c, struct 
     }
     c->state = UPSTREAM_CONN_CHECKING;
     snprintf(c->log_id, sizeof(c->log_id), "%s", l->log_id);
+    client_session_set_log_id(c->cs, l->log_id);
     client_session_command(c->cs, "RSET", on_rset, c);
 }
 

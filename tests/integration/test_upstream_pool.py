@@ -11,6 +11,8 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \\
               tests/integration/test_upstream_pool.py -v TestUpstreamPool.test_reuse
 """
 import os
+import re
+import signal
 import smtplib
 import sys
 import threading
@@ -113,6 +115,12 @@ class TestUpstreamPool(ProxyCase):
         log = self.log()
         self.assertEqual(log.count("event=upstream_connected "), 1)
         self.assertEqual(log.count("event=message "), 20)
+        # the shared connection's log lines carry the session of the message they carry
+        sessions = set(re.findall(r"event=message session=(\S+)", log))
+        self.assertEqual(len(sessions), 4)
+        for sid in sessions:
+            self.assertIn("event=upstream_send session=%s line=\"RSET\"" % sid, log)
+            self.assertIn("event=upstream_send session=%s line=\"MAIL FROM:" % sid, log)
 
     def test_cap(self):
         """6 devices at once, max_upstream_connections = 2: never more than 2 upstream
@@ -167,8 +175,8 @@ class TestUpstreamPool(ProxyCase):
         log = self.log()
         self.assertRegex(log, r"event=upstream_reuse_failed session=\S+ account=scanners "
                               r"conn=\d+ reason=")
-        # (client_session.c's own warning about the dropped idle connection names no account)
-        self.assertNotRegex(log, r"event=upstream_failed session=\S+ account=")
+        self.assertNotIn("event=upstream_failed", log)
+        self.assertRegex(log, r"event=upstream_idle_lost session=\S+ host=localhost ")
         self.assertEqual(log.count("result=delivered"), 3)
 
     def test_token_expired_while_idle(self):
@@ -221,6 +229,24 @@ class TestUpstreamPool(ProxyCase):
         self.send(s, 1)  # a new one serves the next message
         s.quit()
         self.assertEqual(EXCHANGE.connections, 2)
+
+    def test_reload_retires_idle_connections(self):
+        """After a reload an idle connection of the old configuration is closed, not reused;
+        the new one is then reused as usual."""
+        self.start()
+        s = self.session()
+        self.send(s, 1, tag="before")
+        s.quit()
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        self.wait_log(r"event=reloaded generation=2 ")
+        s = self.session()  # a session on the new generation
+        self.send(s, 2, tag="after")
+        s.quit()
+        self.assertEqual(EXCHANGE.connections, 2)
+        self.assertEqual(EXCHANGE.verbs("QUIT")[:1], [1])  # the old one was told goodbye
+        self.assertEqual(EXCHANGE.verbs("RSET"), [2])      # the new one reused once
+        self.assertRegex(self.log(), r"event=upstream_closed account=scanners conn=1 "
+                                     r"reason=reload")
 
 
 if __name__ == "__main__":

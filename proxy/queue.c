@@ -233,6 +233,15 @@ oom:
     return -1;
 }
 
+void queue_reconfigured(struct queue *q)
+{
+    if (!q)
+        return;
+    for (struct queue_acct *a = q->accts; a; a = a->next)
+        if (a->head)
+            queue_acct_kick(a); /* a stopped run stays stopped: the run looks at stopped_until */
+}
+
 int queue_account_waiting(const struct queue *q, const char *account)
 {
     for (const struct queue_acct *a = q->accts; a; a = a->next) {

@@ -73,6 +73,11 @@ int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct s
                  enum dsn_reason reason, const struct deliver_result *res, const char *remote_mta,
                  const char *message, size_t message_len, char *err, size_t errlen);
 
+/* A reload made a new configuration current (srv->gen): every account's run looks again, so an
+ * account that came back delivers at once rather than at its next look (5 minutes), and a new
+ * max_queue_lifetime applies. Accepts NULL. */
+void queue_reconfigured(struct queue *q);
+
 /* The control socket's `queue` commands. */
 /* Every queued message, oldest first: [{"id","account","device","from","rcpts":[...],"nrcpts",
  * "size","created","age","attempts","next_attempt","last_error","state":"queued|sending|held"}]

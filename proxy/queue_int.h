@@ -33,7 +33,6 @@ struct queue_acct {
     int64_t wake_at;           /* when it fires (wall s) */
     struct queue_attempt *att; /* the attempt in flight, NULL if none */
     int64_t stopped_until;     /* a connection failure stopped the run until then (wall s) */
-    int64_t no_account_logged; /* last event=queue_no_account (wall s), to log it once a retry */
 };
 
 struct queue {

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "proxy/device_stats.h"
 #include "proxy/metrics.h"
+#include "proxy/queue.h"
 #include "proxy/server_gen.h"
 
 static int str_same(const char *a, const char *b)
@@ -173,6 +174,7 @@ int server_reload(struct server *s, const char *path, char **errors)
     s->gen->retired = 1;
     server_gen_unref(s->gen); /* freed once its last session closes */
     s->gen = g;
+    queue_reconfigured(s->queue); /* an account that came back delivers at once */
     return 0;
 fail:
     server_gen_unref(g);

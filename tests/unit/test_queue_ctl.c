@@ -1,7 +1,8 @@
 /* The queue with a real spool in a mkdtemp state directory and no upstream (no pools: nothing is
  * ever attempted): list (oldest first, every field), hold / release (on disk before in memory,
  * surviving a restart), delete (gone from the spool), flush, ids refused, the figures, recovery
- * after a restart, expiry of a message past max_queue_lifetime (bounced to its sender). */
+ * after a restart, expiry of a message past max_queue_lifetime (bounced to its sender), a
+ * message of an unknown account kept until a reload brings the account back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -313,6 +314,43 @@ static void test_expired(void **state)
     fx.cfg.max_queue_lifetime = 0;
 }
 
+/* A message of an account no longer configured is kept (never expired or bounced for that);
+ * once a reload brings the account back, its run looks again at once. */
+static void test_no_account_kept_until_reload(void **state)
+{
+    char id[17], err[512] = "";
+    struct spool_envelope env;
+    struct cfg_account accts[2];
+    (void)state;
+    fx.cfg.max_queue_lifetime = 60;
+    add("gone", "copier@example.org", "x@example.org", (int64_t)time(NULL) - 120, id);
+    assert_int_equal(queue_recover(fx.q, err, sizeof(err)), 0);
+    for (int i = 0; i < 3; i++)
+        event_base_loop(fx.base, EVLOOP_NONBLOCK);
+    assert_int_equal(on_disk(id, &env), 1);
+    spool_envelope_clear(&env);
+
+    accts[0] = fx.acct;
+    memset(&accts[1], 0, sizeof(accts[1]));
+    accts[1].name = "gone";
+    fx.cfg.accounts = accts;
+    fx.cfg.naccounts = 2;
+    queue_reconfigured(fx.q);
+    for (int i = 0; i < 3; i++)
+        event_base_loop(fx.base, EVLOOP_NONBLOCK);
+    /* expired now that its account is known: bounced (a DSN of account "gone") and removed */
+    assert_int_equal(on_disk(id, &env), 0);
+    cJSON *list = queue_list_json(fx.q);
+    assert_int_equal(cJSON_GetArraySize(list), 1);
+    assert_string_equal(str(item(list, 0), "from"), "");
+    assert_string_equal(str(item(list, 0), "account"), "gone");
+    cJSON_Delete(list);
+    queue_reconfigured(NULL);
+    fx.cfg.accounts = &fx.acct;
+    fx.cfg.naccounts = 1;
+    fx.cfg.max_queue_lifetime = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +360,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_account_kept_until_reload, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,10 @@ oldest first), `queue hold` keeps one back (on disk: the envelope says held), `q
 lets it go at once, `queue delete` removes one from the spool without delivering it, `queue flush
 ID` delivers that one now (byte for byte at the sink, gone from the spool), `queue flush` the
 rest.
-Bad ids are refused before anything is sent; without a daemon the commands say so.
+Messages from devices with delivery = spool while the upstream is down are listed with the
+connection failure, and delivered by a flush once it is back. A refused recipient is bounced
+(the DSN reaches the sender), a deferred one stays listed with the upstream's words. Bad ids are
+refused before anything is sent; without a daemon the commands say so.
 
 Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \\
               tests/integration/test_queue_cli.py -v TestQueueCli.test_list_hold_release_delete_flush
@@ -16,6 +19,7 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import re
@@ -250,6 +254,57 @@ class TestQueueCli(ProxyCase):
         self.assertRegex(m["last_error"], r"^451 4\.3\.0 ")
         self.assertGreater(m["next_attempt"], now + 30)
         self.assertIn(b"\nrcpt 23:tempfail-y@contoso.test\nsmtputf8", self.env_text(qid))
+
+    def test_spooled_by_devices_upstream_down_then_back(self):
+        """delivery = spool with the upstream down: each device hears 250 with its queue id, the
+        queue lists the messages with the connection failure, one is held; the upstream comes
+        back (a reload points the account at Dovecot), `queue flush` delivers the other, the
+        held one waits until released."""
+        closed = sop_rig.free_port()
+        self.start_proxy(upstream_port=closed, account_extra={"delivery": "spool"})
+        self.state = os.path.join(self.tmp, "state")
+        ids = []
+        for n in (6, 7):
+            s = self.smtp()
+            s.ehlo("copier.test")
+            self.assertEqual(s.mail("copier@contoso.test")[0], 250)
+            self.assertEqual(s.rcpt("alice@contoso.test")[0], 250)
+            code, reply = s.data(body(n))
+            self.assertEqual(code, 250, reply)
+            m = re.match(rb"2\.0\.0 Ok: queued as ([0-9a-f]{16})$", reply)
+            self.assertIsNotNone(m, reply)
+            ids.append(m.group(1).decode())
+            s.quit()
+        first, second = ids
+        self.wait_log(r"event=queue_retry queue_id=%s account=scanners attempts=1 rcpts=1 "
+                      r"next_in=\d+s conn_failure=1 " % first)
+        doc, msgs = self.queue_json()
+        self.assertEqual([m["id"] for m in doc["queue"]], ids)
+        self.assertEqual((msgs[first]["attempts"], msgs[first]["state"]), (1, "queued"))
+        self.assertIn("Connection refused", msgs[first]["last_error"])
+        # the run stopped at the first: the second was not tried against a dead upstream
+        self.assertEqual(msgs[second]["attempts"], 0)
+        rc, out, err = self.run_cmd("queue", "hold", second)
+        self.assertEqual(rc, 0, err)
+
+        with open(self.cfg) as f:
+            text = f.read()
+        with open(self.cfg, "w") as f:
+            f.write(text.replace("port = %d\n" % closed, "port = %d\n" % self.rig.dovecot_port))
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        self.wait_log(r"event=reloaded ")
+        rc, out, err = self.run_cmd("queue", "flush")
+        self.assertEqual(rc, 0, err)
+        msg = self.one_message(timeout=T)
+        self.assertEqual(sop_rig.split_received(msg["data"])[1], body(6))
+        self.wait_gone(first)
+        self.assertTrue(self.spooled(second))
+        self.rig.sink_clear()
+        rc, out, err = self.run_cmd("queue", "release", second)
+        self.assertEqual(rc, 0, err)
+        msg = self.one_message(timeout=T)
+        self.assertEqual(sop_rig.split_received(msg["data"])[1], body(7))
+        self.wait_gone(second)
 
     def test_bad_ids_and_no_daemon(self):
         self.start_proxy()

@@ -103,6 +103,7 @@ static int msg_add(struct queue *q, struct spool_envelope *env, struct queue_msg
     m->env = *env;
     memset(env, 0, sizeof(*env));
     m->acct = a;
+    m->seq = ++q->seq;
     /* new messages are the newest: search from the tail */
     struct queue_msg *after = a->tail;
     while (after && msg_before(&m->env, &after->env))

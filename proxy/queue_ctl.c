@@ -21,7 +21,8 @@ static int by_age(const void *pa, const void *pb)
     const struct queue_msg *b = *(const struct queue_msg *const *)pb;
     if (a->env.created != b->env.created)
         return a->env.created < b->env.created ? -1 : 1;
-    return strcmp(a->env.queue_id, b->env.queue_id);
+    /* arrival order within a second, as the runs go (after a restart: spool_scan's order) */
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
 static cJSON *msg_json(const struct queue_msg *m, int64_t now)

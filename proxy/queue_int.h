@@ -20,6 +20,7 @@ struct queue_msg {
     struct queue_acct *acct;
     struct queue_msg *prev, *next; /* in the account's list: created, then id */
     int sending;                   /* the account's attempt is on this message */
+    uint64_t seq;                  /* arrival order: listing ties of created like the runs */
 };
 
 /* The messages of one account name, and its run: one attempt at a time, one timer. */
@@ -40,6 +41,7 @@ struct queue {
     struct spool *spool;
     struct queue_acct *accts;
     size_t n, held, sending;
+    uint64_t seq;
     unsigned long delivered, bounced, deferred;
     int running; /* queue_recover ran: timers may start attempts */
 };

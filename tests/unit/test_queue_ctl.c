@@ -165,6 +165,21 @@ static void test_list_oldest_first(void **state)
     assert_int_equal(st.oldest_created, now - 20);
 }
 
+/* Created in the same second (the envelope has whole seconds, ids are random): arrival order. */
+static void test_same_second_in_arrival_order(void **state)
+{
+    char ids[10][17];
+    int64_t now = (int64_t)time(NULL);
+    (void)state;
+    for (int i = 0; i < 10; i++)
+        add("scanners", "copier@example.org", "x@example.org", now, ids[i]);
+    cJSON *list = queue_list_json(fx.q);
+    assert_int_equal(cJSON_GetArraySize(list), 10);
+    for (int i = 0; i < 10; i++)
+        assert_string_equal(str(item(list, i), "id"), ids[i]);
+    cJSON_Delete(list);
+}
+
 static void test_hold_release(void **state)
 {
     char id[17], err[512];
@@ -355,6 +370,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_list_oldest_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_second_in_arrival_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),

@@ -8,9 +8,9 @@
 #include "common/log.h"
 #include "proxy/client_session.h"
 #include "proxy/config.h"
-#include "proxy/device_stats.h"
 #include "proxy/exchange_explain.h"
 #include "proxy/header_rewrite.h"
+#include "proxy/message_log.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
@@ -77,13 +77,6 @@ static void finish(struct relay *r, const char *reply)
         cb(arg, reply);
 }
 
-static double elapsed_ms(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
 /* " explain=..." when the Exchange table knows the reply (text: its reply text), else "". */
 static const char *explain_kv(const struct relay *r, const struct smtp_reply *rep, const char *text,
                               char *buf, size_t len)
@@ -93,27 +86,20 @@ static const char *explain_kv(const struct relay *r, const struct smtp_reply *re
 }
 
 /* rep: the upstream reply the message ended with, if any (for explain=). */
-static void log_message(struct relay *r, const char *result, const char *reply,
+static void log_message(struct relay *r, enum metrics_result result, const char *reply,
                         const struct smtp_reply *rep)
 {
-    char from[300], up[300], explain[900];
-    log_safe(from, sizeof(from), r->mail_from ? r->mail_from : "",
-             r->mail_from ? strlen(r->mail_from) : 0);
-    /* only the first line of a multi-line reply */
-    size_t n = strcspn(reply, "\r\n");
-    log_safe(up, sizeof(up), reply, n);
-    log_info("event=message session=%s device=%s account=%s from=%s rcpts=%u size=%llu "
-             "result=%s upstream=%s duration_ms=%.0f%s",
-             r->log_id, r->device, r->acct->name, from, r->rcpts_ok, (unsigned long long)r->size,
-             result, up, elapsed_ms(&r->t_start),
-             explain_kv(r, rep, reply, explain, sizeof(explain)));
-    /* the one place a message ends, so the counters agree with the log lines */
-    enum metrics_result mr = strcmp(result, "delivered") == 0  ? METRICS_DELIVERED
-                             : strcmp(result, "deferred") == 0 ? METRICS_DEFERRED
-                                                               : METRICS_REFUSED;
-    metrics_message(r->srv->metrics, r->acct, mr, mr == METRICS_DELIVERED ? r->size : 0);
-    device_stats_message(device_stats_keeper_stats(r->srv->devstats), r->device, result, reply,
-                         (int64_t)time(NULL));
+    struct message_end e = {.log_id = r->log_id,
+                            .device = r->device,
+                            .acct = r->acct,
+                            .from = r->mail_from,
+                            .rcpts = r->rcpts_ok,
+                            .size = r->size,
+                            .result = result,
+                            .reply = reply,
+                            .rep = rep,
+                            .t_start = &r->t_start};
+    message_log_end(r->srv, &e);
 }
 
 /* Give the connection back to the pool (reusable: the transaction is over and it is healthy)
@@ -408,16 +394,16 @@ static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err
     if (!rep) {
         const char *reply = "451 4.4.2 Upstream connection lost before it accepted the message, "
                             "try again later";
-        log_message(r, "deferred", err ? err : "connection lost", NULL);
+        log_message(r, METRICS_DEFERRED, err ? err : "connection lost", NULL);
         fail_op(r, reply, err ? err : "lost");
         return;
     }
     metrics_upstream_reply(r->srv->metrics, METRICS_CMD_DATA, rep->code, rep->enhanced);
     char text[RELAY_REPLY_MAX];
     smtp_reply_text(rep, text, sizeof(text));
-    const char *result = rep->code / 100 == 2   ? "delivered"
-                         : rep->code / 100 == 4 ? "deferred"
-                                                : "refused";
+    enum metrics_result result = rep->code / 100 == 2   ? METRICS_DELIVERED
+                                 : rep->code / 100 == 4 ? METRICS_DEFERRED
+                                                        : METRICS_REFUSED;
     log_message(r, result, text, rep);
     /* the final reply ends the transaction: the connection may serve the next message */
     release_upstream(r, rep->code != 421);
@@ -434,7 +420,7 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
     if (r->fail_reply) {
         char reply[256];
         snprintf(reply, sizeof(reply), "%s", r->fail_reply);
-        log_message(r, reply[0] == '4' ? "deferred" : "refused", reply, NULL);
+        log_message(r, reply[0] == '4' ? METRICS_DEFERRED : METRICS_REFUSED, reply, NULL);
         r->in_tx = 0;
         release_upstream(r, 0); /* nothing partial may be delivered */
         finish(r, reply);
@@ -450,7 +436,7 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
 
 void relay_data_abort(struct relay *r, const char *reason)
 {
-    log_message(r, "refused", reason, NULL);
+    log_message(r, METRICS_REFUSED, reason, NULL);
     r->in_tx = 0;
     release_upstream(r, 0);
 }

@@ -11,7 +11,7 @@
 #include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/deliver.h"
-#include "proxy/device_stats.h"
+#include "proxy/message_log.h"
 #include "proxy/metrics.h"
 #include "proxy/queue.h"
 #include "proxy/queue_backoff.h"
@@ -206,35 +206,27 @@ void relay_store_data_line(struct relay_store *r, const char *line, size_t len)
     r->batch_len += len + 2;
 }
 
-static double elapsed_ms(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
 /* The message's end as the device hears it: one log line (the relay's event=message, with the
  * queue id when it was queued), the counters, the reply. */
 static void finish(struct relay_store *r, const char *reply, enum metrics_result result,
                    const char *queue_id)
 {
-    static const char *const names[] = {"delivered", "refused", "deferred", "queued"};
-    char from[300], up[300], qid[48] = "";
     relay_reply_cb cb = r->cb;
     void *arg = r->cb_arg;
-
-    if (queue_id)
-        snprintf(qid, sizeof(qid), " queue_id=%s", queue_id);
-    log_safe(from, sizeof(from), r->from ? r->from : "", r->from ? strlen(r->from) : 0);
-    log_safe(up, sizeof(up), reply, strcspn(reply, "\r\n"));
-    log_info("event=message session=%s device=%s account=%s from=%s rcpts=%zu size=%llu "
-             "result=%s upstream=%s duration_ms=%.0f delivery=%s%s",
-             r->log_id, r->device, r->acct->name, from, r->nrcpts, (unsigned long long)r->size,
-             names[result], up, elapsed_ms(&r->t_start),
-             r->acct->delivery == DELIVERY_SPOOL ? "spool" : "direct-then-spool", qid);
-    metrics_message(r->srv->metrics, r->acct, result, result == METRICS_DELIVERED ? r->size : 0);
-    device_stats_message(device_stats_keeper_stats(r->srv->devstats), r->device, names[result],
-                         reply, (int64_t)time(NULL));
+    struct message_end e = {
+        .log_id = r->log_id,
+        .device = r->device,
+        .acct = r->acct,
+        .from = r->from,
+        .rcpts = r->nrcpts,
+        .size = r->size,
+        .result = result,
+        .reply = reply,
+        .t_start = &r->t_start,
+        .delivery = r->acct->delivery == DELIVERY_SPOOL ? "spool" : "direct-then-spool",
+        .queue_id = queue_id,
+    };
+    message_log_end(r->srv, &e);
     snprintf(r->reply, sizeof(r->reply), "%s", reply);
     relay_store_rset(r); /* the transaction is over: drops the writer if it was not committed */
     if (cb)

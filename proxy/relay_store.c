@@ -286,6 +286,9 @@ static void bounce_refused(struct relay_store *r, const struct deliver_result *r
     char err[512], safe[600];
     char *head = NULL;
     size_t len = 0;
+    /* the bounce names the id the message was written under (it is not committed, so nothing
+     * in the queue has it; the id is in the log line of this session) */
+    snprintf(r->env.queue_id, sizeof(r->env.queue_id), "%s", spool_writer_id(r->w));
     struct spool_body *b = spool_writer_reader(r->w, err, sizeof(err));
     if (b) {
         size_t want = r->size < DSN_HEADERS_MAX ? (size_t)r->size : DSN_HEADERS_MAX;
@@ -330,8 +333,8 @@ static void on_delivered(void *arg, const struct deliver_result *res)
     }
     if (perm)
         bounce_refused(r, res);
-    if (temp == 0) {
-        finish(r, res->reply, METRICS_DELIVERED, NULL);
+    if (temp == 0) { /* queue_id: what the bounce of the refused ones names */
+        finish(r, res->reply, METRICS_DELIVERED, perm ? r->env.queue_id : NULL);
         return;
     }
     /* Queue only the recipients still to do. */

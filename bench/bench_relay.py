@@ -112,8 +112,8 @@ class Client:
             pass
 
 
-def send_one(port, msg, direct, n):
-    """One copier connection with one message. direct = (ssl_ctx, xoauth2_b64) or None."""
+def open_session(port, direct, n):
+    """Connect, EHLO and, for direct = (ssl_ctx, xoauth2_b64), STARTTLS + AUTH XOAUTH2."""
     c = Client(port)
     try:
         c.cmd(None, 220)
@@ -124,11 +124,25 @@ def send_one(port, msg, direct, n):
             c.cmd(b"EHLO copier-%d" % n, 250)
             c.cmd(b"AUTH XOAUTH2", 334)          # ~2 KB token: the 334 continuation, like the proxy
             c.cmd(sasl, 235)
-        c.cmd(b"MAIL FROM:<" + FROM.encode() + b">", 250)
-        c.cmd(b"RCPT TO:<" + RCPT.encode() + b">", 250)
-        c.cmd(b"DATA", 354)
-        c.sock.sendall(msg)
-        c.cmd(None, 250)
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+def send_txn(c, msg):
+    c.cmd(b"MAIL FROM:<" + FROM.encode() + b">", 250)
+    c.cmd(b"RCPT TO:<" + RCPT.encode() + b">", 250)
+    c.cmd(b"DATA", 354)
+    c.sock.sendall(msg)
+    c.cmd(None, 250)
+
+
+def send_one(port, msg, direct, n):
+    """One copier connection with one message. direct = (ssl_ctx, xoauth2_b64) or None."""
+    c = open_session(port, direct, n)
+    try:
+        send_txn(c, msg)
         c.cmd(b"QUIT", 221)
     finally:
         c.close()
@@ -152,16 +166,47 @@ def proc_cpu(pid):
         return 0.0
 
 
-def run_load(port, msg, conc, max_msgs, cap_s, direct, proxy_pid):
+def run_load(port, msg, conc, max_msgs, cap_s, direct, proxy_pid, keep=False):
     """conc threads, each sending one message per connection until max_msgs were started or
-    cap_s passed; in-flight messages finish. Returns a dict of figures."""
+    cap_s passed; in-flight messages finish. keep: each thread keeps one session open instead
+    (RSET between messages, as the proxy's pool does upstream). Returns a dict of figures."""
     lock = threading.Lock()
     state = {"started": 0, "ok": 0, "err": 0, "errors": [], "last": 0.0}
     lat = []
     t0 = time.monotonic()
     deadline = t0 + cap_s
 
+    keep_sessions = [None] * conc
+
+    def send(w, n):
+        if not keep:
+            return send_one(port, msg, direct, n)
+        c = keep_sessions[w]
+        try:
+            if c is None:
+                c = keep_sessions[w] = open_session(port, direct, n)
+            else:
+                c.cmd(b"RSET", 250)
+            send_txn(c, msg)
+        except BaseException:
+            keep_sessions[w] = None
+            if c is not None:
+                c.close()
+            raise
+
     def worker(w):
+        try:
+            work(w)
+        finally:
+            c = keep_sessions[w]
+            if c is not None:
+                try:
+                    c.cmd(b"QUIT", 221)
+                except (OSError, SmtpError):
+                    pass
+                c.close()
+
+    def work(w):
         while True:
             with lock:
                 if state["started"] >= max_msgs or time.monotonic() >= deadline:
@@ -170,7 +215,7 @@ def run_load(port, msg, conc, max_msgs, cap_s, direct, proxy_pid):
                 n = state["started"]
             t = time.monotonic()
             try:
-                send_one(port, msg, direct, n)
+                send(w, n)
                 ok = True
             except (OSError, SmtpError) as e:
                 ok = False
@@ -282,6 +327,10 @@ def main():
                     help="the account's delivery mode in the throughput section (issue 4)")
     ap.add_argument("--max-conns", type=int, default=3,
                     help="max_upstream_connections of the account (Exchange allows 3)")
+    ap.add_argument("--paths", default="direct,direct-keep,proxy",
+                    help="throughput paths: direct (a connection per message), direct-keep "
+                    "(min(devices, --max-conns) kept sessions, RSET between messages: what the "
+                    "upstream accepts within the connection cap), proxy")
     ap.add_argument("--sections", default="memory,throughput,spool",
                     help="which parts run: memory, throughput, spool")
     ap.add_argument("--spool-conc", default="8,32", help="devices in the spool section")
@@ -293,6 +342,7 @@ def main():
         a.reps, a.small_msgs, a.large_msgs, a.cap, a.big_mb = 1, 40, 6, 5.0, 20
         a.spool_msgs = 60
     a.sections = set(a.sections.split(","))
+    a.paths = [x.strip() for x in a.paths.split(",") if x.strip()]
     a.sizes = [x.strip() for x in a.sizes.split(",") if x.strip()]
     conc_levels = [int(x) for x in a.conc.split(",")]
     binary = os.path.abspath(a.binary)
@@ -500,12 +550,18 @@ def throughput(a, rig, port, pid, direct, conc_levels, results, log, t_start):
         for label, size, cap_n in sizes:
             msg = make_message(size, "load")
             for conc in conc_levels:
-                order = ("direct", "proxy") if (rep + conc) % 2 == 0 else ("proxy", "direct")
+                k = (rep + conc) % len(a.paths)   # rotate the order: spread the drift
+                order = a.paths[k:] + a.paths[:k]
+                if (rep + conc) % 2:
+                    order = order[::-1]
                 for path in order:
                     l0 = upstream_logins(rig)
-                    r = run_load(rig.dovecot_port if path == "direct" else port, msg, conc,
-                                 cap_n, a.cap, direct if path == "direct" else None,
-                                 pid if path == "proxy" else None)
+                    up = path != "proxy"
+                    # kept sessions: as many as the proxy may open upstream (Exchange: 3)
+                    n = min(conc, a.max_conns) if path == "direct-keep" else conc
+                    r = run_load(rig.dovecot_port if up else port, msg, n, cap_n, a.cap,
+                                 direct if up else None, None if up else pid,
+                                 keep=path == "direct-keep")
                     r["logins"] = upstream_logins(rig) - l0
                     sent_ok += r["ok"]
                     runs.setdefault((label, conc, path), []).append(r)
@@ -639,25 +695,34 @@ def report(a, res, conc_levels, log):
                                    "a binary without issue 4 (one upstream connection per "
                                    "device connection)"))
         out.append("")
-        out.append("| message | devices | direct msg/s | proxy msg/s | proxy/direct | direct p50 ms "
-                   "| proxy p50 ms | proxy CPU | client CPU (proxy run) | upstream logins per "
-                   "1000 msgs (proxy) | errors |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| message | devices | direct msg/s | direct, kept sessions (at most %d) msg/s "
+                   "| proxy "
+                   "msg/s | proxy/direct | proxy/kept | direct p50 ms | proxy p50 ms | proxy CPU "
+                   "| client CPU (proxy run) | upstream logins per 1000 msgs (proxy) | errors |"
+                   % a.max_conns)
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+        def rate(rs):
+            return median_run(rs)["rate"] if rs else 0.0
+
         for label in ("10 KB", "1 MB"):
             for conc in conc_levels:
-                d = res["runs"].get((label, conc, "direct"))
+                d = res["runs"].get((label, conc, "direct"), [])
+                kp = res["runs"].get((label, conc, "direct-keep"), [])
                 p = res["runs"].get((label, conc, "proxy"))
-                if not d or not p:
+                if not p:
                     continue
-                dm, pm = median_run(d), median_run(p)
-                errs = sum(r["err"] + r["hung"] for r in d + p)
+                pm = median_run(p)
+                errs = sum(r["err"] + r["hung"] for r in d + kp + p)
                 logins = sum(r["logins"] for r in p) * 1000.0 / max(1, sum(r["ok"] for r in p))
-                out.append("| %s | %d | %.1f | %.1f | **%.2f** | %.0f | %.0f | %.0f%% | %.0f%% | "
-                           "%.1f | %d |"
-                           % (label, conc, dm["rate"], pm["rate"],
-                              pm["rate"] / dm["rate"] if dm["rate"] else 0.0,
-                              dm["p50_ms"], pm["p50_ms"], 100 * pm["proxy_cpu"],
-                              100 * pm["client_cpu"], logins, errs))
+                out.append("| %s | %d | %s | %s | %.1f | **%s** | **%s** | %s | %.0f | %.0f%% | "
+                           "%.0f%% | %.1f | %d |"
+                           % (label, conc, "%.1f" % rate(d) if d else "-",
+                              "%.1f" % rate(kp) if kp else "-", pm["rate"],
+                              "%.2f" % (pm["rate"] / rate(d)) if d and rate(d) else "-",
+                              "%.2f" % (pm["rate"] / rate(kp)) if kp and rate(kp) else "-",
+                              "%.0f" % median_run(d)["p50_ms"] if d else "-", pm["p50_ms"],
+                              100 * pm["proxy_cpu"], 100 * pm["client_cpu"], logins, errs))
         out.append("")
         out.append("All runs (msg/s): " + "; ".join(
             "%s x%d %s [%s]" % (k[0], k[1], k[2], ", ".join("%.1f" % r["rate"] for r in v))

@@ -10,6 +10,9 @@ what stays on disk.
 - direct-then-spool while a message of the same account waits for its retry: the new message
   goes into the queue behind it (nothing overtakes what waits; a held message does not count).
 - a body the device side refuses (a line too long) leaves nothing behind.
+- direct-then-spool against the Exchange stand-in (exchange_standin.py: no real peer refuses one
+  recipient of two): one recipient refused for good, the other accepted: the device hears 250,
+  and one bounce from <> names the refused recipient and the message's queue id.
 
 Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \\
               tests/integration/test_relay_store.py -v TestRelayStore.test_spool_mode
@@ -26,13 +29,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sop_rig  # noqa: E402,F401
 import test_relay  # noqa: E402
 from test_relay import T, MSG, ProxyCase  # noqa: E402
+from exchange_standin import ExchangeStandin  # noqa: E402
+
+EXCHANGE = None
 
 
 def setUpModule():
+    global EXCHANGE
     test_relay.setUpModule()
+    rig = test_relay.RIG
+    EXCHANGE = ExchangeStandin(sop_rig.free_port(), rig.cert_file, rig.key_file).start()
 
 
 def tearDownModule():
+    if EXCHANGE is not None:
+        EXCHANGE.stop()
     test_relay.tearDownModule()
 
 
@@ -129,6 +140,39 @@ class TestRelayStore(ProxyCase):
         self.queue_cmd("flush")
         msgs = self.rig.sink_wait(2, T)
         self.assertEqual([self.body_of(m) for m in msgs], [msg(3), msg(4)])
+        self.wait_spool_empty()
+
+    def test_one_recipient_refused_is_bounced(self):
+        EXCHANGE.reset()
+        EXCHANGE.script = {"RCPT": lambda tx: "550 5.1.10 RESOLVER.ADR.RecipientNotFound; "
+                           "Recipient not found by SMTP address lookup"
+                           if tx["rcpts"][-1] == "bob@contoso.test" else None}
+        self.addCleanup(setattr, EXCHANGE, "script", {})
+        self.start_proxy(account_extra={"delivery": "direct-then-spool"},
+                         upstream_port=EXCHANGE.port)
+        code, text = self.send(msg(5), rcpts=("alice@contoso.test", "bob@contoso.test"))
+        self.assertEqual(code, 250)
+        self.assertIn("Queued mail for delivery", text, "the upstream's own 250")
+        line = self.message_log()[0]
+        self.assertIn("result=delivered", line)
+        qid = re.search(r" queue_id=([0-9a-f]{16})", line).group(1)
+        deadline = time.monotonic() + T
+        while len(EXCHANGE.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        self.assertEqual(len(EXCHANGE.messages), 2, "the message and one bounce")
+        orig, dsn = EXCHANGE.messages
+        self.assertEqual(orig["rcpts"], ["alice@contoso.test"])
+        self.assertEqual(orig["data"], msg(5))
+        self.assertEqual(dsn["mail_from"], "", "a bounce goes from the null sender")
+        self.assertEqual(dsn["rcpts"], ["copier@contoso.test"])
+        self.assertIn(b"report-type=delivery-status", dsn["data"])
+        self.assertIn(b"Final-Recipient: rfc822; bob@contoso.test", dsn["data"])
+        self.assertNotIn(b"Final-Recipient: rfc822; alice@contoso.test", dsn["data"])
+        self.assertIn(b"Status: 5.1.10", dsn["data"])
+        self.assertIn(b"X-Queue-ID: " + qid.encode(), dsn["data"])
+        self.assertIn(b"Subject: scan 5", dsn["data"], "the original's headers are quoted")
+        self.assertNotIn(b"page 5", dsn["data"], "never its body")
         self.wait_spool_empty()
 
     def test_refused_body_leaves_nothing(self):

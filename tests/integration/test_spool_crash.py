@@ -96,7 +96,11 @@ class TestSpoolCrash(SpoolCase):
         self.proxy = sop_rig.ProxyProcess(BINARY, self.cfg, os.path.join(
             self.tmp, "proxy-restarted.log"))
         self.proxy.start(ports=[self.port])
-        self.wait_log(r"event=queue_recovered messages=\d+")
+        # every committed message found again, none torn (quarantined) by the kill
+        m = self.wait_log(r"event=queue_recovered messages=(\d+) held=\d+ quarantined=(\d+)")
+        self.assertEqual(int(m.group(1)), queued_at_kill, "recovered a different number than the "
+                         "spool held at the kill")
+        self.assertEqual(int(m.group(2)), 0, "a message was quarantined after kill -9")
 
         want = {message_id(msgs[i]): msgs[i] for i in acked}
         end = time.monotonic() + 120

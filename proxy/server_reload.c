@@ -35,6 +35,8 @@ static int fixed_keys_changed(const struct config *old, const struct config *cfg
     else if (!str_same(old->metrics_listen.host, cfg->metrics_listen.host) ||
              !str_same(old->metrics_listen.port, cfg->metrics_listen.port))
         key = "metrics_listen";
+    else if (old->spool_commit_threads != cfg->spool_commit_threads)
+        key = "spool_commit_threads"; /* the threads are started once, with the spool */
     if (!key)
         return 0;
     snprintf(err, errlen, "%s: %s cannot change on reload; restart the service", cfg->path, key);

@@ -200,6 +200,12 @@ class TestReload(ProxyCase):
         self.assertIn("state_dir cannot change on reload; restart the service", self.log())
         self.assertNotIn("event=reloaded", self.log())
         self.assertEqual(self.send_one(self.port), 250)
+        # the spool's commit threads start once, with the spool
+        self.rewrite(self.port, proxy_extra={"spool_commit_threads": "2"})
+        self.reload(expect="reload_refused")
+        self.assertIn("spool_commit_threads cannot change on reload; restart the service",
+                      self.log())
+        self.assertNotIn("event=reloaded", self.log())
 
     def test_sighup_twice_quickly(self):
         self.start_proxy()

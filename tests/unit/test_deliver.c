@@ -280,6 +280,16 @@ static void fx_deliver(struct fx *f, struct spool_body *b)
     assert_true(f->out.released_first);
 }
 
+/* The usual case: connect, commit body, deliver it; the caller frees the returned reader. */
+static struct spool_body *fx_run(struct fx *f, const char *body, size_t len)
+{
+    fx_open(f);
+    fx_write(f, body, len, 1);
+    struct spool_body *b = fx_open_body(f);
+    fx_deliver(f, b);
+    return b;
+}
+
 static char *received(struct fx *f)
 {
     return srv_received(f->srv);
@@ -453,10 +463,7 @@ static void test_temp_and_ok_is_temp(void **state)
     fx_step(f, "RCPT TO:<b@example.org>", "451 4.7.1 Try again later\r\n", ACT_NONE);
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_TEMP);
     assert_int_equal(f->out.rcpts[0].status, DELIVER_OK);
     assert_int_equal(f->out.rcpts[1].status, DELIVER_TEMP);
@@ -474,10 +481,7 @@ static void test_no_recipient_accepted_resets(void **state)
     fx_step(f, "RCPT TO:<a@example.org>", "550 5.1.1 No such user a\r\n", ACT_NONE);
     fx_step(f, "RCPT TO:<b@example.org>", "550 5.1.1 No such user b\r\n", ACT_NONE);
     fx_step(f, "RSET", "250 2.0.0 Resetting\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_PERM);
     assert_string_equal(f->out.res.reply, "550 5.1.1 No such user a"); /* the first refusal */
     assert_string_equal(f->out.rcpts[1].reply, "550 5.1.1 No such user b");
@@ -527,10 +531,7 @@ static void test_mail_throttled_is_conn_failure(void **state)
     struct fx *f = fx_new(NULL);
     fx_step(f, MAIL_LINE, "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded\r\n",
             ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_TEMP);
     assert_int_equal(f->out.res.conn_failure, 1);
     assert_string_equal(f->out.res.reply,
@@ -549,10 +550,7 @@ static void test_data_end_451_is_temp(void **state)
     fx_step(f, "RCPT TO:<b@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "451 4.7.0 Temporary server error\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_TEMP);
     assert_int_equal(f->out.res.conn_failure, 0);
     assert_string_equal(f->out.res.reply, "451 4.7.0 Temporary server error");
@@ -570,10 +568,7 @@ static void test_rcpt_421_is_conn_failure(void **state)
     fx_step(f, MAIL_LINE, "250 2.1.0 Sender OK\r\n", ACT_NONE);
     fx_step(f, "RCPT TO:<a@example.org>", "421 4.4.2 Connection dropped due to timeout\r\n",
             ACT_CLOSE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_TEMP);
     assert_int_equal(f->out.res.conn_failure, 1);
     assert_string_equal(f->out.rcpts[0].reply, "421 4.4.2 Connection dropped due to timeout");
@@ -680,10 +675,7 @@ static void test_sender_rewrite_envelope(void **state)
     fx_step(f, "RCPT TO:<a@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_OK);
     size_t wlen;
     char *wire = stuffed(BODY, sizeof(BODY) - 1, &wlen);
@@ -713,10 +705,7 @@ static void test_sender_rewrite_header(void **state)
     fx_step(f, "RCPT TO:<a@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_OK);
     assert_true(body_equals(f, want, sizeof(want) - 1));
     assert_string_equal(f->srv->failure, "");
@@ -735,10 +724,7 @@ static void test_null_sender_stays_null(void **state)
     fx_step(f, "RCPT TO:<a@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_OK);
     assert_string_equal(f->srv->failure, "");
     spool_body_free(b);
@@ -799,10 +785,7 @@ static void test_recipient_too_long_refused_locally(void **state)
     fx_step(f, "RCPT TO:<b@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_PARTIAL);
     assert_int_equal(f->out.rcpts[0].status, DELIVER_PERM);
     assert_string_equal(f->out.rcpts[0].reply, "501 5.1.3 Recipient address too long");
@@ -870,10 +853,7 @@ static void test_mail_parameters(void **state)
     fx_step(f, "RCPT TO:<a@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
     fx_step(f, "DATA", "554 5.6.0 No\r\n", ACT_NONE);
     fx_step(f, "RSET", "250 2.0.0 OK\r\n", ACT_NONE);
-    fx_open(f);
-    fx_write(f, BODY, sizeof(BODY) - 1, 1);
-    struct spool_body *b = fx_open_body(f);
-    fx_deliver(f, b);
+    struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
     assert_int_equal(f->out.res.status, DELIVER_PERM);
     assert_string_equal(f->out.res.reply, "554 5.6.0 No");
     assert_true(f->conn.reusable);

@@ -61,8 +61,10 @@ void queue_attempt_cancel(struct queue_acct *a)
     attempt_release(at);
 }
 
-/* Give up on every recipient left in m: bounce them as expired, then remove m. */
-static void expire(struct queue *q, struct queue_msg *m, const struct cfg_account *acct)
+/* Give up on every recipient left in m: bounce them as expired, then remove m. 1 removed; 0 the
+ * bounce could not be queued (disk full?): m stays, to be bounced at its next turn, so the
+ * sender is never left without word. */
+static int expire(struct queue *q, struct queue_msg *m, const struct cfg_account *acct)
 {
     char err[512], safe[600];
     char *hdrs = NULL;
@@ -72,20 +74,22 @@ static void expire(struct queue *q, struct queue_msg *m, const struct cfg_accoun
     int r = queue_bounce(q, acct, &m->env, DSN_REASON_EXPIRED, NULL, NULL, hdrs, hlen, err,
                          sizeof(err));
     free(hdrs);
-    if (r < 0)
+    if (r < 0) {
+        m->env.next_attempt = queue_now() + QUEUE_BACKOFF_FIRST;
         log_error("event=queue_bounce_failed queue_id=%s account=%s reason=%s "
-                  "effect=\"the expired message is removed without a bounce\"",
-                  m->env.queue_id, m->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)));
+                  "effect=\"the expired message is kept; the bounce is tried again in %ds\"",
+                  m->env.queue_id, m->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)),
+                  QUEUE_BACKOFF_FIRST);
+        return 0;
+    }
     log_info("event=queue_expired queue_id=%s account=%s attempts=%u age=%llds bounce=%s",
              m->env.queue_id, m->acct->name, m->env.attempts,
-             (long long)(queue_now() - m->env.created),
-             r > 0    ? "queued"
-             : r == 0 ? "none"
-                      : "failed");
+             (long long)(queue_now() - m->env.created), r > 0 ? "queued" : "none");
     if (spool_remove(q->spool, m->env.queue_id, err, sizeof(err)) != 0)
         log_error("event=spool_remove_failed queue_id=%s reason=%s", m->env.queue_id,
                   log_safe(safe, sizeof(safe), err, strlen(err)));
     queue_msg_drop(q, m);
+    return 1;
 }
 
 /* Keep only the recipients whose result is TEMP (env and res in the same order). */
@@ -146,8 +150,10 @@ static int reschedule(struct queue_attempt *at, const struct deliver_result *res
     if (queue_backoff_expired(&bp, env.created, now)) {
         spool_envelope_clear(&m->env);
         m->env = env;
-        expire(q, m, at->acct);
-        return 1;
+        if (expire(q, m, at->acct))
+            return 1;
+        *next_out = m->env.next_attempt; /* kept: its bounce is tried again then */
+        return 0;
     }
     if (spool_update_state(q->spool, &env, err, sizeof(err)) != 0)
         /* the memory copy still moves on: retrying at once would hammer the upstream; a restart
@@ -175,6 +181,8 @@ static void conclude(struct queue_attempt *at, const struct deliver_result *res)
     struct queue_msg *m = at->m;
     char err[512], safe[700];
     size_t ndel = 0, nperm = 0, ntemp = 0;
+    struct deliver_rcpt_result *kept = NULL; /* res with PERM as TEMP, when no bounce was made */
+    struct deliver_result again;
 
     attempt_detach(at);
     for (size_t i = 0; i < res->nrcpts; i++) {
@@ -200,9 +208,26 @@ static void conclude(struct queue_attempt *at, const struct deliver_result *res)
         int r = queue_bounce(q, at->acct, &at->env, DSN_REASON_REFUSED, res,
                              at->host[0] ? at->host : NULL, hdrs, hlen, err, sizeof(err));
         free(hdrs);
-        if (r < 0)
-            log_error("event=queue_bounce_failed queue_id=%s account=%s reason=%s", m->env.queue_id,
-                      a->name, log_safe(safe, sizeof(safe), err, strlen(err)));
+        if (r < 0) {
+            /* No bounce, so the refused recipients stay with the message and are tried again:
+             * refused once more, they are bounced then. Never removed without word. */
+            kept = malloc(res->nrcpts * sizeof(*kept));
+            log_error("event=queue_bounce_failed queue_id=%s account=%s reason=%s effect=%s",
+                      m->env.queue_id, a->name, log_safe(safe, sizeof(safe), err, strlen(err)),
+                      kept ? "\"the refused recipients are kept and tried again\""
+                           : "\"out of memory: removed without a bounce\"");
+            if (kept) {
+                memcpy(kept, res->rcpts, res->nrcpts * sizeof(*kept));
+                for (size_t i = 0; i < res->nrcpts; i++)
+                    if (kept[i].status == DELIVER_PERM)
+                        kept[i].status = DELIVER_TEMP;
+                again = *res;
+                again.rcpts = kept;
+                res = &again;
+                ntemp += nperm;
+                nperm = 0;
+            }
+        }
     }
     if (ntemp == 0) {
         if (spool_remove(q->spool, m->env.queue_id, err, sizeof(err)) != 0)
@@ -215,6 +240,7 @@ static void conclude(struct queue_attempt *at, const struct deliver_result *res)
         if (reschedule(at, res, ndel + nperm, &next) == 0 && res->conn_failure)
             a->stopped_until = next;
     }
+    free(kept);
     attempt_release(at);
     queue_acct_kick(a);
 }
@@ -343,7 +369,8 @@ void queue_run_acct(struct queue_acct *a)
         if (m->env.held)
             continue;
         if (queue_backoff_expired(&bp, m->env.created, now)) {
-            expire(q, m, acct);
+            if (!expire(q, m, acct) && (!next || m->env.next_attempt < next))
+                next = m->env.next_attempt;
             continue;
         }
         if (m->env.next_attempt > now) {

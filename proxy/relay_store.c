@@ -280,8 +280,8 @@ static void queue_message(struct relay_store *r, int attempted, const char *last
 }
 
 /* Bounce the recipients refused for good while others were delivered or queued: the device
- * hears 250, so only a DSN can tell the sender. */
-static void bounce_refused(struct relay_store *r, const struct deliver_result *res)
+ * hears 250, so only a DSN can tell the sender. 0 queued (or none due); -1 not. */
+static int bounce_refused(struct relay_store *r, const struct deliver_result *res)
 {
     char err[512], safe[600];
     char *head = NULL;
@@ -301,11 +301,14 @@ static void bounce_refused(struct relay_store *r, const struct deliver_result *r
         }
         spool_body_free(b);
     }
-    if (queue_bounce(r->srv->queue, r->acct, &r->env, DSN_REASON_REFUSED, res,
-                     r->acct->upstream.host, head, len, err, sizeof(err)) < 0)
-        log_error("event=bounce_failed session=%s account=%s reason=%s", r->log_id, r->acct->name,
-                  log_safe(safe, sizeof(safe), err, strlen(err)));
+    int rc = queue_bounce(r->srv->queue, r->acct, &r->env, DSN_REASON_REFUSED, res,
+                          r->acct->upstream.host, head, len, err, sizeof(err));
+    if (rc < 0)
+        log_error("event=bounce_failed session=%s account=%s reason=%s effect=\"the refused "
+                  "recipients are queued and tried again\"",
+                  r->log_id, r->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)));
     free(head);
+    return rc < 0 ? -1 : 0;
 }
 
 static void on_delivered(void *arg, const struct deliver_result *res)
@@ -331,25 +334,29 @@ static void on_delivered(void *arg, const struct deliver_result *res)
         finish(r, res->reply, METRICS_REFUSED, NULL);
         return;
     }
-    if (perm)
-        bounce_refused(r, res);
-    if (temp == 0) { /* queue_id: what the bounce of the refused ones names */
+    /* No bounce could be queued (disk full?): the refused recipients go into the queue with the
+     * temporary ones, to be refused (and bounced) again later rather than dropped. */
+    int requeue_perm = perm && bounce_refused(r, res) < 0;
+    if (temp == 0 && !requeue_perm) { /* queue_id: what the bounce of the refused ones names */
         finish(r, res->reply, METRICS_DELIVERED, perm ? r->env.queue_id : NULL);
         return;
     }
+    if (!temp_reply)
+        temp_reply = res->reply;
     /* Queue only the recipients still to do. */
-    r->queue_rcpts = malloc(temp * sizeof(*r->queue_rcpts));
+    r->queue_rcpts = malloc((temp + perm) * sizeof(*r->queue_rcpts));
     if (!r->queue_rcpts) {
         finish(r, "451 4.3.0 Out of memory", METRICS_DEFERRED, NULL);
         return;
     }
     size_t n = 0;
     for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++)
-        if (res->rcpts[i].status == DELIVER_TEMP)
+        if (res->rcpts[i].status == DELIVER_TEMP ||
+            (requeue_perm && res->rcpts[i].status == DELIVER_PERM))
             r->queue_rcpts[n++] = r->env.rcpts[i];
     r->env.rcpts = r->queue_rcpts;
     r->env.nrcpts = n;
-    queue_message(r, 1, temp_reply ? temp_reply : res->reply, res->conn_failure);
+    queue_message(r, 1, temp_reply, res->conn_failure);
 }
 
 static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_failure *f)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <time.h>
 
@@ -329,6 +330,39 @@ static void test_expired(void **state)
     fx.cfg.max_queue_lifetime = 0;
 }
 
+/* An expired message whose bounce cannot be written (spool/tmp gone: as with a full disk) is
+ * kept, never removed without word; once the spool can take the bounce, it is bounced. */
+static void test_expired_bounce_fails_kept(void **state)
+{
+    char old[17], err[512] = "", tmp[600], cmd[700];
+    struct spool_envelope env;
+    (void)state;
+    fx.cfg.max_queue_lifetime = 3600;
+    add("scanners", "copier@example.org", "x@example.org", (int64_t)time(NULL) - 3601, old);
+    snprintf(tmp, sizeof(tmp), "%s/spool/tmp", dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(queue_recover(fx.q, err, sizeof(err)), 0);
+    for (int i = 0; i < 3; i++)
+        event_base_loop(fx.base, EVLOOP_NONBLOCK);
+    assert_int_equal(on_disk(old, &env), 1); /* still there: no bounce was made */
+    spool_envelope_clear(&env);
+    struct queue_stats st;
+    queue_stats(fx.q, &st);
+    assert_int_equal(st.messages, 1);
+    assert_int_equal(st.bounced, 0);
+    /* the disk is back: the next turn bounces it */
+    assert_int_equal(mkdir(tmp, 0700), 0);
+    assert_int_equal(queue_flush(fx.q, old, err, sizeof(err)), 0);
+    for (int i = 0; i < 3; i++)
+        event_base_loop(fx.base, EVLOOP_NONBLOCK);
+    assert_int_equal(on_disk(old, &env), 0);
+    queue_stats(fx.q, &st);
+    assert_int_equal(st.bounced, 1);
+    assert_int_equal(st.messages, 1); /* the bounce itself */
+    fx.cfg.max_queue_lifetime = 0;
+}
+
 /* A message of an account no longer configured is kept (never expired or bounced for that);
  * once a reload brings the account back, its run looks again at once. */
 static void test_no_account_kept_until_reload(void **state)
@@ -376,6 +410,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_bounce_fails_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_account_kept_until_reload, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -248,6 +248,10 @@ int queue_account_waiting(const struct queue *q, const char *account)
     for (const struct queue_acct *a = q->accts; a; a = a->next) {
         if (strcmp(a->name, account) != 0)
             continue;
+        /* stopped by a connection failure, whose message may still be on its way into the
+         * queue (committing on a thread): what comes next must not overtake it */
+        if (a->stopped_until > queue_now())
+            return 1;
         for (const struct queue_msg *m = a->head; m; m = m->next)
             if (!m->env.held)
                 return 1;

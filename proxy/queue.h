@@ -52,8 +52,9 @@ int queue_recover(struct queue *q, char *err, size_t errlen);
  * next_attempt and last_error are kept, so a direct attempt that failed counts). 0 ok, -1 out of
  * memory (the message is still in the spool: it is delivered after the next restart). */
 int queue_submit(struct queue *q, const struct spool_envelope *env);
-/* 1 when account has messages waiting that are not held: a new message of that account goes into
- * the queue behind them rather than straight upstream (order per account). */
+/* 1 when account has messages waiting that are not held, or its run is stopped after a
+ * connection failure: a new message of that account goes into the queue behind them rather than
+ * straight upstream (order per account). */
 int queue_account_waiting(const struct queue *q, const char *account);
 
 /* The account's upstream failed as a connection (down, TLS, token, 421, 4.3.2) on an attempt

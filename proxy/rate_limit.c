@@ -24,6 +24,20 @@ struct rate_limit *rate_limit_new(unsigned per_minute, unsigned max_conns)
     return r;
 }
 
+struct rate_limit *rate_limit_resized(const struct rate_limit *old, unsigned per_minute)
+{
+    struct rate_limit *r = rate_limit_new(per_minute, old ? old->max_conns : 0);
+    if (!r || !old)
+        return r;
+    r->conns = old->conns;
+    r->last = old->last;
+    unsigned keep = old->count < per_minute ? old->count : per_minute;
+    for (unsigned i = 0; i < keep; i++) /* the newest keep send times, oldest first */
+        r->times[i] = old->times[(old->head + old->count - keep + i) % old->per_minute];
+    r->count = keep;
+    return r;
+}
+
 void rate_limit_free(struct rate_limit *r)
 {
     free(r);

@@ -23,6 +23,11 @@ struct rate_limit;
  * RATE_LIMIT_MAX_PER_MINUTE or memory is short. */
 struct rate_limit *rate_limit_new(unsigned per_minute, unsigned max_conns);
 void rate_limit_free(struct rate_limit *r); /* accepts NULL */
+/* A new limiter of per_minute that remembers old's most recent send times (and connections), so
+ * that a reload changing the rate does not open a fresh window: 30 sent a second ago still count
+ * against the new limit. old may be NULL (then as rate_limit_new with no connection cap). NULL
+ * as rate_limit_new. */
+struct rate_limit *rate_limit_resized(const struct rate_limit *old, unsigned per_minute);
 
 /* The earliest time (ms) at which one more message may start: now_ms if it may start now. */
 int64_t rate_limit_msg_when(const struct rate_limit *r, int64_t now_ms);

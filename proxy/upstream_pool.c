@@ -393,15 +393,16 @@ static void pool_configure(struct upstream_pool *p, const struct cfg_account *ac
     p->cap = acct->max_upstream_connections;
     if (acct->rate_limit == p->rl_per_minute)
         return;
-    /* A changed rate starts a new window: the old one's send times are not carried over. */
-    rate_limit_free(p->rl);
-    p->rl = NULL;
-    p->rl_per_minute = acct->rate_limit;
-    if (acct->rate_limit) {
-        p->rl = rate_limit_new(acct->rate_limit, 0);
-        if (!p->rl)
-            log_warn("event=rate_limit_unavailable account=%s reason=\"out of memory\"", p->name);
+    /* A changed rate keeps the recent send times: a fresh window would let a burst through
+     * (and sessions older than a reload still bring the old rate, so it may change often). */
+    struct rate_limit *rl = acct->rate_limit ? rate_limit_resized(p->rl, acct->rate_limit) : NULL;
+    if (acct->rate_limit && !rl) {
+        log_warn("event=rate_limit_unavailable account=%s reason=\"out of memory\"", p->name);
+        return; /* the old limit stays */
     }
+    rate_limit_free(p->rl);
+    p->rl = rl;
+    p->rl_per_minute = acct->rate_limit;
 }
 
 static void wait_unlink(struct upstream_pool *p, struct upstream_lease *l)

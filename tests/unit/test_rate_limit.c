@@ -156,6 +156,36 @@ static void test_when_nth(void **state)
     rate_limit_free(r);
 }
 
+/* A reload that changes the rate keeps the window's send times: 30 sent just now still count,
+ * so lowering to 20 admits nothing for a minute and raising to 40 admits 10 more at once. */
+static void test_resized_keeps_history(void **state)
+{
+    (void)state;
+    struct rate_limit *r = rate_limit_new(30, 0);
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(rate_limit_msg_take(r, 1000 + i * 10, NULL), 1);
+    struct rate_limit *lower = rate_limit_resized(r, 20);
+    assert_non_null(lower);
+    /* the newest 20 were sent at 1100..1290: the next may go when 1100 is a minute old */
+    assert_int_equal(rate_limit_msg_when(lower, 2000), 1100 + RATE_LIMIT_WINDOW_MS);
+    struct rate_limit *higher = rate_limit_resized(r, 40);
+    int taken = 0;
+    while (taken < 50 && rate_limit_msg_take(higher, 2000, NULL))
+        taken++;
+    assert_int_equal(taken, 10);
+    assert_int_equal(rate_limit_msg_when(higher, 2000), 1000 + RATE_LIMIT_WINDOW_MS);
+    /* back and forth (old and new sessions after a reload) never opens a fresh window */
+    struct rate_limit *again = rate_limit_resized(higher, 30);
+    assert_int_equal(rate_limit_msg_take(again, 3000, NULL), 0);
+    struct rate_limit *none = rate_limit_resized(NULL, 5);
+    assert_int_equal(rate_limit_msg_take(none, 0, NULL), 1);
+    rate_limit_free(r);
+    rate_limit_free(lower);
+    rate_limit_free(higher);
+    rate_limit_free(again);
+    rate_limit_free(none);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_no_rate_limit),
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_when_nth),
+        cmocka_unit_test(test_resized_keeps_history),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

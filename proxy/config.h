@@ -124,6 +124,9 @@ struct config {
     /* threads that commit to the spool (its fsyncs) off the event loop; 0: on the loop. Read at
      * start-up only. */
     unsigned spool_commit_threads;
+    /* direct-then-spool: a device waits at most this long for the upstream; then its message is
+     * committed to the spool and it hears 250 (seconds) */
+    unsigned direct_attempt_timeout;
     /* [account NAME], [device NAME] in file order */
     struct cfg_account *accounts;
     size_t naccounts;

@@ -79,6 +79,8 @@ static const struct config_key config_proxy_keys[] = {
      30u * 86400u, NULL, 0, NULL},
     {"spool_commit_threads", config_value_set_uint, CF(spool_commit_threads), "4", 0, 64, NULL, 0,
      NULL},
+    {"direct_attempt_timeout", config_value_set_duration, CF(direct_attempt_timeout), "50s", 1,
+     3600, NULL, 0, NULL},
 };
 
 static const struct config_key config_upstream_keys[] = {

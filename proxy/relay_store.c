@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <openssl/rand.h>
 
 #include "common/log.h"
@@ -16,6 +17,7 @@
 #include "proxy/queue.h"
 #include "proxy/queue_backoff.h"
 #include "proxy/server.h"
+#include "proxy/server_gen.h"
 #include "proxy/spool_commit.h"
 #include "proxy/upstream_pool.h"
 #include "store/spool.h"
@@ -56,6 +58,7 @@ struct relay_store {
     struct deliver *dl;
     struct spool_commit *commit;
     struct spool_body *reader;
+    struct event *deadline; /* direct-then-spool: the device waits no longer than this */
     relay_reply_cb cb;
     void *cb_arg;
     char reply[STORE_REPLY_MAX];
@@ -76,9 +79,17 @@ struct relay_store *relay_store_new(struct server *srv, struct server_gen *gen,
     return r;
 }
 
+static void stop_deadline(struct relay_store *r)
+{
+    if (r->deadline)
+        event_free(r->deadline);
+    r->deadline = NULL;
+}
+
 /* Drop the body and anything in flight; the envelope stays. */
 static void drop_body(struct relay_store *r)
 {
+    stop_deadline(r);
     if (r->lease)
         upstream_lease_cancel(r->lease);
     r->lease = NULL;
@@ -316,6 +327,7 @@ static void on_delivered(void *arg, const struct deliver_result *res)
     struct relay_store *r = arg;
     size_t ok = 0, temp = 0, perm = 0;
     const char *temp_reply = NULL;
+    stop_deadline(r);
     r->dl = NULL;
     spool_body_free(r->reader);
     r->reader = NULL;
@@ -365,11 +377,13 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
     char err[512], safe[600];
     r->lease = NULL;
     if (!c) { /* upstream down, TLS, token: the queue takes it */
+        stop_deadline(r);
         queue_message(r, 1, f && f->why ? f->why : "no upstream connection", 1);
         return;
     }
     r->reader = spool_writer_reader(r->w, err, sizeof(err));
     if (!r->reader) {
+        stop_deadline(r);
         upstream_conn_release(c, 1);
         log_error("event=spool_read_failed session=%s account=%s reason=%s", r->log_id,
                   r->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)));
@@ -379,10 +393,37 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
     r->dl =
         deliver_start(c, r->acct, &r->env, r->reader, r->srv->metrics, r->log_id, on_delivered, r);
     if (!r->dl) {
+        stop_deadline(r);
         spool_body_free(r->reader);
         r->reader = NULL;
         queue_message(r, 0, NULL, 0);
     }
+}
+
+/* The upstream is too slow (or every connection busy) for a device that waits: the message is
+ * queued and the device hears 250 before it gives up (a copier that times out loses the scan).
+ * An attempt cut after its final "." may have been delivered: the queue sends it again, the
+ * at-least-once case. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct relay_store *r = arg;
+    char why[128];
+    (void)fd;
+    (void)what;
+    stop_deadline(r);
+    if (r->lease)
+        upstream_lease_cancel(r->lease);
+    r->lease = NULL;
+    deliver_cancel(r->dl);
+    r->dl = NULL;
+    spool_body_free(r->reader);
+    r->reader = NULL;
+    snprintf(why, sizeof(why), "no answer from the upstream within %us (direct_attempt_timeout)",
+             r->gen->cfg->direct_attempt_timeout);
+    log_warn("event=direct_attempt_timeout session=%s account=%s after_s=%u "
+             "effect=\"queued; the device hears 250\"",
+             r->log_id, r->acct->name, r->gen->cfg->direct_attempt_timeout);
+    queue_message(r, 1, why, 1);
 }
 
 /* direct-then-spool goes to the queue at once when it would overtake queued messages of the
@@ -426,9 +467,18 @@ void relay_store_data_end(struct relay_store *r, relay_reply_cb cb, void *arg)
         queue_message(r, 0, NULL, 0);
         return;
     }
-    r->lease = upstream_pool_get(pool, r->gen, r->acct, r->log_id, on_lease, r);
-    if (!r->lease)
+    struct timeval tv = {.tv_sec = (time_t)r->gen->cfg->direct_attempt_timeout};
+    r->deadline = evtimer_new(r->srv->base, on_deadline, r);
+    if (!r->deadline || evtimer_add(r->deadline, &tv) != 0) {
+        stop_deadline(r);
         queue_message(r, 0, NULL, 0);
+        return;
+    }
+    r->lease = upstream_pool_get(pool, r->gen, r->acct, r->log_id, on_lease, r);
+    if (!r->lease) {
+        stop_deadline(r);
+        queue_message(r, 0, NULL, 0);
+    }
 }
 
 void relay_store_data_abort(struct relay_store *r, const char *reason)

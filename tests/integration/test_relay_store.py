@@ -13,6 +13,8 @@ what stays on disk.
 - direct-then-spool against the Exchange stand-in (exchange_standin.py: no real peer refuses one
   recipient of two): one recipient refused for good, the other accepted: the device hears 250,
   and one bounce from <> names the refused recipient and the message's queue id.
+- direct-then-spool with an upstream slower than direct_attempt_timeout: the device hears "250
+  queued" in time, and the queue delivers the message (at least once).
 
 Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \\
               tests/integration/test_relay_store.py -v TestRelayStore.test_spool_mode
@@ -174,6 +176,29 @@ class TestRelayStore(ProxyCase):
         self.assertIn(b"Subject: scan 5", dsn["data"], "the original's headers are quoted")
         self.assertNotIn(b"page 5", dsn["data"], "never its body")
         self.wait_spool_empty()
+
+    def test_slow_upstream_queued_before_the_device_gives_up(self):
+        EXCHANGE.reset()
+        EXCHANGE.script = {}
+        EXCHANGE.delay = 4.0  # the stand-in holds its verdict on the final dot
+        self.addCleanup(setattr, EXCHANGE, "delay", 0.0)
+        self.start_proxy(account_extra={"delivery": "direct-then-spool"},
+                         proxy_extra={"direct_attempt_timeout": "1s"},
+                         upstream_port=EXCHANGE.port)
+        t0 = time.monotonic()
+        code, text = self.send(msg(6))
+        waited = time.monotonic() - t0
+        self.assertEqual(code, 250)
+        self.assertRegex(text, r"^2\.0\.0 Ok: queued as [0-9a-f]{16}$")
+        self.assertLess(waited, 3.5, "the device waited for the slow upstream")
+        self.wait_log(r"event=direct_attempt_timeout session=\S+ account=scanners after_s=1 ")
+        EXCHANGE.delay = 0.0
+        self.queue_cmd("flush")
+        self.wait_spool_empty()
+        time.sleep(4.5)  # the cut attempt's verdict, if the stand-in still gives one
+        got = [m for m in EXCHANGE.messages if m["data"] == msg(6)]
+        # at least once; twice only if the cut attempt had already reached its final dot
+        self.assertIn(len(got), (1, 2), EXCHANGE.messages)
 
     def test_refused_body_leaves_nothing(self):
         self.start_proxy(account_extra={"delivery": "spool"})

@@ -379,7 +379,7 @@ static void test_unknown_key(void **state)
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
-                  "stale_after, max_queue_lifetime, spool_commit_threads\n"
+                  "stale_after, max_queue_lifetime, spool_commit_threads, direct_attempt_timeout\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }
@@ -997,6 +997,7 @@ static void test_delivery_keys(void **state)
     assert_int_equal(cfg->upstream_idle_timeout, 30);
     assert_int_equal(cfg->max_queue_lifetime, 5 * 86400);
     assert_int_equal(cfg->spool_commit_threads, 4);
+    assert_int_equal(cfg->direct_attempt_timeout, 50);
     config_free(cfg);
 
     cfg = expect_ok(MIN_PROXY "max_queue_lifetime = 2h\n[upstream]\nidle_timeout = 0s\n" MIN_ACCOUNT

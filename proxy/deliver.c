@@ -33,6 +33,7 @@
 #define DELIVER_CMD_MAX 510                       /* RFC 5321 4.5.3.1.4, without CRLF */
 
 static const char REPLY_DAMAGED[] = "554 5.3.0 The queued message is damaged on disk";
+static const char REPLY_READ_FAILED[] = "451 4.3.0 The queued message cannot be read now";
 
 enum deliver_step { ST_LOCAL, ST_MAIL, ST_RCPT, ST_RSET, ST_DATA, ST_BODY, ST_DATA_END };
 
@@ -346,9 +347,10 @@ static int body_chunk(struct deliver *d, const char *p, size_t n)
 static void body_failed(struct deliver *d, const char *why)
 {
     char safe[600];
-    if (d->body_fail == REPLY_DAMAGED)
-        log_error("event=spool_body_damaged queue_id=%s session=%s reason=%s", d->env->queue_id,
-                  d->log_id, log_safe(safe, sizeof(safe), why, strlen(why)));
+    if (d->body_fail == REPLY_DAMAGED || d->body_fail == REPLY_READ_FAILED)
+        log_error("event=%s queue_id=%s session=%s reason=%s",
+                  d->body_fail == REPLY_DAMAGED ? "spool_body_damaged" : "spool_body_unreadable",
+                  d->env->queue_id, d->log_id, log_safe(safe, sizeof(safe), why, strlen(why)));
     decide_rest(d, d->body_fail[0] == '4' ? DELIVER_TEMP : DELIVER_PERM, 0, NULL, d->body_fail, 0);
     finish(d, 0);
 }
@@ -383,8 +385,8 @@ static void pump(struct deliver *d)
         if (client_session_pending(d->cs) > DELIVER_HIGH_MARK)
             return; /* on_drain resumes */
         ssize_t n = spool_body_read(d->body, d->chunk, DELIVER_CHUNK, err, sizeof(err));
-        if (n < 0) {
-            d->body_fail = REPLY_DAMAGED;
+        if (n < 0) { /* damaged: refused for good; an I/O error may pass: try later */
+            d->body_fail = n == -2 ? REPLY_DAMAGED : REPLY_READ_FAILED;
             body_failed(d, err);
             return;
         }

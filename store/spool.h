@@ -105,7 +105,9 @@ int spool_remove(struct spool *s, const char *queue_id, char *err, size_t errlen
 struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope *env, char *err,
                                    size_t errlen);
 /* Next bytes of the body: >0 bytes read into buf; 0 the end, and the whole body matched its
- * SHA-256; -1 with err (I/O error, or the body was garbled: send nothing of it as complete). */
+ * SHA-256. On failure send nothing of it as complete: -1 with err, a failure that may pass (an
+ * I/O error: try again later); -2 with err, the body is damaged (its hash does not match, it is
+ * shorter than its envelope says): it will never be whole again. */
 ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, size_t errlen);
 /* The body's length in bytes (the envelope's size, or what the writer had written). */
 uint64_t spool_body_size(const struct spool_body *b);

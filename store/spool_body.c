@@ -176,13 +176,13 @@ ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, 
         if (memcmp(hex, b->want, SPOOL_SHA256_HEX) != 0) {
             snprintf(err, errlen, "%s: checksum mismatch (garbled)", b->path);
             b->left = UINT64_MAX; /* stays an error */
-            return -1;
+            return -2;
         }
         return 0;
     }
     if (b->left == UINT64_MAX || !b->md) {
         snprintf(err, errlen, "%s: checksum mismatch (garbled)", b->path);
-        return -1;
+        return -2;
     }
     if (cap == 0) {
         snprintf(err, errlen, "no room to read into");
@@ -202,7 +202,7 @@ ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, 
     }
     if (r == 0) {
         snprintf(err, errlen, "%s: shorter than its envelope says", b->path);
-        return -1;
+        return -2;
     }
     if (EVP_DigestUpdate(b->md, buf, (size_t)r) != 1) {
         snprintf(err, errlen, "SHA-256 failed");

@@ -208,6 +208,11 @@ static void conclude(struct queue_attempt *at, const struct deliver_result *res)
         int r = queue_bounce(q, at->acct, &at->env, DSN_REASON_REFUSED, res,
                              at->host[0] ? at->host : NULL, hdrs, hlen, err, sizeof(err));
         free(hdrs);
+        if (r == 0) /* a bounce (or notification) itself: said here, as nobody else hears */
+            log_warn("event=queue_refused_not_bounced queue_id=%s account=%s rcpts=%zu "
+                     "reason=\"null sender: never bounced\" upstream=%s",
+                     m->env.queue_id, a->name, nperm,
+                     log_safe(safe, sizeof(safe), res->reply, strlen(res->reply)));
         if (r < 0) {
             /* No bounce, so the refused recipients stay with the message and are tried again:
              * refused once more, they are bounced then. Never removed without word. */

@@ -190,6 +190,7 @@ class TestSpoolDelivery(SpoolCase):
         time.sleep(1.5)
         self.assertEqual(self.rig.sink_messages(), [], "a message from <> was bounced")
         self.assertNotIn("event=queue_bounced", self.log())
+        self.wait_log(r"event=queue_refused_not_bounced queue_id=%s .*null sender" % qid)
         self.assertEqual(self.queue_list(), [])
 
     def test_data_refused_bounces_once(self):

@@ -30,6 +30,7 @@
 
 struct server;
 struct spool;
+struct spool_body;
 struct cfg_account;
 struct deliver_result;
 struct queue;
@@ -78,6 +79,11 @@ int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct s
  * account that came back delivers at once rather than at its next look (5 minutes), and a new
  * max_queue_lifetime applies. Accepts NULL. */
 void queue_reconfigured(struct queue *q);
+
+/* The start of a message for queue_bounce (its header block is what a DSN quotes), read from b
+ * (a committed body or a writer's reader; taken and freed, NULL allowed): *buf malloc'd (NULL
+ * and 0 when nothing could be read). */
+void queue_read_head(struct spool_body *b, char **buf, size_t *len);
 
 /* The control socket's `queue` commands. */
 /* Every queued message, oldest first: [{"id","account","device","from","rcpts":[...],"nrcpts",

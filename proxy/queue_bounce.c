@@ -39,14 +39,13 @@ static const char *enhanced_code(const char *reply, char *buf, size_t len)
     return buf;
 }
 
-void queue_read_headers(struct queue *q, const struct spool_envelope *env, char **buf, size_t *len)
+void queue_read_head(struct spool_body *b, char **buf, size_t *len)
 {
     char err[512];
     /* dsn_build quotes at most DSN_HEADERS_MAX bytes of whole header lines */
     size_t cap = DSN_HEADERS_MAX + 2, used = 0;
     *buf = NULL;
     *len = 0;
-    struct spool_body *b = spool_body_open(q->spool, env, err, sizeof(err));
     char *p = b ? malloc(cap) : NULL;
     if (!p) {
         spool_body_free(b);
@@ -62,6 +61,12 @@ void queue_read_headers(struct queue *q, const struct spool_envelope *env, char 
     spool_body_free(b);
     *buf = p;
     *len = used;
+}
+
+void queue_read_headers(struct queue *q, const struct spool_envelope *env, char **buf, size_t *len)
+{
+    char err[512];
+    queue_read_head(spool_body_open(q->spool, env, err, sizeof(err)), buf, len);
 }
 
 /* Commit the DSN text to the spool from <> to rcpt, for account; then queue it. */

@@ -300,18 +300,7 @@ static int bounce_refused(struct relay_store *r, const struct deliver_result *re
     /* the bounce names the id the message was written under (it is not committed, so nothing
      * in the queue has it; the id is in the log line of this session) */
     snprintf(r->env.queue_id, sizeof(r->env.queue_id), "%s", spool_writer_id(r->w));
-    struct spool_body *b = spool_writer_reader(r->w, err, sizeof(err));
-    if (b) {
-        size_t want = r->size < DSN_HEADERS_MAX ? (size_t)r->size : DSN_HEADERS_MAX;
-        head = malloc(want + 1);
-        while (head && len < want) {
-            ssize_t n = spool_body_read(b, head + len, want - len, err, sizeof(err));
-            if (n <= 0)
-                break;
-            len += (size_t)n;
-        }
-        spool_body_free(b);
-    }
+    queue_read_head(spool_writer_reader(r->w, err, sizeof(err)), &head, &len);
     int rc = queue_bounce(r->srv->queue, r->acct, &r->env, DSN_REASON_REFUSED, res,
                           r->acct->upstream.host, head, len, err, sizeof(err));
     if (rc < 0)

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <openssl/rand.h>
 
 #include "common/log.h"
 #include "proxy/config.h"
@@ -26,6 +27,16 @@ void queue_backoff_params(const struct queue *q, struct queue_backoff *p)
     const struct config *cfg = q->srv && q->srv->gen ? q->srv->gen->cfg : NULL;
     if (cfg && cfg->max_queue_lifetime)
         p->lifetime = cfg->max_queue_lifetime;
+}
+
+int64_t queue_next_attempt(const struct queue *q, uint32_t attempts, int64_t now)
+{
+    struct queue_backoff bp;
+    uint32_t rnd = 0;
+    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+        rnd = 0; /* no jitter: still a valid schedule */
+    queue_backoff_params(q, &bp);
+    return queue_backoff_next_attempt(&bp, attempts, now, rnd);
 }
 
 static void on_acct_timer(evutil_socket_t fd, short what, void *arg)

@@ -58,6 +58,11 @@ int queue_submit(struct queue *q, const struct spool_envelope *env);
  * straight upstream (order per account). */
 int queue_account_waiting(const struct queue *q, const char *account);
 
+/* When to try again after the attempts-th failed attempt ending at now: the backoff schedule
+ * (proxy/queue_backoff.h) with its random jitter. One place for the queue's retries and for a
+ * direct-then-spool attempt that failed before its message was queued. */
+int64_t queue_next_attempt(const struct queue *q, uint32_t attempts, int64_t now);
+
 /* The account's upstream failed as a connection (down, TLS, token, 421, 4.3.2) on an attempt
  * made outside the queue (direct-then-spool while the device waited): its run waits until then
  * (wall clock seconds), as after a connection failure of its own, so the message just queued

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/rand.h>
-
 #include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/deliver.h"
@@ -118,7 +116,6 @@ static int reschedule(struct queue_attempt *at, const struct deliver_result *res
      * were delivered) */
     const char *why = "";
     struct queue_backoff bp;
-    uint32_t rnd = 0;
     int64_t now = queue_now();
 
     for (size_t i = 0; !why[0] && i < res->nrcpts; i++)
@@ -143,10 +140,8 @@ static int reschedule(struct queue_attempt *at, const struct deliver_result *res
         env.last_error = le;
     }
     env.attempts++;
-    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
-        rnd = 0;
+    env.next_attempt = queue_next_attempt(q, env.attempts, now);
     queue_backoff_params(q, &bp);
-    env.next_attempt = queue_backoff_next_attempt(&bp, env.attempts, now, rnd);
     if (queue_backoff_expired(&bp, env.created, now)) {
         spool_envelope_clear(&m->env);
         m->env = env;

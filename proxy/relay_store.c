@@ -7,7 +7,6 @@
 #include <time.h>
 
 #include <event2/event.h>
-#include <openssl/rand.h>
 
 #include "common/log.h"
 #include "proxy/config.h"
@@ -15,7 +14,6 @@
 #include "proxy/message_log.h"
 #include "proxy/metrics.h"
 #include "proxy/queue.h"
-#include "proxy/queue_backoff.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
 #include "proxy/spool_commit.h"
@@ -86,8 +84,9 @@ static void stop_deadline(struct relay_store *r)
     r->deadline = NULL;
 }
 
-/* Drop the body and anything in flight; the envelope stays. */
-static void drop_body(struct relay_store *r)
+/* End a direct-then-spool attempt, whatever stage it is at: the deadline, the wait for a
+ * connection, the delivery, the reader of the uncommitted body. */
+static void stop_attempt(struct relay_store *r)
 {
     stop_deadline(r);
     if (r->lease)
@@ -95,10 +94,16 @@ static void drop_body(struct relay_store *r)
     r->lease = NULL;
     deliver_cancel(r->dl);
     r->dl = NULL;
-    spool_commit_detach(r->commit); /* it completes and is queued all the same */
-    r->commit = NULL;
     spool_body_free(r->reader);
     r->reader = NULL;
+}
+
+/* Drop the body and anything in flight; the envelope stays. */
+static void drop_body(struct relay_store *r)
+{
+    stop_attempt(r);
+    spool_commit_detach(r->commit); /* it completes and is queued all the same */
+    r->commit = NULL;
     spool_writer_abort(r->w);
     r->w = NULL;
     free(r->batch);
@@ -268,16 +273,12 @@ static void queue_message(struct relay_store *r, int attempted, const char *last
     char errbuf[SPOOL_ERROR_MAX + 1];
     int64_t now = (int64_t)time(NULL);
 
+    stop_attempt(r); /* every way an attempt ends without delivery leads here */
     r->env.attempts = attempted ? 1 : 0;
     r->env.next_attempt = 0;
     r->env.last_error = NULL;
     if (attempted) {
-        struct queue_backoff bo;
-        uint32_t rnd = 0;
-        queue_backoff_defaults(&bo);
-        if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
-            rnd = 0;
-        r->env.next_attempt = queue_backoff_next_attempt(&bo, 1, now, rnd);
+        r->env.next_attempt = queue_next_attempt(r->srv->queue, 1, now);
         r->env.last_error = spool_error_sanitize(errbuf, sizeof(errbuf), last_error);
         /* the upstream itself failed: the account's queue waits too, and this message stays
          * first in it */
@@ -316,10 +317,8 @@ static void on_delivered(void *arg, const struct deliver_result *res)
     struct relay_store *r = arg;
     size_t ok = 0, temp = 0, perm = 0;
     const char *temp_reply = NULL;
-    stop_deadline(r);
-    r->dl = NULL;
-    spool_body_free(r->reader);
-    r->reader = NULL;
+    r->dl = NULL; /* done: the rest of the attempt ends with it */
+    stop_attempt(r);
     for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++) {
         if (res->rcpts[i].status == DELIVER_OK) {
             ok++;
@@ -366,13 +365,11 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
     char err[512], safe[600];
     r->lease = NULL;
     if (!c) { /* upstream down, TLS, token: the queue takes it */
-        stop_deadline(r);
         queue_message(r, 1, f && f->why ? f->why : "no upstream connection", 1);
         return;
     }
     r->reader = spool_writer_reader(r->w, err, sizeof(err));
     if (!r->reader) {
-        stop_deadline(r);
         upstream_conn_release(c, 1);
         log_error("event=spool_read_failed session=%s account=%s reason=%s", r->log_id,
                   r->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)));
@@ -381,12 +378,8 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
     }
     r->dl =
         deliver_start(c, r->acct, &r->env, r->reader, r->srv->metrics, r->log_id, on_delivered, r);
-    if (!r->dl) {
-        stop_deadline(r);
-        spool_body_free(r->reader);
-        r->reader = NULL;
+    if (!r->dl)
         queue_message(r, 0, NULL, 0);
-    }
 }
 
 /* The upstream is too slow (or every connection busy) for a device that waits: the message is
@@ -399,14 +392,6 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     char why[128];
     (void)fd;
     (void)what;
-    stop_deadline(r);
-    if (r->lease)
-        upstream_lease_cancel(r->lease);
-    r->lease = NULL;
-    deliver_cancel(r->dl);
-    r->dl = NULL;
-    spool_body_free(r->reader);
-    r->reader = NULL;
     snprintf(why, sizeof(why), "no answer from the upstream within %us (direct_attempt_timeout)",
              r->gen->cfg->direct_attempt_timeout);
     log_warn("event=direct_attempt_timeout session=%s account=%s after_s=%u "
@@ -459,15 +444,12 @@ void relay_store_data_end(struct relay_store *r, relay_reply_cb cb, void *arg)
     struct timeval tv = {.tv_sec = (time_t)r->gen->cfg->direct_attempt_timeout};
     r->deadline = evtimer_new(r->srv->base, on_deadline, r);
     if (!r->deadline || evtimer_add(r->deadline, &tv) != 0) {
-        stop_deadline(r);
         queue_message(r, 0, NULL, 0);
         return;
     }
     r->lease = upstream_pool_get(pool, r->gen, r->acct, r->log_id, on_lease, r);
-    if (!r->lease) {
-        stop_deadline(r);
+    if (!r->lease)
         queue_message(r, 0, NULL, 0);
-    }
 }
 
 void relay_store_data_abort(struct relay_store *r, const char *reason)

@@ -11,11 +11,9 @@ static const struct config_choice config_tls_versions[] = {{"1.0", TLS1_VERSION}
                                                            {"1.2", TLS1_2_VERSION},
                                                            {"1.3", TLS1_3_VERSION},
                                                            {NULL, 0}};
-static const struct config_choice config_log_levels[] = {{"error", LOGL_ERROR},
-                                                         {"warn", LOGL_WARN},
-                                                         {"info", LOGL_INFO},
-                                                         {"debug", LOGL_DEBUG},
-                                                         {NULL, 0}};
+static const struct config_choice config_log_levels[] = {
+    {"error", LOGL_ERROR}, {"warn", LOGL_WARN},   {"warning", LOGL_WARN}, /* syslog's name */
+    {"info", LOGL_INFO},   {"debug", LOGL_DEBUG}, {NULL, 0}};
 static const struct config_choice config_bare_lf[] = {
     {"normalize", BARE_LF_NORMALIZE}, {"reject", BARE_LF_REJECT}, {NULL, 0}};
 static const struct config_choice config_providers[] = {

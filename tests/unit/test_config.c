@@ -298,6 +298,15 @@ static void test_full_valid(void **state)
     config_free(cfg);
 }
 
+/* Syslog's name for the level, which many admins type. */
+static void test_log_level_warning(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY "log_level = warning\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->log_level, LOGL_WARN);
+    config_free(cfg);
+}
+
 static void test_defaults(void **state)
 {
     char host[256] = "";
@@ -673,8 +682,8 @@ static void test_out_of_range(void **state)
                   "@DIR@/c.conf:9: data_timeout: 0 is out of range; valid: 1s..1h\n"
                   "@DIR@/c.conf:10: tls_min_version: invalid value '1.4'; valid: 1.0, 1.1, 1.2, "
                   "1.3\n"
-                  "@DIR@/c.conf:11: log_level: invalid value 'verbose'; valid: error, warn, info, "
-                  "debug\n"
+                  "@DIR@/c.conf:11: log_level: invalid value 'verbose'; valid: error, warn, "
+                  "warning, info, debug\n"
                   "@DIR@/c.conf:12: bare_lf: invalid value 'keep'; valid: normalize, reject\n"
                   "@DIR@/c.conf:13: state_dir: 'var/lib' is not an absolute path; expected "
                   "/like/this\n"
@@ -1033,17 +1042,18 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_valid),        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_lexical),           cmocka_unit_test(test_unknown_key),
-        cmocka_unit_test(test_unknown_section),   cmocka_unit_test(test_bad_listen),
-        cmocka_unit_test(test_bad_cidr),          cmocka_unit_test(test_secret_files),
-        cmocka_unit_test(test_tls_files),         cmocka_unit_test(test_account_reference),
-        cmocka_unit_test(test_bad_hash),          cmocka_unit_test(test_missing_required),
-        cmocka_unit_test(test_bad_size_duration), cmocka_unit_test(test_out_of_range),
-        cmocka_unit_test(test_line_too_long),     cmocka_unit_test(test_many_errors),
-        cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
-        cmocka_unit_test(test_example_file),      cmocka_unit_test(test_delegated_example),
-        cmocka_unit_test(test_grant_credentials), cmocka_unit_test(test_upstream_auth),
-        cmocka_unit_test(test_metrics_listen),    cmocka_unit_test(test_delivery_keys),
+        cmocka_unit_test(test_log_level_warning), cmocka_unit_test(test_lexical),
+        cmocka_unit_test(test_unknown_key),       cmocka_unit_test(test_unknown_section),
+        cmocka_unit_test(test_bad_listen),        cmocka_unit_test(test_bad_cidr),
+        cmocka_unit_test(test_secret_files),      cmocka_unit_test(test_tls_files),
+        cmocka_unit_test(test_account_reference), cmocka_unit_test(test_bad_hash),
+        cmocka_unit_test(test_missing_required),  cmocka_unit_test(test_bad_size_duration),
+        cmocka_unit_test(test_out_of_range),      cmocka_unit_test(test_line_too_long),
+        cmocka_unit_test(test_many_errors),       cmocka_unit_test(test_token_urls),
+        cmocka_unit_test(test_whole_file),        cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_delegated_example), cmocka_unit_test(test_grant_credentials),
+        cmocka_unit_test(test_upstream_auth),     cmocka_unit_test(test_metrics_listen),
+        cmocka_unit_test(test_delivery_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -3,12 +3,25 @@
 # Idempotent: does nothing when every package is already there.
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format cppcheck valgrind
-      libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev libjwt-dev libcmocka-dev
-      libinih-dev libcrypt-dev libsystemd-dev systemd groff-base man-db
-      dovecot-core dovecot-submissiond postfix swaks curl openssl whois
-      python3 python3-aiosmtpd python3-cryptography python3-jwt)
-
+# Every package named explicitly, with what needs it: apt runs with --no-install-recommends, so
+# nothing arrives as a Recommends (swaks' TLS did once, on one machine only). CI (.ci/run) proves
+# this list on a fresh minbase Debian 12 root.
+PKGS=(
+    # build: compiler, CMake, and the libraries the proxy links
+    build-essential cmake pkg-config
+    libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev libjwt-dev libinih-dev
+    libcrypt-dev libsystemd-dev
+    # unit tests, lint, and the fuzz build (clang's libFuzzer and sanitizer runtimes)
+    libcmocka-dev clang-format cppcheck clang libclang-rt-14-dev
+    # integration tests and the demo: real peers on loopback
+    dovecot-core dovecot-submissiond # the XOAUTH2/PLAIN submission upstream
+    postfix                          # smtp-sink, smtp-source
+    swaks libnet-ssleay-perl         # swaks does STARTTLS/SMTPS only with Net::SSLeay
+    curl openssl whois               # whois: mkpasswd for device password hashes
+    python3 python3-aiosmtpd python3-cryptography python3-jwt
+    # the service tests: systemd-analyze, journald, journalctl; the man pages rendered
+    systemd groff-base man-db
+)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install dependencies, check formatting and cppcheck,
-# build twice (plain, and ASan+UBSan), run unit and integration tests against both builds.
+# build twice (plain, and ASan+UBSan), run unit and integration tests against both builds, then
+# build every libFuzzer target with clang and run each over its seed corpus and 20 s more
+# (scripts/fuzz.sh; SOP_FUZZ_SECONDS=N changes the 20).
 #   ./scripts/test.sh            everything
-#   ./scripts/test.sh -R relay   only tests whose name matches (passed to ctest)
+#   ./scripts/test.sh -R relay   only tests whose name matches (passed to ctest, fuzz included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -25,4 +27,7 @@ for variant in plain asan; do
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     (cd "$dir" && ctest --output-on-failure --timeout 600 "$@")
+    echo "== $variant: ${SECONDS} s so far"
 done
+./scripts/fuzz.sh "${SOP_FUZZ_SECONDS:-20}" "$@"
+echo "== all tests passed in ${SECONDS} s"

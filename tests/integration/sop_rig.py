@@ -52,6 +52,7 @@ import threading
 import time
 import urllib.error
 import urllib.parse
+import unittest
 import urllib.request
 import logging
 
@@ -59,6 +60,15 @@ import logging
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Under CI (.ci/run sets CI=true) a test that would skip because a tool or a kernel feature is
+# missing fails instead: a green CI must mean every test ran, on a root that only has what
+# scripts/install-deps.sh installs.
+if os.environ.get("CI") == "true":
+    def _skip_is_failure(self, reason):
+        self.fail("would be skipped, and CI runs every test: " + reason)
+
+    unittest.TestCase.skipTest = _skip_is_failure
 PYTHON = "/usr/bin/python3"
 
 TENANT = "contoso.onmicrosoft.com"

@@ -2,7 +2,9 @@
 """Logging to the journal, without the system's journald: the real binary, in a private mount
 namespace (`unshare -r -m`) where a directory of this test's is bind-mounted over /run/systemd,
 sends its entries with libsystemd's sd_journal_sendv to /run/systemd/journal/socket. libsystemd
-has no setting for that path, hence the namespace; without `unshare` these tests are skipped.
+has no setting for that path, hence the namespace. As root the namespace needs no user namespace
+(`unshare -m`), which also works inside a chroot (CI's), where the kernel refuses user
+namespaces. Without it these tests are skipped (a failure under CI=true: see sop_rig).
 
 TestJournal: that socket is a datagram socket this test binds and reads in journald's native
 protocol, so the exact entries are checked. TestRealJournald: a real systemd-journald of its
@@ -32,6 +34,9 @@ from sop_rig import _die_with_parent  # noqa: E402
 BINARY = os.environ.get("SOP_BINARY", "")
 T = 20  # seconds: a bound on every single wait
 RUN_SYSTEMD = "/run/systemd"
+# A private mount namespace: root has CAP_SYS_ADMIN already; others map themselves to root in a
+# user namespace first.
+NS_CMD = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
 MSG = b"Subject: journal test\r\n\r\nhello\r\n"
 
 
@@ -115,7 +120,7 @@ def unshare_works():
     d = tempfile.mkdtemp(prefix="sop-ns-")
     try:
         os.mkdir(os.path.join(d, "x"))
-        r = subprocess.run(["unshare", "-r", "-m", "sh", "-c",
+        r = subprocess.run(NS_CMD + ["sh", "-c",
                             'mount --bind "$0" /run/systemd && test -d /run/systemd/x', d],
                            capture_output=True, timeout=T)
         return r.returncode == 0
@@ -156,7 +161,8 @@ class JournalCase(unittest.TestCase):
 
     def need_unshare(self):
         if not UNSHARE:
-            self.skipTest("unshare -r -m (user + mount namespaces) not available here")
+            self.skipTest("%s (a private mount namespace) not available here"
+                          % " ".join(NS_CMD))
 
     def start(self, journal=None, env_extra=None, journal_stream_of_stderr=False):
         """The proxy, its stderr to a file; inside a namespace with journal's dir as
@@ -171,7 +177,7 @@ class JournalCase(unittest.TestCase):
             env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
         cmd = [BINARY, "--config", self.conf]
         if journal is not None:
-            cmd = ["unshare", "-r", "-m", "sh", "-c",
+            cmd = NS_CMD + ["sh", "-c",
                    'mount --bind "$0" /run/systemd && exec "$@"', journal.dir] + cmd
         p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                              start_new_session=True, preexec_fn=_die_with_parent)
@@ -335,7 +341,7 @@ class TestRealJournald(JournalCase):
                   '/var/log/journal; } && exec "$1"')
         out = open(os.path.join(self.tmp, "journald.log"), "wb")
         self.addCleanup(out.close)
-        jd = subprocess.Popen(["unshare", "-r", "-m", "sh", "-c", script, d, JOURNALD],
+        jd = subprocess.Popen(NS_CMD + ["sh", "-c", script, d, JOURNALD],
                               stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                               start_new_session=True, preexec_fn=_die_with_parent)
         self.addCleanup(self.kill, jd)

@@ -91,6 +91,10 @@ static void emit_field(struct header_rewrite *h, const char *p, const char *end)
  * unless the message has a Reply-To of its own. */
 static void flush(struct header_rewrite *h)
 {
+    if (h->len == 0) { /* nothing held (buf may still be NULL: no arithmetic on it) */
+        h->in_headers = 0;
+        return;
+    }
     const char *end = h->buf + h->len;
     int has_reply_to = 0, reply_to_done = 0;
     size_t n;
@@ -114,21 +118,28 @@ static void flush(struct header_rewrite *h)
             continue;
         }
         char line[SMTP_TEXT_LINE_MAX];
+        /* cut to the 998 bytes a line may hold (a mailbox longer than any address could be) */
         int w = snprintf(line, sizeof(line), "From: <%s>", h->mailbox);
-        h->emit(h->arg, line, (size_t)w < sizeof(line) ? (size_t)w : sizeof(line) - 1);
+        h->emit(h->arg, line,
+                (size_t)w < SMTP_TEXT_LINE_MAX - 2 ? (size_t)w : SMTP_TEXT_LINE_MAX - 2);
         if (!has_reply_to && !reply_to_done) {
             /* "Reply-To:" + the original value, continuation lines kept as they were. A From:
-             * line near the 998-byte limit would overflow with the longer name: fold it. */
+             * line near the 998-byte limit would overflow with the longer name: fold it. The
+             * value is copied byte for byte (a NUL in it must not cut it short). */
             const char *value = field + 5;
-            size_t vlen = first_len - 5;
+            size_t vlen = first_len - 5, o = 0;
             if (9 + vlen <= SMTP_TEXT_LINE_MAX - 2) {
-                w = snprintf(line, sizeof(line), "Reply-To:%.*s", (int)vlen, value);
-                h->emit(h->arg, line, (size_t)w);
+                memcpy(line, "Reply-To:", 9);
+                memcpy(line + 9, value, vlen);
+                h->emit(h->arg, line, 9 + vlen);
             } else {
                 h->emit(h->arg, "Reply-To:", 9);
-                w = snprintf(line, sizeof(line), "%s%.*s",
-                             (value[0] == ' ' || value[0] == '\t') ? "" : " ", (int)vlen, value);
-                h->emit(h->arg, line, (size_t)w);
+                if (value[0] != ' ' && value[0] != '\t')
+                    line[o++] = ' ';
+                if (vlen > SMTP_TEXT_LINE_MAX - 2 - o) /* longer than any decoded line */
+                    vlen = SMTP_TEXT_LINE_MAX - 2 - o;
+                memcpy(line + o, value, vlen);
+                h->emit(h->arg, line, o + vlen);
             }
             const char *cont = field + first_len + 1;
             emit_field(h, cont, fend);

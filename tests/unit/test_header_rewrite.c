@@ -145,6 +145,63 @@ static void test_oversized_header_section_is_refused(void **state)
     free(o);
 }
 
+static void test_message_without_header_lines(void **state)
+{
+    (void)state;
+    /* nothing held when the section ends: an empty message, a blank first line (flush once ran
+     * pointer arithmetic on the still NULL buffer: undefined behaviour, found by
+     * fuzz_header_rewrite) */
+    struct out *o = calloc(1, sizeof(*o));
+    struct header_rewrite *h = header_rewrite_new("m@x", collect, o);
+    assert_non_null(h);
+    header_rewrite_finish(h);
+    assert_int_equal(o->len, 0);
+    header_rewrite_free(h);
+    free(o);
+    check("\nbody\n", "\nbody\n");
+    check("not a header\nFrom: a@b\n", "not a header\nFrom: a@b\n");
+}
+
+static void test_reply_to_keeps_a_nul_in_the_from_value(void **state)
+{
+    (void)state;
+    /* the decoder passes NUL bytes; the value was copied with %.*s, which stopped at the NUL
+     * (found by fuzz_header_rewrite) */
+    static const char from[] = "From: a\0b@c", want[] = "From: <m@x>\nReply-To: a\0b@c\n\nx\n";
+    struct out *o = calloc(1, sizeof(*o));
+    struct header_rewrite *h = header_rewrite_new("m@x", collect, o);
+    assert_non_null(h);
+    assert_int_equal(header_rewrite_line(h, from, sizeof(from) - 1), 0);
+    assert_int_equal(header_rewrite_line(h, "", 0), 0);
+    assert_int_equal(header_rewrite_line(h, "x", 1), 0);
+    header_rewrite_finish(h);
+    assert_int_equal(o->len, sizeof(want) - 1);
+    assert_memory_equal(o->buf, want, sizeof(want) - 1);
+    header_rewrite_free(h);
+    free(o);
+}
+
+static void test_from_line_never_passes_998_bytes(void **state)
+{
+    (void)state;
+    /* a mailbox longer than a line can hold: the From: line is cut to 998 bytes, not 999
+     * (found by fuzz_header_rewrite) */
+    char mailbox[1000];
+    memset(mailbox, 'm', sizeof(mailbox) - 1);
+    memcpy(mailbox + sizeof(mailbox) - 5, "@x.y", 5);
+    struct out *o = calloc(1, sizeof(*o));
+    struct header_rewrite *h = header_rewrite_new(mailbox, collect, o);
+    assert_non_null(h);
+    assert_int_equal(feed(h, "From: a@b\n\nx\n"), 0);
+    const char *nl = strchr(o->buf, '\n');
+    assert_non_null(nl);
+    assert_int_equal(nl - o->buf, 998);
+    assert_memory_equal(o->buf, "From: <mmm", 10);
+    assert_string_equal(nl, "\nReply-To: a@b\n\nx\n");
+    header_rewrite_free(h);
+    free(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +214,9 @@ int main(void)
         cmocka_unit_test(test_header_named_like_from_is_not_from),
         cmocka_unit_test(test_long_from_folds_reply_to),
         cmocka_unit_test(test_oversized_header_section_is_refused),
+        cmocka_unit_test(test_message_without_header_lines),
+        cmocka_unit_test(test_reply_to_keeps_a_nul_in_the_from_value),
+        cmocka_unit_test(test_from_line_never_passes_998_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

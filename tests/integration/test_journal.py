@@ -2,9 +2,9 @@
 """Logging to the journal, without the system's journald: the real binary, in a private mount
 namespace (`unshare -r -m`) where a directory of this test's is bind-mounted over /run/systemd,
 sends its entries with libsystemd's sd_journal_sendv to /run/systemd/journal/socket. libsystemd
-has no setting for that path, hence the namespace. As root the namespace needs no user namespace
-(`unshare -m`), which also works inside a chroot (CI's), where the kernel refuses user
-namespaces. Without it these tests are skipped (a failure under CI=true: see sop_rig).
+has no setting for that path, hence the namespace, with a private /run in it. As root the
+namespace needs no user namespace (`unshare -m`), which also works inside a chroot (CI's), where
+the kernel refuses user namespaces. Without it these tests are skipped (a failure under CI=true: see sop_rig).
 
 TestJournal: that socket is a datagram socket this test binds and reads in journald's native
 protocol, so the exact entries are checked. TestRealJournald: a real systemd-journald of its
@@ -33,7 +33,10 @@ from sop_rig import _die_with_parent  # noqa: E402
 
 BINARY = os.environ.get("SOP_BINARY", "")
 T = 20  # seconds: a bound on every single wait
-RUN_SYSTEMD = "/run/systemd"
+# Inside the namespace a private /run first: /run/systemd and /run/log then exist even where the
+# root has none (a chroot's), and the host's journal socket is out of reach.
+PRIVATE_RUN = ("mount -t tmpfs -o mode=755 sop-test-run /run && "
+               "mkdir -p /run/systemd /run/log && ")
 # A private mount namespace: root has CAP_SYS_ADMIN already; others map themselves to root in a
 # user namespace first.
 NS_CMD = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
@@ -115,13 +118,13 @@ class FakeJournal:
 
 def unshare_works():
     """The namespace trick: unshare(1) present, user and mount namespaces allowed here."""
-    if not shutil.which("unshare") or not os.path.isdir(RUN_SYSTEMD):
+    if not shutil.which("unshare"):
         return False
     d = tempfile.mkdtemp(prefix="sop-ns-")
     try:
         os.mkdir(os.path.join(d, "x"))
         r = subprocess.run(NS_CMD + ["sh", "-c",
-                            'mount --bind "$0" /run/systemd && test -d /run/systemd/x', d],
+                            PRIVATE_RUN + 'mount --bind "$0" /run/systemd && test -d /run/systemd/x', d],
                            capture_output=True, timeout=T)
         return r.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -178,7 +181,7 @@ class JournalCase(unittest.TestCase):
         cmd = [BINARY, "--config", self.conf]
         if journal is not None:
             cmd = NS_CMD + ["sh", "-c",
-                   'mount --bind "$0" /run/systemd && exec "$@"', journal.dir] + cmd
+                   PRIVATE_RUN + 'mount --bind "$0" /run/systemd && exec "$@"', journal.dir] + cmd
         p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                              start_new_session=True, preexec_fn=_die_with_parent)
         self.addCleanup(self.kill, p)
@@ -335,7 +338,7 @@ class TestRealJournald(JournalCase):
             os.makedirs(os.path.join(d, sub))
         # Its sockets appear in d/run-systemd/journal, its files in d/run-log/journal; the
         # host's /run/log and /var/log/journal are hidden from it.
-        script = ('mount --bind "$0/run-systemd" /run/systemd && '
+        script = (PRIVATE_RUN + 'mount --bind "$0/run-systemd" /run/systemd && '
                   'mount --bind "$0/run-log" /run/log && '
                   '{ [ ! -d /var/log/journal ] || mount --bind "$0/var-log-journal" '
                   '/var/log/journal; } && exec "$1"')

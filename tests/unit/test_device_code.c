@@ -19,6 +19,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "oauth/device_code.h"
+#include "oauth/device_code_parse.h"
 #include "oauth/http.h"
 #include "token_endpoint_fixture.h"
 
@@ -702,6 +703,367 @@ static void test_bad_config(void **state)
     assert_int_equal(f->idp.auth_hits, 0);
 }
 
+/* ---- the pure parser (oauth/device_code_parse.c), without a loop or a server ---- */
+
+#define PARSE_OK_TAIL "\"verification_uri\":\"https://x.example/\",\"expires_in\":900"
+
+static int parse(const char *body, struct device_code_auth *a, char *err, size_t errlen)
+{
+    return device_code_auth_parse(body, strlen(body), a, err, errlen);
+}
+
+static void assert_zeroed(const struct device_code_auth *a)
+{
+    assert_null(a->device_code);
+    assert_null(a->user_code);
+    assert_null(a->verification_uri);
+    assert_null(a->message);
+    assert_int_equal(a->expires_in, 0);
+    assert_int_equal(a->interval, 0);
+}
+
+/* A body of n chars of c for a field, the rest valid. */
+static char *body_with(const char *name, size_t n, char c)
+{
+    size_t cap = n + 256;
+    char *val = malloc(n + 1), *b = malloc(cap);
+    assert_non_null(val);
+    assert_non_null(b);
+    memset(val, c, n);
+    val[n] = '\0';
+    if (strcmp(name, "device_code") == 0)
+        snprintf(b, cap, "{\"device_code\":\"%s\",\"user_code\":\"AB\"," PARSE_OK_TAIL "}", val);
+    else if (strcmp(name, "user_code") == 0)
+        snprintf(b, cap, "{\"device_code\":\"dc\",\"user_code\":\"%s\"," PARSE_OK_TAIL "}", val);
+    else if (strcmp(name, "verification_uri") == 0)
+        snprintf(b, cap,
+                 "{\"device_code\":\"dc\",\"user_code\":\"AB\",\"verification_uri\":"
+                 "\"https://x.example/%s\",\"expires_in\":900}",
+                 val + 18);
+    else
+        snprintf(b, cap,
+                 "{\"device_code\":\"dc\",\"user_code\":\"AB\"," PARSE_OK_TAIL
+                 ",\"message\":\"%s\"}",
+                 val);
+    free(val);
+    return b;
+}
+
+static void test_parse_entra_answer(void **state)
+{
+    struct device_code_auth a;
+    char err[256] = "";
+    (void)state;
+    assert_int_equal(parse(AUTH_OK, &a, err, sizeof(err)), 0);
+    assert_string_equal(a.device_code, DEVICE_CODE);
+    assert_string_equal(a.user_code, USER_CODE);
+    assert_string_equal(a.verification_uri, "https://microsoft.com/devicelogin");
+    assert_non_null(strstr(a.message, "enter the code " USER_CODE " to authenticate."));
+    assert_int_equal(a.expires_in, 900);
+    assert_int_equal(a.interval, 1);
+    device_code_auth_clear(&a);
+    assert_zeroed(&a);
+    device_code_auth_clear(&a); /* twice, and NULL: harmless */
+    device_code_auth_clear(NULL);
+}
+
+/* Bytes, not a C string: only len of them are read. */
+static void test_parse_takes_len_bytes(void **state)
+{
+    static const char two[] = AUTH_OK "{\"trailing\":1}";
+    struct device_code_auth a;
+    char err[256];
+    (void)state;
+    assert_int_equal(device_code_auth_parse(two, strlen(AUTH_OK), &a, err, sizeof(err)), 0);
+    assert_string_equal(a.user_code, USER_CODE);
+    device_code_auth_clear(&a);
+    assert_int_equal(device_code_auth_parse(two, strlen(AUTH_OK) - 1, &a, err, sizeof(err)), -1);
+    assert_zeroed(&a);
+    /* What follows the object is not looked at (cJSON_ParseWithLength, as for token answers). */
+    assert_int_equal(device_code_auth_parse(two, sizeof(two) - 1, &a, err, sizeof(err)), 0);
+    device_code_auth_clear(&a);
+    assert_int_equal(device_code_auth_parse(NULL, 0, &a, err, sizeof(err)), -1);
+    assert_zeroed(&a);
+}
+
+/* Google's names and strings, missing and zero interval, long lives, numbers as strings. */
+static void test_parse_numbers(void **state)
+{
+    static const struct {
+        const char *tail;
+        int64_t expires_in, interval; /* expires_in 0: refused */
+    } cases[] = {
+        {"\"expires_in\":1800", 1800, 5},
+        {"\"expires_in\":\"1800\",\"interval\":\"5\"", 1800, 5},
+        {"\"expires_in\":1800,\"interval\":null", 1800, 5},
+        {"\"expires_in\":1800,\"interval\":0", 1800, 1},
+        {"\"expires_in\":1800,\"interval\":0.5", 1800, 1},
+        {"\"expires_in\":1800,\"interval\":60", 1800, 60},
+        {"\"expires_in\":1800,\"interval\":\"60\"", 1800, 60},
+        {"\"expires_in\":1800,\"interval\":60.5", 1800, 60}, /* the fraction is dropped */
+        {"\"expires_in\":1800,\"interval\":60.000001e0", 1800, 60},
+        {"\"expires_in\":1800,\"interval\":61", 0, 0},
+        {"\"expires_in\":1800,\"interval\":\"-1\"", 0, 0},
+        {"\"expires_in\":1800,\"interval\":\"\"", 0, 0},
+        {"\"expires_in\":1800,\"interval\":true", 0, 0},
+        {"\"expires_in\":1800,\"interval\":[5]", 0, 0},
+        {"\"expires_in\":3600", 3600, 5},
+        {"\"expires_in\":3601", 3600, 5},
+        {"\"expires_in\":1e9", 3600, 5},
+        {"\"expires_in\":\"1000000000\"", 3600, 5},
+        {"\"expires_in\":1.5", 1, 5},
+        {"\"expires_in\":1e10", 0, 0},
+        {"\"expires_in\":\"1000000001\"", 0, 0},
+        {"\"expires_in\":\"00000000900\"", 0, 0}, /* more than 10 digits */
+        {"\"expires_in\":\"0000000900\"", 900, 5},
+        {"\"expires_in\":\"9e2\"", 0, 0},
+        {"\"expires_in\":\" 900\"", 0, 0},
+        {"\"expires_in\":0.5", 0, 0},
+        {"\"expires_in\":\"0\"", 0, 0},
+        {"\"expires_in\":null", 0, 0},
+        {"\"expires_in\":false", 0, 0},
+        {"\"expires_in\":{}", 0, 0},
+        {"\"expires_in\":-1e300", 0, 0},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[512], err[256] = "";
+        struct device_code_auth a;
+        snprintf(body, sizeof(body),
+                 "{\"device_code\":\"AH-1ng2\",\"user_code\":\"GQVQ-JKEC\","
+                 "\"verification_url\":\"https://www.google.com/device\",%s}",
+                 cases[i].tail);
+        int rc = parse(body, &a, err, sizeof(err));
+        if (rc != (cases[i].expires_in ? 0 : -1) ||
+            (rc == 0 && (a.expires_in != cases[i].expires_in || a.interval != cases[i].interval)))
+            fail_msg("case %zu (%s): rc=%d expires_in=%lld interval=%lld err=%s", i, cases[i].tail,
+                     rc, (long long)a.expires_in, (long long)a.interval, err);
+        if (rc == 0) {
+            assert_string_equal(a.verification_uri, "https://www.google.com/device");
+            assert_null(a.message);
+        } else {
+            assert_zeroed(&a);
+            assert_true(strstr(err, "expires_in") || strstr(err, "interval"));
+        }
+        device_code_auth_clear(&a);
+    }
+}
+
+/* verification_uri wins over verification_url; a non-string one counts as absent. */
+static void test_parse_uri_names(void **state)
+{
+    struct device_code_auth a;
+    char err[256];
+    (void)state;
+    assert_int_equal(parse("{\"device_code\":\"dc\",\"user_code\":\"AB\",\"expires_in\":9,"
+                           "\"verification_uri\":\"https://a.example/\","
+                           "\"verification_url\":\"https://b.example/\"}",
+                           &a, err, sizeof(err)),
+                     0);
+    assert_string_equal(a.verification_uri, "https://a.example/");
+    device_code_auth_clear(&a);
+    assert_int_equal(parse("{\"device_code\":\"dc\",\"user_code\":\"AB\",\"expires_in\":9,"
+                           "\"verification_uri\":7,\"verification_url\":\"https://b.example/\"}",
+                           &a, err, sizeof(err)),
+                     0);
+    assert_string_equal(a.verification_uri, "https://b.example/");
+    device_code_auth_clear(&a);
+    assert_int_equal(parse("{\"device_code\":\"dc\",\"user_code\":\"AB\",\"expires_in\":9,"
+                           "\"verification_uri\":\"http://127.0.0.1:8080/device\"}",
+                           &a, err, sizeof(err)),
+                     0);
+    assert_string_equal(a.verification_uri, "http://127.0.0.1:8080/device");
+    device_code_auth_clear(&a);
+    assert_int_equal(parse("{\"device_code\":\"dc\",\"user_code\":\"AB\",\"expires_in\":9,"
+                           "\"verification_uri\":\"HTTPS://a.example/\"}",
+                           &a, err, sizeof(err)),
+                     -1);
+    assert_string_equal(err, "verification_uri is not an https:// URL");
+}
+
+/* Each field at its limit passes, one byte more does not. */
+static void test_parse_lengths(void **state)
+{
+    static const struct {
+        const char *name;
+        size_t max;
+        char c;
+    } fields[] = {
+        {"device_code", 4096, 'D'},
+        {"user_code", 64, ' '},
+        {"verification_uri", 512, 'u'},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        struct device_code_auth a;
+        char err[256] = "";
+        char *ok = body_with(fields[i].name, fields[i].max, fields[i].c);
+        char *big = body_with(fields[i].name, fields[i].max + 1, fields[i].c);
+        if (parse(ok, &a, err, sizeof(err)) != 0)
+            fail_msg("%s of %zu: %s", fields[i].name, fields[i].max, err);
+        device_code_auth_clear(&a);
+        assert_int_equal(parse(big, &a, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, fields[i].name));
+        assert_zeroed(&a);
+        free(ok);
+        free(big);
+    }
+}
+
+/* The message as a terminal gets it. */
+static void test_parse_message(void **state)
+{
+    static const struct {
+        const char *json; /* the message, JSON-escaped */
+        const char *want; /* NULL: none left */
+    } cases[] = {
+        {"plain text", "plain text"},
+        {"  lead\\r\\n\\r\\ntrail \\t ", "  lead trail"},
+        {"\\u001b[31mred\\u001b[0m", "[31mred [0m"},
+        {"8-bit CSI \\u009b31m, NEL \\u0085, bidi \\u202eevil\\u202c \\u2066x\\u2069",
+         "8-bit CSI 31m, NEL , bidi evil x"},
+        {"St\\u00e4dte \\u2192 \\ud83d\\ude00 \\u00a0nbsp",
+         "St\xc3\xa4"
+         "dte \xe2\x86\x92 \xf0\x9f\x98\x80 \xc2\xa0nbsp"},
+        {"\\u0007\\u007f\\u0000", NULL},
+        {"", NULL},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[512], err[256];
+        struct device_code_auth a;
+        snprintf(body, sizeof(body),
+                 "{\"device_code\":\"dc\",\"user_code\":\"AB\"," PARSE_OK_TAIL
+                 ",\"message\":\"%s\"}",
+                 cases[i].json);
+        assert_int_equal(parse(body, &a, err, sizeof(err)), 0);
+        if (cases[i].want)
+            assert_string_equal(a.message, cases[i].want);
+        else
+            assert_null(a.message);
+        device_code_auth_clear(&a);
+    }
+}
+
+/* Raw bytes cJSON lets through: invalid UTF-8, overlong forms, surrogates, beyond U+10FFFF. */
+static void test_parse_message_raw_utf8(void **state)
+{
+    static const struct {
+        const char *raw, *want;
+    } cases[] = {
+        {"a\xff"
+         "b\xc0\xaf"
+         "c",
+         "abc"}, /* 0xff; overlong '/' */
+        {"a\xe0\x80\xaf"
+         "b",
+         "ab"}, /* overlong, 3 bytes */
+        {"a\xed\xa0\x80"
+         "b",
+         "ab"}, /* a surrogate */
+        {"a\xf4\x90\x80\x80"
+         "b\xf5\x80\x80\x80",
+         "ab"}, /* above U+10FFFF */
+        {"a\xc3"
+         "b\xe2\x82"
+         "c",
+         "abc"}, /* cut sequences */
+        {"a\xc2\x9b"
+         "b",
+         "ab"}, /* C1 CSI */
+        {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[512], err[256];
+        struct device_code_auth a;
+        snprintf(body, sizeof(body),
+                 "{\"device_code\":\"dc\",\"user_code\":\"AB\"," PARSE_OK_TAIL
+                 ",\"message\":\"%s\"}",
+                 cases[i].raw);
+        assert_int_equal(parse(body, &a, err, sizeof(err)), 0);
+        if (!a.message || strcmp(a.message, cases[i].want) != 0)
+            fail_msg("case %zu: got %s", i, a.message ? a.message : "(none)");
+        device_code_auth_clear(&a);
+    }
+}
+
+/* Cut to 1024 bytes, never inside a character. */
+static void test_parse_message_cut(void **state)
+{
+    char *body = body_with("message", 2000, 'm'), err[256];
+    char *at;
+    struct device_code_auth a;
+    (void)state;
+    assert_int_equal(parse(body, &a, err, sizeof(err)), 0);
+    assert_int_equal(strlen(a.message), 1024);
+    device_code_auth_clear(&a);
+    /* 1023 bytes, then a 2-byte character: the character does not fit. */
+    at = strstr(body, "\"message\":\"") + 11;
+    memcpy(at + 1023, "\xc3\xa4\"}", 5);
+    assert_int_equal(parse(body, &a, err, sizeof(err)), 0);
+    assert_int_equal(strlen(a.message), 1023);
+    device_code_auth_clear(&a);
+    /* 1022 bytes, then the same: it does. */
+    memcpy(at + 1022, "\xc3\xa4\"}", 5);
+    assert_int_equal(parse(body, &a, err, sizeof(err)), 0);
+    assert_int_equal(strlen(a.message), 1024);
+    assert_memory_equal(a.message + 1022, "\xc3\xa4", 2);
+    device_code_auth_clear(&a);
+    free(body);
+}
+
+/* What is refused says which field, leaves nothing behind, and never quotes the body. */
+static void test_parse_refusals(void **state)
+{
+    static const struct {
+        const char *body, *why;
+    } cases[] = {
+        {"", "not a JSON object"},
+        {"[\"" DEVICE_CODE "\"]", "not a JSON object"},
+        {"\"" DEVICE_CODE "\"", "not a JSON object"},
+        {"{\"device_code\":\"" DEVICE_CODE "\"", "not a JSON object"},
+        {"{\"error\":\"invalid_client\",\"error_description\":\"AADSTS7000215: Invalid client "
+         "secret provided.\",\"error_codes\":[7000215]}",
+         "device_code is missing"},
+        {"{\"device_code\":[\"" DEVICE_CODE "\"],\"user_code\":\"AB\"," PARSE_OK_TAIL "}",
+         "device_code is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE " x\",\"user_code\":\"AB\"," PARSE_OK_TAIL "}",
+         "device_code is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE "\\u00e4\",\"user_code\":\"AB\"," PARSE_OK_TAIL "}",
+         "device_code is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE "\",\"user_code\":\"\"," PARSE_OK_TAIL "}",
+         "user_code is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE "\",\"user_code\":\"AB\\u007f\"," PARSE_OK_TAIL "}",
+         "user_code is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE "\",\"user_code\":\"" DEVICE_CODE "\","
+         "\"verification_uri\":\"https://x.example/\",\"expires_in\":900}",
+         "user_code is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE "\",\"user_code\":\"AB\","
+         "\"verification_uri\":\"http://x.example/" DEVICE_CODE "\",\"expires_in\":900}",
+         "verification_uri is not an https:// URL"},
+        {"{\"device_code\":\"" DEVICE_CODE "\",\"user_code\":\"AB\","
+         "\"verification_uri\":\"\",\"expires_in\":900}",
+         "verification_uri is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE "\",\"user_code\":\"AB\","
+         "\"verification_uri\":\"https://x.example/\",\"expires_in\":\"" DEVICE_CODE "\"}",
+         "expires_in is missing"},
+        {"{\"device_code\":\"" DEVICE_CODE "\",\"user_code\":\"AB\"," PARSE_OK_TAIL
+         ",\"interval\":\"" DEVICE_CODE "\"}",
+         "interval is not a number of seconds between 0 and 60"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct device_code_auth a;
+        char err[512] = "";
+        if (parse(cases[i].body, &a, err, sizeof(err)) != -1 || !strstr(err, cases[i].why))
+            fail_msg("case %zu: err=%s", i, err);
+        assert_zeroed(&a);
+        assert_no_secrets(err);
+        assert_null(strstr(err, "x.example"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -725,6 +1087,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_before_prompt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
+        cmocka_unit_test(test_parse_entra_answer),
+        cmocka_unit_test(test_parse_takes_len_bytes),
+        cmocka_unit_test(test_parse_numbers),
+        cmocka_unit_test(test_parse_uri_names),
+        cmocka_unit_test(test_parse_lengths),
+        cmocka_unit_test(test_parse_message),
+        cmocka_unit_test(test_parse_message_raw_utf8),
+        cmocka_unit_test(test_parse_message_cut),
+        cmocka_unit_test(test_parse_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

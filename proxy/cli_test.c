@@ -1,9 +1,11 @@
 /* `test ACCOUNT [--to ADDR] [--from ADDR]`: the whole path of one account, step by step, as an
  * admin debugging a tenant wants to see it: the token (and the claims that matter, never the
  * token), then the upstream with the daemon's own client code (connect, STARTTLS, EHLO, AUTH) and
- * with --to a short test message. Each refusal comes with what it means and what to change
- * (proxy/exchange_explain.h, oauth/entra_explain.h). It never asks the daemon: it gets its own
- * token (or the stored one), so it tests what this host and this config file can do. */
+ * with --to a short test message, sent by the daemon's own transaction engine (deliver.h, with
+ * the account's sender_rewrite), every command and reply shown. Each refusal comes with what it
+ * means and what to change (proxy/exchange_explain.h, oauth/entra_explain.h). It never asks the
+ * daemon: it gets its own token (or the stored one), so it tests what this host and this config
+ * file can do. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "proxy/client_session.h"
 #include "proxy/config.h"
 #include "proxy/control_client.h"
+#include "proxy/deliver.h"
 #include "proxy/exchange_explain.h"
 #include "proxy/tls.h"
 #include "proxy/token_claims.h"
@@ -30,6 +33,12 @@
 #define TEST_SHOW_WIDTH 300
 
 enum test_step { STEP_OPEN, STEP_AUTH, STEP_MAIL, STEP_RCPT, STEP_DATA, STEP_END, STEP_QUIT };
+
+/* The engine's connection (txn.h) is the session the test opened itself; it stays the test's
+ * (release does nothing), so QUIT follows the message. */
+struct upstream_conn {
+    struct test_run *t;
+};
 
 struct test_run {
     struct event_base *base;
@@ -41,6 +50,16 @@ struct test_run {
     enum test_step step;
     enum client_auth_mech mech;
     int ok; /* every step so far worked */
+    /* the test message, for the engine */
+    char msg[2048];
+    size_t msg_len, msg_off;
+    struct spool_envelope env;
+    char *rcpts[1];
+    /* the refusal the engine's transaction met, for the explanation */
+    int refused_code;
+    char refused_enhanced[16];
+    char refused_text[2048];
+    struct upstream_conn conn;
 };
 
 /* Peer or IdP text on the terminal: printable ASCII, the rest '?', at most max bytes ("..." if
@@ -166,20 +185,27 @@ static void print_reply(const struct smtp_reply *r)
         printf("  <- %03d\n", r->code);
 }
 
-/* What the table says about a refusal, or that it knows nothing. */
-static void explain_reply(const struct test_run *t, const struct smtp_reply *r)
+/* A reply's lines joined by spaces, as the explanation table matches them. */
+static void reply_join(const struct smtp_reply *r, char *text, size_t len)
 {
-    char text[2048] = "", buf[1024];
     size_t o = 0;
-    for (size_t i = 0; i < r->nlines && o + 2 < sizeof(text); i++) {
-        int w = snprintf(text + o, sizeof(text) - o, "%s%s", i ? " " : "", r->lines[i]);
+    text[0] = '\0';
+    for (size_t i = 0; i < r->nlines && o + 2 < len; i++) {
+        int w = snprintf(text + o, len - o, "%s%s", i ? " " : "", r->lines[i]);
         if (w < 0)
             break;
         o += (size_t)w;
     }
-    const struct exchange_explanation *e = exchange_explain(r->code, r->enhanced, text);
+}
+
+/* What the table says about a refusal, or that it knows nothing. */
+static void explain_reply(const struct test_run *t, int code, const char *enhanced,
+                          const char *text)
+{
+    char buf[1024];
+    const struct exchange_explanation *e = exchange_explain(code, enhanced, text);
     if (!e) {
-        printf("  (no explanation known for %03d %s)\n", r->code, r->enhanced);
+        printf("  (no explanation known for %03d %s)\n", code, enhanced);
         return;
     }
     char meaning[512];
@@ -223,9 +249,9 @@ static int pick_mech(struct test_run *t, unsigned offered)
     return -1;
 }
 
-static void send_body(struct test_run *t)
+static void make_message(struct test_run *t)
 {
-    char msg[2048], date[64], id[17];
+    char date[64], id[17];
     unsigned char rnd[8];
     time_t now = time(NULL);
     struct tm tm;
@@ -235,21 +261,109 @@ static void send_body(struct test_run *t)
         memset(rnd, 0, sizeof(rnd));
     for (size_t i = 0; i < sizeof(rnd); i++)
         snprintf(id + 2 * i, 3, "%02x", rnd[i]);
-    int n = snprintf(msg, sizeof(msg),
+    int n = snprintf(t->msg, sizeof(t->msg),
                      "From: <%s>\r\nTo: <%s>\r\nSubject: smtp-oauth-proxy test\r\n"
                      "Date: %s\r\nMessage-ID: <%s.test@%s>\r\nMIME-Version: 1.0\r\n"
                      "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
                      "A test message from `smtp-oauth-proxy test %s` on %s.\r\n",
                      t->from, t->to, date, id, t->cfg->hostname, t->a->name, t->cfg->hostname);
-    if (n > 0 && (size_t)n < sizeof(msg))
-        client_session_write(t->c, msg, (size_t)n);
-    printf("-> (message: Subject: smtp-oauth-proxy test, %d bytes)\n-> .\n", n);
-    client_session_data_end(t->c, on_step, t);
+    t->msg_len = n > 0 && (size_t)n < sizeof(t->msg) ? (size_t)n : 0;
+}
+
+static ssize_t message_read(void *src, void *buf, size_t cap, char *err, size_t errlen)
+{
+    struct test_run *t = src;
+    size_t n = t->msg_len - t->msg_off < cap ? t->msg_len - t->msg_off : cap;
+    (void)err;
+    (void)errlen;
+    memcpy(buf, t->msg + t->msg_off, n);
+    t->msg_off += n;
+    return (ssize_t)n;
+}
+
+static struct client_session *conn_session(struct upstream_conn *c)
+{
+    return c->t->c;
+}
+
+static void conn_release(struct upstream_conn *c, int reusable)
+{
+    (void)c;
+    (void)reusable;
+}
+
+/* Every command the engine sends and every reply, as the admin sees them. */
+static void conn_trace(struct upstream_conn *c, const char *line, const struct smtp_reply *r)
+{
+    struct test_run *t = c->t;
+    if (line) {
+        if (strcmp(line, ".") == 0) {
+            t->step = STEP_END;
+            printf("-> (message: Subject: smtp-oauth-proxy test, %zu bytes)\n", t->msg_len);
+        } else if (strncmp(line, "MAIL ", 5) == 0) {
+            t->step = STEP_MAIL;
+        } else if (strncmp(line, "RCPT ", 5) == 0) {
+            t->step = STEP_RCPT;
+        } else if (strcmp(line, "DATA") == 0) {
+            t->step = STEP_DATA;
+        }
+        printf("-> %s\n", line);
+        return;
+    }
+    print_reply(r);
+    int want = t->step == STEP_DATA ? 354 : 0;
+    if ((want ? r->code != want : r->code / 100 != 2) && !t->refused_code) {
+        t->refused_code = r->code;
+        snprintf(t->refused_enhanced, sizeof(t->refused_enhanced), "%s", r->enhanced);
+        reply_join(r, t->refused_text, sizeof(t->refused_text));
+    }
+}
+
+static const struct txn_conn_ops test_conn_ops = {
+    .session = conn_session, .release = conn_release, .trace = conn_trace};
+
+static void on_delivered(void *arg, const struct txn_result *res)
+{
+    struct test_run *t = arg;
+    static const char *const names[] = {"connect", "AUTH",    "MAIL", "RCPT",
+                                        "DATA",    "message", "QUIT"};
+    if (res->status == TXN_OK) {
+        printf("the upstream accepted the test message for %s\n", t->to);
+    } else {
+        if (!t->refused_code) { /* no refusing reply: the proxy's own words, or a lost line */
+            printf("  !! ");
+            put_safe(res->lost_why[0] ? res->lost_why : res->reply, TEST_SHOW_WIDTH);
+            putchar('\n');
+        }
+        printf("FAILED at %s\n", names[t->step]);
+        if (t->refused_code)
+            explain_reply(t, t->refused_code, t->refused_enhanced, t->refused_text);
+        t->ok = 0;
+    }
+    finish(t);
+}
+
+/* MAIL, RCPT, DATA and the message through the daemon's transaction engine. */
+static void send_message(struct test_run *t)
+{
+    t->conn.t = t;
+    make_message(t);
+    t->rcpts[0] = (char *)t->to;
+    memset(&t->env, 0, sizeof(t->env));
+    t->env.mail_from = (char *)t->from;
+    t->env.rcpts = t->rcpts;
+    t->env.nrcpts = 1;
+    struct deliver_body body = {.read = message_read, .size = t->msg_len, .src = t};
+    if (!deliver_start_ops(&test_conn_ops, &t->conn, t->a, &t->env, &body, NULL, "test",
+                           on_delivered, t)) {
+        printf("FAILED: out of memory\n");
+        t->ok = 0;
+        finish(t);
+    }
 }
 
 static void next(struct test_run *t)
 {
-    char line[TEST_ADDR_MAX + 32];
     switch (t->step) {
     case STEP_OPEN: {
         const struct smtp_caps *caps = client_session_caps(t->c);
@@ -269,31 +383,15 @@ static void next(struct test_run *t)
         return;
     }
     case STEP_AUTH:
-        if (!t->to) {
+        if (!t->to)
             finish(t);
-            return;
-        }
-        t->step = STEP_MAIL;
-        snprintf(line, sizeof(line), "MAIL FROM:<%s>", t->from);
-        break;
-    case STEP_MAIL:
-        t->step = STEP_RCPT;
-        snprintf(line, sizeof(line), "RCPT TO:<%s>", t->to);
-        break;
-    case STEP_RCPT:
-        t->step = STEP_DATA;
-        snprintf(line, sizeof(line), "DATA");
-        break;
-    case STEP_DATA:
-        t->step = STEP_END;
-        send_body(t);
+        else
+            send_message(t);
         return;
     default:
         finish(t);
         return;
     }
-    printf("-> %s\n", line);
-    client_session_command(t->c, line, on_step, t);
 }
 
 static void on_step(void *arg, const struct smtp_reply *r, const char *err)
@@ -318,17 +416,16 @@ static void on_step(void *arg, const struct smtp_reply *r, const char *err)
         return;
     }
     print_reply(r);
-    int want = t->step == STEP_AUTH ? 235 : t->step == STEP_DATA ? 354 : 0;
-    int good = want ? r->code == want : r->code / 100 == 2;
+    int good = t->step == STEP_AUTH ? r->code == 235 : r->code / 100 == 2;
     if (!good) {
+        char text[2048];
         printf("FAILED at %s\n", names[t->step]);
-        explain_reply(t, r);
+        reply_join(r, text, sizeof(text));
+        explain_reply(t, r->code, r->enhanced, text);
         t->ok = 0;
         finish(t);
         return;
     }
-    if (t->step == STEP_END)
-        printf("the upstream accepted the test message for %s\n", t->to);
     next(t);
 }
 

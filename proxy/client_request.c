@@ -10,7 +10,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#define CLIENT_REQUEST_DATA_END_TIMEOUT 600 /* RFC 5321 4.5.3.2.6: 10 minutes for the final '.' */
 #define CLIENT_REQUEST_QUIT_TIMEOUT 5
 
 /* When the connection is gone, tell cb why from the loop and return 1. */
@@ -129,7 +128,10 @@ void client_session_data_end(struct client_session *c, client_reply_cb cb, void 
         goto out;
     }
     c->drain_armed = 0;
-    client_request_send(c, ".", CLIENT_SESSION_DATA_END, CLIENT_REQUEST_DATA_END_TIMEOUT, cb, arg);
+    /* reply_timeout ([upstream] timeout) here too, not RFC 5321's 10 minutes: a device waiting
+     * on this reply (delivery = direct) gives up and resends long before 10 minutes, and a queue
+     * attempt would hold its connection as long. */
+    client_request_send(c, ".", CLIENT_SESSION_DATA_END, c->reply_timeout, cb, arg);
 out:
     client_session_api_leave(c);
 }

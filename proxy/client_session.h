@@ -22,7 +22,7 @@ struct client_cfg {
     const char *helo;         /* our name in EHLO */
     SSL_CTX *ssl_ctx;         /* from tls_client_ctx_new */
     unsigned connect_timeout; /* seconds, covers connect + greeting + TLS */
-    unsigned reply_timeout;   /* seconds per reply; the final '.' gets 10 minutes (RFC 5321) */
+    unsigned reply_timeout;   /* seconds per reply, the final '.''s included */
     const char *log_id;       /* session id for log lines */
 };
 

@@ -1,18 +1,16 @@
-/* One delivery attempt of a complete message over a leased upstream connection
- * (proxy/upstream_pool.h): MAIL FROM (the account's sender_rewrite applied; a null sender stays
- * null), RCPT TO for each recipient, DATA, the body read from a spool body reader (lines rewritten
- * when sender_rewrite = header, dot-stuffed, in batches, with backpressure), then the end marker.
+/* One delivery attempt of a complete message: a whole envelope and a stored body, run through
+ * the upstream transaction engine (txn.h) over a leased connection: MAIL, RCPT for each
+ * recipient, DATA, the body read from its source in chunks with backpressure, the end marker.
  * Used by direct-then-spool while the device waits (reading the spool writer's file before the
- * commit) and by the queue runner (reading a committed message).
- *
- * The outcome is per recipient, as Postfix's smtp client keeps it: a 2xx to RCPT and to the end
- * of DATA is delivered; a 4xx anywhere (or no reply: connection lost, timeout) is temporary; a
- * 5xx is permanent. MAIL and DATA verdicts apply to every recipient still in play. */
+ * commit), by the queue runner (reading a committed message) and by `test --to` (a message in
+ * memory). The outcome is per recipient (txn.h). */
 #ifndef SOP_DELIVER_H
 #define SOP_DELIVER_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
+#include "proxy/txn.h"
 #include "store/spool_envelope.h"
 
 struct upstream_conn;
@@ -21,52 +19,34 @@ struct metrics;
 struct spool_body;
 struct deliver;
 
-#define DELIVER_REPLY_MAX 512
-
-enum deliver_status {
-    DELIVER_OK = 0,   /* the upstream accepted it */
-    DELIVER_TEMP = 1, /* try again later */
-    DELIVER_PERM = 2, /* refused for good: bounce (or tell the waiting device) */
-    /* (the whole message only) some recipients delivered, every other one refused for good:
-     * the message is done (nothing to retry); bounce the PERM recipients */
-    DELIVER_PARTIAL = 3,
+/* Where the body comes from: its stored lines, each ending in CRLF, not dot-stuffed
+ * (docs/spool.md). read: > 0 bytes read into buf; 0 the end (the body is whole); -1 with err, it
+ * cannot be read now (try later); -2 with err, it is damaged (never whole again). */
+struct deliver_body {
+    ssize_t (*read)(void *src, void *buf, size_t cap, char *err, size_t errlen);
+    uint64_t size; /* its length in bytes: SIZE= and size= in the log */
+    void *src;
 };
 
-struct deliver_rcpt_result {
-    enum deliver_status status;
-    /* the reply that decided it, first line only, log-safe ("550 5.1.10 RESOLVER.ADR..."), or the
-     * proxy's own words when there was no reply ("451 4.4.2 connection lost during DATA") */
-    char reply[DELIVER_REPLY_MAX];
-};
-
-struct deliver_result {
-    /* OK: every recipient delivered; TEMP: some recipient temporary (others may be OK or PERM:
-     * look at rcpts; retry only the TEMP ones); PERM: none delivered and none temporary;
-     * PARTIAL: some delivered, the rest PERM, none temporary */
-    enum deliver_status status;
-    /* 1 when the failure was the connection's, not this message's: lost before or during the
-     * transaction, 421, or 4.3.2 (throttled). The queue runner stops the account's run on it and
-     * retries later, instead of trying the next message against a dead or throttling upstream. */
-    int conn_failure;
-    /* the reply the device would have heard for the whole message: the end-of-DATA reply when
-     * some recipient was delivered, else the first refusal that decided the outcome */
-    char reply[DELIVER_REPLY_MAX];
-    const struct deliver_rcpt_result *rcpts; /* env->nrcpts entries, in envelope order */
-    size_t nrcpts;
-};
+/* A spool reader (store/spool.h) as a body. */
+struct deliver_body deliver_body_spool(struct spool_body *b);
 
 /* Called once, from the event loop; res is valid only during the call. The connection has been
  * given back to its pool (reusable or not) before cb runs: the caller no longer owns it. */
-typedef void (*deliver_cb)(void *arg, const struct deliver_result *res);
+typedef void (*deliver_cb)(void *arg, const struct txn_result *res);
 
 /* Start delivering env's message, reading its body from body (positioned at the start; the
- * caller keeps ownership of env and body and frees them after cb, or after deliver_cancel;
- * SIZE= and size= in the log come from body, so env->size may still be 0 before a commit).
- * acct: the account's settings (sender_rewrite, mailbox). Takes the connection. m: the server's
- * counters (upstream replies to MAIL, RCPT and DATA; NULL: not counted). log_id: session= in
- * log lines (the device's session, or the queue id for the queue runner); queue_id= is
- * env->queue_id when set. NULL only when out of memory (the connection is then released as not
- * reusable, cb never runs). */
+ * caller keeps ownership of env and of body's source and frees them after cb, or after
+ * deliver_cancel). ops: the connection's (the pool's: deliver_start). acct: the account's
+ * settings (sender_rewrite, mailbox). Takes the connection. m: the server's counters (NULL: not
+ * counted). log_id: session= in log lines (the device's session, or the queue id for the queue
+ * runner); queue_id= is env->queue_id when set. NULL only when out of memory (the connection is
+ * then released as not reusable, cb never runs). */
+struct deliver *deliver_start_ops(const struct txn_conn_ops *ops, struct upstream_conn *c,
+                                  const struct cfg_account *acct, const struct spool_envelope *env,
+                                  const struct deliver_body *body, struct metrics *m,
+                                  const char *log_id, deliver_cb cb, void *arg);
+/* deliver_start_ops on a connection leased from upstream_pool.h, with a spool reader. */
 struct deliver *deliver_start(struct upstream_conn *c, const struct cfg_account *acct,
                               const struct spool_envelope *env, struct spool_body *body,
                               struct metrics *m, const char *log_id, deliver_cb cb, void *arg);

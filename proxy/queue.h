@@ -32,7 +32,7 @@ struct server;
 struct spool;
 struct spool_body;
 struct cfg_account;
-struct deliver_result;
+struct txn_result;
 struct queue;
 typedef struct cJSON cJSON;
 
@@ -69,7 +69,7 @@ int64_t queue_next_attempt(const struct queue *q, uint32_t attempts, int64_t now
  * stays at the head and nothing overtakes it. `queue flush` ends the wait. */
 void queue_account_stop(struct queue *q, const char *account, int64_t until);
 
-/* Bounce the recipients of env whose status in res is DELIVER_PERM (reason REFUSED), or every
+/* Bounce the recipients of env whose status in res is TXN_PERM (reason REFUSED), or every
  * recipient of env (res NULL: reason must be EXPIRED). message/message_len: the start of the
  * original message (its header block is quoted; NULL: none). remote_mta: the upstream's host
  * (NULL: none). Builds the DSN (dsn_build), commits it to the spool as a message of the same
@@ -77,7 +77,7 @@ void queue_account_stop(struct queue *q, const char *account, int64_t until);
  * permanent failure); -1 with err (logged by the caller; the original is then kept only if it
  * still has recipients to retry). */
 int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct spool_envelope *env,
-                 enum dsn_reason reason, const struct deliver_result *res, const char *remote_mta,
+                 enum dsn_reason reason, const struct txn_result *res, const char *remote_mta,
                  const char *message, size_t message_len, char *err, size_t errlen);
 
 /* A reload made a new configuration current (srv->gen): every account's run looks again, so an

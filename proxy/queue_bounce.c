@@ -98,7 +98,7 @@ static int spool_dsn(struct queue *q, const struct spool_envelope *orig, const c
 }
 
 int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct spool_envelope *env,
-                 enum dsn_reason reason, const struct deliver_result *res, const char *remote_mta,
+                 enum dsn_reason reason, const struct txn_result *res, const char *remote_mta,
                  const char *message, size_t message_len, char *err, size_t errlen)
 {
     const struct config *cfg = q->srv->gen->cfg;
@@ -126,7 +126,7 @@ int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct s
         goto out;
     }
     for (size_t i = 0; i < env->nrcpts; i++) {
-        if (res && res->rcpts[i].status != DELIVER_PERM)
+        if (res && res->rcpts[i].status != TXN_PERM)
             continue;
         rr[n].address = env->rcpts[i];
         rr[n].action = DSN_ACTION_FAILED;

@@ -91,11 +91,11 @@ static int expire(struct queue *q, struct queue_msg *m, const struct cfg_account
 }
 
 /* Keep only the recipients whose result is TEMP (env and res in the same order). */
-static void keep_temp_rcpts(struct spool_envelope *env, const struct deliver_result *res)
+static void keep_temp_rcpts(struct spool_envelope *env, const struct txn_result *res)
 {
     size_t k = 0;
     for (size_t i = 0; i < env->nrcpts; i++) {
-        if (res->rcpts[i].status == DELIVER_TEMP)
+        if (res->rcpts[i].status == TXN_TEMP)
             env->rcpts[k++] = env->rcpts[i];
         else
             free(env->rcpts[i]);
@@ -105,7 +105,7 @@ static void keep_temp_rcpts(struct spool_envelope *env, const struct deliver_res
 
 /* Some recipients are left to retry: attempts+1, the next attempt, the last error, written to
  * the spool before the memory copy changes. 0 rescheduled; 1 expired (bounced and removed). */
-static int reschedule(struct queue_attempt *at, const struct deliver_result *res, size_t ndone,
+static int reschedule(struct queue_attempt *at, const struct txn_result *res, size_t ndone,
                       int64_t *next_out)
 {
     struct queue *q = at->a->q;
@@ -119,7 +119,7 @@ static int reschedule(struct queue_attempt *at, const struct deliver_result *res
     int64_t now = queue_now();
 
     for (size_t i = 0; !why[0] && i < res->nrcpts; i++)
-        if (res->rcpts[i].status == DELIVER_TEMP)
+        if (res->rcpts[i].status == TXN_TEMP)
             why = res->rcpts[i].reply;
     if (!why[0])
         why = res->reply;
@@ -169,21 +169,21 @@ static int reschedule(struct queue_attempt *at, const struct deliver_result *res
 
 /* An attempt's end, whatever happened: the result per recipient decides. res has one entry
  * per recipient of at->env. */
-static void conclude(struct queue_attempt *at, const struct deliver_result *res)
+static void conclude(struct queue_attempt *at, const struct txn_result *res)
 {
     struct queue_acct *a = at->a;
     struct queue *q = a->q;
     struct queue_msg *m = at->m;
     char err[512], safe[700];
     size_t ndel = 0, nperm = 0, ntemp = 0;
-    struct deliver_rcpt_result *kept = NULL; /* res with PERM as TEMP, when no bounce was made */
-    struct deliver_result again;
+    struct txn_rcpt_result *kept = NULL; /* res with PERM as TEMP, when no bounce was made */
+    struct txn_result again;
 
     attempt_detach(at);
     for (size_t i = 0; i < res->nrcpts; i++) {
-        if (res->rcpts[i].status == DELIVER_OK)
+        if (res->rcpts[i].status == TXN_OK)
             ndel++;
-        else if (res->rcpts[i].status == DELIVER_PERM)
+        else if (res->rcpts[i].status == TXN_PERM)
             nperm++;
         else
             ntemp++;
@@ -219,8 +219,8 @@ static void conclude(struct queue_attempt *at, const struct deliver_result *res)
             if (kept) {
                 memcpy(kept, res->rcpts, res->nrcpts * sizeof(*kept));
                 for (size_t i = 0; i < res->nrcpts; i++)
-                    if (kept[i].status == DELIVER_PERM)
-                        kept[i].status = DELIVER_TEMP;
+                    if (kept[i].status == TXN_PERM)
+                        kept[i].status = TXN_TEMP;
                 again = *res;
                 again.rcpts = kept;
                 res = &again;
@@ -248,8 +248,8 @@ static void conclude(struct queue_attempt *at, const struct deliver_result *res)
 /* A failure before deliver could start: every recipient is temporary. */
 static void conclude_temp(struct queue_attempt *at, int conn_failure, const char *reply)
 {
-    struct deliver_result res = {.status = DELIVER_TEMP, .conn_failure = conn_failure};
-    struct deliver_rcpt_result *rr = calloc(at->env.nrcpts, sizeof(*rr));
+    struct txn_result res = {.status = TXN_TEMP, .conn_failure = conn_failure};
+    struct txn_rcpt_result *rr = calloc(at->env.nrcpts, sizeof(*rr));
     if (!rr) {
         /* no memory for the per-recipient view: the message waits, unchanged on disk */
         struct queue_acct *a = at->a;
@@ -261,7 +261,7 @@ static void conclude_temp(struct queue_attempt *at, int conn_failure, const char
     }
     snprintf(res.reply, sizeof(res.reply), "%s", reply);
     for (size_t i = 0; i < at->env.nrcpts; i++) {
-        rr[i].status = DELIVER_TEMP;
+        rr[i].status = TXN_TEMP;
         snprintf(rr[i].reply, sizeof(rr[i].reply), "%s", reply);
     }
     res.rcpts = rr;
@@ -270,7 +270,7 @@ static void conclude_temp(struct queue_attempt *at, int conn_failure, const char
     free(rr);
 }
 
-static void on_delivered(void *arg, const struct deliver_result *res)
+static void on_delivered(void *arg, const struct txn_result *res)
 {
     struct queue_attempt *at = arg;
     at->d = NULL;
@@ -285,7 +285,7 @@ static void on_delivered(void *arg, const struct deliver_result *res)
 static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_failure *f)
 {
     struct queue_attempt *at = arg;
-    char err[400], reply[DELIVER_REPLY_MAX], safe[700];
+    char err[400], reply[TXN_REPLY_MAX], safe[700];
     at->lease = NULL;
     if (!c) {
         /* what the admin needs: the upstream's refusal if there was one, else the 4xx a

@@ -1,3 +1,7 @@
+/* delivery = direct: the device's transaction relayed step by step through the transaction
+ * engine (txn.h), so the device hears the upstream's own replies. A connection is leased from
+ * the account's pool at MAIL and given back when the transaction ends: a device session holds
+ * none between its messages. */
 #include "proxy/relay.h"
 
 #include <stdio.h>
@@ -6,22 +10,18 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "proxy/client_session.h"
 #include "proxy/config.h"
 #include "proxy/exchange_explain.h"
-#include "proxy/header_rewrite.h"
 #include "proxy/message_log.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
-#include "proxy/server_gen.h"
-#include "proxy/smtp_data.h"
-#include "proxy/smtp_parse.h"
+#include "proxy/smtp_reply.h"
+#include "proxy/txn.h"
 #include "proxy/upstream_pool.h"
 
-#define RELAY_REPLY_MAX 4096
-#define RELAY_BATCH (64 * 1024)
-
 enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_DATA_END, OP_RSET };
+
+static const char REPLY_LOST[] = "451 4.4.2 Upstream connection lost, try again later";
 
 struct relay {
     struct server *srv;
@@ -30,33 +30,28 @@ struct relay {
     char device[128];
     char log_id[32];
 
-    /* The upstream connection is leased from the account's pool at MAIL and given back when the
-     * transaction ends: a device session holds none between its messages. */
-    struct upstream_lease *lease;
-    struct upstream_conn *conn;
-    struct client_session *up; /* conn's session */
+    struct upstream_lease *lease; /* waiting for a connection (MAIL) */
+    struct txn *t;                /* the transaction, on its leased connection */
 
     enum relay_op op;
     relay_reply_cb cb;
     void *cb_arg;
-    struct relay_mail_opts mail_opts;
-    char *mail_from; /* as sent upstream */
+    struct txn_mail_opts mail_opts;
+    char *from; /* as the device gave it */
 
     /* the current transaction, for the log line */
-    int in_tx;
     unsigned rcpts_ok;
-    uint64_t size;
     struct timespec t_start;
-    const char *fail_reply; /* set when the body can no longer be delivered */
-
-    struct header_rewrite *rewrite; /* sender_rewrite = header */
-    char batch[RELAY_BATCH];        /* encoded body lines not yet handed upstream */
-    size_t batch_len;
 
     void (*drain_cb)(void *arg);
     void *drain_arg;
     size_t drain_low;
-    int drain_set;
+};
+
+static const struct txn_conn_ops pool_ops = {
+    .session = upstream_conn_session,
+    .host = upstream_conn_host,
+    .release = upstream_conn_release,
 };
 
 static const char *op_str(enum relay_op op)
@@ -78,23 +73,24 @@ static void finish(struct relay *r, const char *reply)
 }
 
 /* " explain=..." when the Exchange table knows the reply (text: its reply text), else "". */
-static const char *explain_kv(const struct relay *r, const struct smtp_reply *rep, const char *text,
-                              char *buf, size_t len)
+static const char *explain_kv(const struct relay *r, const struct txn_reply *x, char *buf,
+                              size_t len)
 {
-    return exchange_explain_kv(rep ? rep->code : 0, rep ? rep->enhanced : NULL, text,
+    return exchange_explain_kv(x->rep ? x->rep->code : 0, x->rep ? x->rep->enhanced : NULL, x->text,
                                r->acct->mailbox, r->acct->client_id, buf, len);
 }
 
-/* rep: the upstream reply the message ended with, if any (for explain=). */
+/* x: the reply the message ended with, if any (for explain=). Before the transaction is freed. */
 static void log_message(struct relay *r, enum metrics_result result, const char *reply,
                         const struct smtp_reply *rep)
 {
+    const char *from = r->t ? txn_mail_from(r->t) : NULL;
     struct message_end e = {.log_id = r->log_id,
                             .device = r->device,
                             .acct = r->acct,
-                            .from = r->mail_from,
+                            .from = from ? from : r->from,
                             .rcpts = r->rcpts_ok,
-                            .size = r->size,
+                            .size = r->t ? txn_body_size(r->t) : 0,
                             .result = result,
                             .reply = reply,
                             .rep = rep,
@@ -102,39 +98,55 @@ static void log_message(struct relay *r, enum metrics_result result, const char 
     message_log_end(r->srv, &e);
 }
 
-/* Give the connection back to the pool (reusable: the transaction is over and it is healthy)
- * or stop waiting for one. */
-static void release_upstream(struct relay *r, int reusable)
+/* The transaction is over: its connection goes back (reused if the engine finds it healthy),
+ * or the wait for one stops. */
+static void end_txn(struct relay *r, int reusable)
 {
     if (r->lease) {
         upstream_lease_cancel(r->lease);
         r->lease = NULL;
     }
-    if (r->conn)
-        upstream_conn_release(r->conn, reusable && client_session_usable(r->up));
-    r->conn = NULL;
-    r->up = NULL;
+    txn_free(r->t, reusable);
+    r->t = NULL;
 }
 
-/* rep: the upstream reply that failed the operation, if any (for explain=). */
-static void fail_op_reply(struct relay *r, const char *reply, const char *why,
-                          const struct smtp_reply *rep, const char *rep_text)
+/* No reply at all: the connection went (the engine decided and phrased it). */
+static void log_lost(struct relay *r, const struct txn_reply *x)
 {
     char safe[600], explain[900];
     log_warn("event=upstream_failed session=%s account=%s op=%s reason=%s%s", r->log_id,
-             r->acct->name, op_str(r->op), log_safe(safe, sizeof(safe), why, strlen(why)),
-             explain_kv(r, rep, rep_text, explain, sizeof(explain)));
-    release_upstream(r, 0);
-    finish(r, reply);
+             r->acct->name, op_str(r->op), log_safe(safe, sizeof(safe), x->err, strlen(x->err)),
+             explain_kv(r, x, explain, sizeof(explain)));
 }
 
-static void fail_op(struct relay *r, const char *reply, const char *why)
+/* A step's reply: the connection lost or closing ends the transaction with it. */
+static void on_step(void *arg, const struct txn_reply *x)
 {
-    fail_op_reply(r, reply, why, NULL, NULL);
+    struct relay *r = arg;
+    if (x->err)
+        log_lost(r, x);
+    if (r->op == OP_RCPT && x->code / 100 == 2)
+        r->rcpts_ok++;
+    if (!txn_usable(r->t))
+        end_txn(r, 0);
+    finish(r, x->text);
 }
 
-static void send_mail(struct relay *r);
-static void on_drain(void *arg);
+static void on_mail(void *arg, const struct txn_reply *x)
+{
+    struct relay *r = arg;
+    if (x->err) {
+        log_lost(r, x);
+    } else if (x->code / 100 != 2 && x->rep) {
+        char safe[300], explain[900];
+        log_info("event=mail_refused session=%s account=%s upstream=%s%s", r->log_id, r->acct->name,
+                 log_safe(safe, sizeof(safe), x->text, strcspn(x->text, "\r\n")),
+                 explain_kv(r, x, explain, sizeof(explain)));
+    }
+    if (x->code / 100 != 2)
+        end_txn(r, 1); /* no transaction: the connection is free (unless it is closing) */
+    finish(r, x->text);
+}
 
 /* The pool's answer to the lease asked for at MAIL (it logged any failure itself). */
 static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_failure *f)
@@ -145,14 +157,15 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
         finish(r, f->reply);
         return;
     }
-    r->conn = c;
-    r->up = upstream_conn_session(c);
-    if (r->drain_set)
-        client_session_set_drain_cb(r->up, r->drain_low, on_drain, r);
-    send_mail(r);
+    r->t = txn_new(&pool_ops, c, r->acct, r->srv->metrics, r->log_id);
+    if (!r->t) {
+        finish(r, "451 4.3.0 Out of memory");
+        return;
+    }
+    if (r->drain_cb)
+        txn_set_drain_cb(r->t, r->drain_low, r->drain_cb, r->drain_arg);
+    txn_mail(r->t, r->from, &r->mail_opts, on_mail, r);
 }
-
-static void emit_rewritten(void *arg, const char *line, size_t len);
 
 struct relay *relay_new(struct server *srv, struct server_gen *gen, const struct cfg_account *acct,
                         const char *device, const char *log_id)
@@ -165,13 +178,6 @@ struct relay *relay_new(struct server *srv, struct server_gen *gen, const struct
     r->acct = acct;
     snprintf(r->device, sizeof(r->device), "%s", device);
     snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
-    if (acct->sender_rewrite == SENDER_REWRITE_HEADER) {
-        r->rewrite = header_rewrite_new(acct->mailbox, emit_rewritten, r);
-        if (!r->rewrite) {
-            free(r);
-            return NULL;
-        }
-    }
     return r;
 }
 
@@ -179,271 +185,125 @@ void relay_free(struct relay *r)
 {
     if (!r)
         return;
-    release_upstream(r, r->op == OP_NONE && !r->in_tx);
-    free(r->mail_from);
-    header_rewrite_free(r->rewrite);
+    end_txn(r, 1); /* reused only when no transaction or step is open on it */
+    free(r->from);
     free(r);
 }
 
-static void on_reply(void *arg, const struct smtp_reply *rep, const char *err)
-{
-    struct relay *r = arg;
-    if (!rep) {
-        r->in_tx = 0;
-        if (r->op == OP_RSET) { /* nothing is lost: the next MAIL leases another connection */
-            release_upstream(r, 0);
-            finish(r, "250 2.0.0 OK");
-            return;
-        }
-        fail_op(r, "451 4.4.2 Upstream connection lost, try again later", err ? err : "lost");
-        return;
-    }
-    char text[RELAY_REPLY_MAX];
-    smtp_reply_text(rep, text, sizeof(text));
-    int ok = rep->code / 100 == 2;
-    if (r->op == OP_MAIL || r->op == OP_RCPT)
-        metrics_upstream_reply(r->srv->metrics,
-                               r->op == OP_MAIL ? METRICS_CMD_MAIL : METRICS_CMD_RCPT, rep->code,
-                               rep->enhanced);
-    switch (r->op) {
-    case OP_MAIL:
-        r->in_tx = ok;
-        if (!ok) {
-            char safe[300], explain[900];
-            log_info("event=mail_refused session=%s account=%s upstream=%s%s", r->log_id,
-                     r->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")),
-                     explain_kv(r, rep, text, explain, sizeof(explain)));
-            release_upstream(r, rep->code != 421); /* no transaction: the connection is free */
-        }
-        break;
-    case OP_RCPT:
-        if (ok)
-            r->rcpts_ok++;
-        break;
-    case OP_DATA:
-        if (rep->code == 354) {
-            r->size = 0;
-            r->batch_len = 0;
-            if (r->rewrite)
-                header_rewrite_reset(r->rewrite);
-        }
-        break;
-    case OP_RSET:
-        r->in_tx = 0;
-        release_upstream(r, ok);
-        break;
-    default:
-        break;
-    }
-    if (rep->code == 421 && r->conn) { /* the upstream is closing it */
-        r->in_tx = 0;
-        release_upstream(r, 0);
-    }
-    finish(r, text);
-}
-
-static void send_mail(struct relay *r)
-{
-    const struct smtp_caps *caps = client_session_caps(r->up);
-    const struct relay_mail_opts *o = &r->mail_opts;
-    const char *refusal = NULL;
-    if (o->smtputf8 && !caps->smtputf8)
-        refusal = "555 5.6.7 SMTPUTF8 is not supported by the upstream server";
-    else if (o->body_8bit && !caps->eightbitmime)
-        refusal = "555 5.6.3 8BITMIME is not supported by the upstream server";
-    else if (caps->has_size && caps->size && o->size > caps->size)
-        refusal = "552 5.3.4 Message size exceeds the upstream server's limit";
-    if (refusal) {
-        release_upstream(r, 1); /* nothing was sent on it */
-        finish(r, refusal);
-        return;
-    }
-    char line[SMTP_PATH_MAX + 128];
-    int n = snprintf(line, sizeof(line), "MAIL FROM:<%s>", r->mail_from);
-    if (o->size && caps->has_size)
-        n +=
-            snprintf(line + n, sizeof(line) - (size_t)n, " SIZE=%llu", (unsigned long long)o->size);
-    if (o->body_8bit)
-        n += snprintf(line + n, sizeof(line) - (size_t)n, " BODY=8BITMIME");
-    if (o->smtputf8)
-        snprintf(line + n, sizeof(line) - (size_t)n, " SMTPUTF8");
-    client_session_command(r->up, line, on_reply, r);
-}
-
-void relay_mail(struct relay *r, const char *from, const struct relay_mail_opts *o,
-                relay_reply_cb cb, void *arg)
+void relay_mail(struct relay *r, const char *from, const struct txn_mail_opts *o, relay_reply_cb cb,
+                void *arg)
 {
     r->op = OP_MAIL;
     r->cb = cb;
     r->cb_arg = arg;
     r->mail_opts = *o;
     r->rcpts_ok = 0;
-    r->size = 0;
-    release_upstream(r, !r->in_tx); /* none is held between transactions; belt and braces */
-    r->in_tx = 0;
-    r->fail_reply = NULL;
+    end_txn(r, 1); /* none is held between transactions; belt and braces */
     clock_gettime(CLOCK_MONOTONIC, &r->t_start);
-    free(r->mail_from);
-    /* A null sender stays null: it marks a bounce, which must never bounce again. */
-    int rewrite = r->acct->sender_rewrite != SENDER_REWRITE_OFF && from[0] != '\0';
-    r->mail_from = strdup(rewrite ? r->acct->mailbox : from);
-    struct upstream_pool *p =
-        r->mail_from ? upstream_pools_get(r->srv->pools, r->acct->name) : NULL;
+    free(r->from);
+    r->from = strdup(from);
+    struct upstream_pool *p = r->from ? upstream_pools_get(r->srv->pools, r->acct->name) : NULL;
     if (p)
         r->lease = upstream_pool_get(p, r->gen, r->acct, r->log_id, on_lease, r);
     if (!r->lease)
         finish(r, "451 4.3.0 Out of memory");
 }
 
-/* A transaction verb needs a live, authenticated upstream (it may have died since MAIL). */
-static int upstream_alive(struct relay *r)
+/* A transaction verb needs the transaction MAIL opened (it may have gone since). */
+static int have_txn(struct relay *r, enum relay_op op, relay_reply_cb cb, void *arg)
 {
-    if (r->up && client_session_usable(r->up))
+    r->op = op;
+    r->cb = cb;
+    r->cb_arg = arg;
+    if (r->t)
         return 1;
-    r->in_tx = 0;
-    release_upstream(r, 0);
-    finish(r, "451 4.4.2 Upstream connection lost, try again later");
+    finish(r, REPLY_LOST);
     return 0;
 }
 
 void relay_rcpt(struct relay *r, const char *to, relay_reply_cb cb, void *arg)
 {
-    r->op = OP_RCPT;
-    r->cb = cb;
-    r->cb_arg = arg;
-    if (!upstream_alive(r))
-        return;
-    char line[SMTP_PATH_MAX + 16];
-    snprintf(line, sizeof(line), "RCPT TO:<%s>", to);
-    client_session_command(r->up, line, on_reply, r);
+    const char *refusal;
+    if (have_txn(r, OP_RCPT, cb, arg) && (refusal = txn_rcpt(r->t, to, on_step, r)) != NULL)
+        finish(r, refusal);
 }
 
 void relay_data(struct relay *r, relay_reply_cb cb, void *arg)
 {
-    r->op = OP_DATA;
-    r->cb = cb;
-    r->cb_arg = arg;
-    if (!upstream_alive(r))
-        return;
-    client_session_command(r->up, "DATA", on_reply, r);
+    if (have_txn(r, OP_DATA, cb, arg))
+        txn_data(r->t, on_step, r);
 }
 
 void relay_data_flush(struct relay *r)
 {
-    if (r->batch_len && r->up)
-        client_session_write(r->up, r->batch, r->batch_len);
-    r->batch_len = 0;
-}
-
-/* Lines are collected and handed upstream in batches: one write per line made one TLS record
- * per line (about 13,000 per MB, measured in bench/), costing the proxy and the upstream far
- * more than the bytes do. */
-static void emit_line(struct relay *r, const char *line, size_t len)
-{
-    if (len > SMTP_TEXT_LINE_MAX)
-        len = SMTP_TEXT_LINE_MAX; /* the decoder never passes longer lines; belt and braces */
-    if (r->batch_len + len + 3 > RELAY_BATCH)
-        relay_data_flush(r);
-    r->batch_len += smtp_data_encode_line(r->batch + r->batch_len, line, len);
-}
-
-static void emit_rewritten(void *arg, const char *line, size_t len)
-{
-    emit_line(arg, line, len);
+    if (r->t)
+        txn_body_flush(r->t);
 }
 
 void relay_data_line(struct relay *r, const char *line, size_t len)
 {
-    r->size += len + 2;
-    if (r->fail_reply || !r->up)
-        return;
-    if (r->rewrite && header_rewrite_line(r->rewrite, line, len) != 0)
-        r->fail_reply = "552 5.3.4 Header section too large to rewrite the sender";
-    else if (!r->rewrite)
-        emit_line(r, line, len);
+    if (r->t)
+        txn_body_line(r->t, line, len);
 }
 
 size_t relay_data_pending(const struct relay *r)
 {
-    if (!r->up || !client_session_usable(r->up))
-        return 0;
-    return client_session_pending(r->up);
-}
-
-static void on_drain(void *arg)
-{
-    struct relay *r = arg;
-    if (r->drain_cb)
-        r->drain_cb(r->drain_arg);
+    return r->t ? txn_pending(r->t) : 0;
 }
 
 void relay_set_drain_cb(struct relay *r, size_t low_mark, void (*cb)(void *arg), void *arg)
 {
-    r->drain_cb = cb;
+    r->drain_cb = cb; /* also for the connections leased later */
     r->drain_arg = arg;
     r->drain_low = low_mark;
-    r->drain_set = 1; /* also for the connections leased later */
-    if (r->up)
-        client_session_set_drain_cb(r->up, low_mark, on_drain, r);
+    if (r->t)
+        txn_set_drain_cb(r->t, low_mark, cb, arg);
 }
 
-static void on_data_end(void *arg, const struct smtp_reply *rep, const char *err)
+static void on_data_end(void *arg, const struct txn_reply *x)
 {
     struct relay *r = arg;
-    r->in_tx = 0;
-    if (!rep) {
-        const char *reply = "451 4.4.2 Upstream connection lost before it accepted the message, "
-                            "try again later";
-        log_message(r, METRICS_DEFERRED, err ? err : "connection lost", NULL);
-        fail_op(r, reply, err ? err : "lost");
-        return;
-    }
-    metrics_upstream_reply(r->srv->metrics, METRICS_CMD_DATA, rep->code, rep->enhanced);
-    char text[RELAY_REPLY_MAX];
-    smtp_reply_text(rep, text, sizeof(text));
-    enum metrics_result result = rep->code / 100 == 2   ? METRICS_DELIVERED
-                                 : rep->code / 100 == 4 ? METRICS_DEFERRED
-                                                        : METRICS_REFUSED;
-    log_message(r, result, text, rep);
-    /* the final reply ends the transaction: the connection may serve the next message */
-    release_upstream(r, rep->code != 421);
-    finish(r, text);
+    enum metrics_result result = x->code / 100 == 2   ? METRICS_DELIVERED
+                                 : x->code / 100 == 4 ? METRICS_DEFERRED
+                                                      : METRICS_REFUSED;
+    if (x->err)
+        log_lost(r, x);
+    log_message(r, result, x->err ? x->err : x->text, x->rep);
+    end_txn(r, 1); /* the final reply ends the transaction: the connection may serve the next */
+    finish(r, x->text);
 }
 
 void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
 {
-    r->op = OP_DATA_END;
-    r->cb = cb;
-    r->cb_arg = arg;
-    if (r->rewrite && !r->fail_reply && r->up)
-        header_rewrite_finish(r->rewrite);
-    if (r->fail_reply) {
-        char reply[256];
-        snprintf(reply, sizeof(reply), "%s", r->fail_reply);
+    if (!have_txn(r, OP_DATA_END, cb, arg))
+        return;
+    if (txn_body_failed(r->t)) { /* e.g. a header section too large to rewrite */
+        char reply[TXN_REPLY_MAX];
+        snprintf(reply, sizeof(reply), "%s", txn_result(r->t)->reply);
         log_message(r, reply[0] == '4' ? METRICS_DEFERRED : METRICS_REFUSED, reply, NULL);
-        r->in_tx = 0;
-        release_upstream(r, 0); /* nothing partial may be delivered */
+        end_txn(r, 0); /* nothing partial may be delivered */
         finish(r, reply);
         return;
     }
-    if (!r->up || !client_session_usable(r->up)) {
-        on_data_end(r, NULL, "upstream connection lost during DATA");
-        return;
-    }
-    relay_data_flush(r);
-    client_session_data_end(r->up, on_data_end, r);
+    txn_end(r->t, on_data_end, r);
 }
 
 void relay_data_abort(struct relay *r, const char *reason)
 {
     log_message(r, METRICS_REFUSED, reason, NULL);
-    r->in_tx = 0;
-    release_upstream(r, 0);
+    end_txn(r, 0);
 }
 
 int relay_in_transaction(const struct relay *r)
 {
-    return r->in_tx;
+    return r->t && txn_open(r->t);
+}
+
+static void on_rset(void *arg, const struct txn_reply *x)
+{
+    struct relay *r = arg;
+    end_txn(r, 1);
+    finish(r, x->text);
 }
 
 void relay_rset(struct relay *r, relay_reply_cb cb, void *arg)
@@ -451,11 +311,10 @@ void relay_rset(struct relay *r, relay_reply_cb cb, void *arg)
     r->op = OP_RSET;
     r->cb = cb;
     r->cb_arg = arg;
-    if (r->in_tx && r->up && client_session_usable(r->up)) {
-        client_session_command(r->up, "RSET", on_reply, r);
+    if (r->t && txn_open(r->t) && txn_usable(r->t)) {
+        txn_rset(r->t, on_rset, r);
         return;
     }
-    r->in_tx = 0;
-    release_upstream(r, 1);
+    end_txn(r, 1);
     finish(r, "250 2.0.0 OK");
 }

@@ -1,11 +1,14 @@
-/* One device session's path upstream: token + client session, and the message transaction
- * relayed command by command, so the device hears the upstream's real verdict. The body is
- * streamed with backpressure, never held whole in memory. */
+/* delivery = direct: one device session's path upstream, the message transaction relayed
+ * command by command through the transaction engine (txn.h) on a connection leased from the
+ * account's pool, so the device hears the upstream's real verdict. The body is streamed with
+ * backpressure, never held whole in memory. */
 #ifndef SOP_RELAY_H
 #define SOP_RELAY_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "proxy/txn.h"
 
 struct server;
 struct server_gen;
@@ -16,20 +19,14 @@ struct relay;
  * joined by CRLF), valid only during the call. */
 typedef void (*relay_reply_cb)(void *arg, const char *reply);
 
-struct relay_mail_opts {
-    uint64_t size; /* SIZE= from the device, 0 if none */
-    int body_8bit; /* BODY=8BITMIME */
-    int smtputf8;  /* SMTPUTF8 */
-};
-
 /* gen: the generation acct belongs to; the caller keeps it alive as long as the relay. */
 struct relay *relay_new(struct server *srv, struct server_gen *gen, const struct cfg_account *acct,
                         const char *device, const char *log_id);
 /* Ends the upstream session (QUIT if idle, dropped if in the middle of a message). Accepts NULL. */
 void relay_free(struct relay *r);
 /* Each verb runs once at a time: the next starts only after cb of the previous ran. */
-void relay_mail(struct relay *r, const char *from, const struct relay_mail_opts *o,
-                relay_reply_cb cb, void *arg);
+void relay_mail(struct relay *r, const char *from, const struct txn_mail_opts *o, relay_reply_cb cb,
+                void *arg);
 void relay_rcpt(struct relay *r, const char *to, relay_reply_cb cb, void *arg);
 /* Sends DATA upstream; cb gets the 354 (then stream the body) or the refusal. */
 void relay_data(struct relay *r, relay_reply_cb cb, void *arg);

@@ -39,7 +39,7 @@ struct relay_store {
     char *from; /* as the device sent it; "" is the null sender */
     char **rcpts;
     size_t nrcpts, cap;
-    struct relay_mail_opts opts;
+    struct txn_mail_opts opts;
     struct timespec t_start;
 
     /* the body */
@@ -137,7 +137,7 @@ void relay_store_free(struct relay_store *r)
 }
 
 const char *relay_store_mail(struct relay_store *r, const char *from,
-                             const struct relay_mail_opts *o)
+                             const struct txn_mail_opts *o)
 {
     relay_store_rset(r);
     if (strlen(from) > SPOOL_ADDR_MAX)
@@ -293,7 +293,7 @@ static void queue_message(struct relay_store *r, int attempted, const char *last
 
 /* Bounce the recipients refused for good while others were delivered or queued: the device
  * hears 250, so only a DSN can tell the sender. 0 queued (or none due); -1 not. */
-static int bounce_refused(struct relay_store *r, const struct deliver_result *res)
+static int bounce_refused(struct relay_store *r, const struct txn_result *res)
 {
     char err[512], safe[600];
     char *head = NULL;
@@ -312,7 +312,7 @@ static int bounce_refused(struct relay_store *r, const struct deliver_result *re
     return rc < 0 ? -1 : 0;
 }
 
-static void on_delivered(void *arg, const struct deliver_result *res)
+static void on_delivered(void *arg, const struct txn_result *res)
 {
     struct relay_store *r = arg;
     size_t ok = 0, temp = 0, perm = 0;
@@ -320,9 +320,9 @@ static void on_delivered(void *arg, const struct deliver_result *res)
     r->dl = NULL; /* done: the rest of the attempt ends with it */
     stop_attempt(r);
     for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++) {
-        if (res->rcpts[i].status == DELIVER_OK) {
+        if (res->rcpts[i].status == TXN_OK) {
             ok++;
-        } else if (res->rcpts[i].status == DELIVER_TEMP) {
+        } else if (res->rcpts[i].status == TXN_TEMP) {
             if (!temp_reply)
                 temp_reply = res->rcpts[i].reply;
             temp++;
@@ -351,8 +351,8 @@ static void on_delivered(void *arg, const struct deliver_result *res)
     }
     size_t n = 0;
     for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++)
-        if (res->rcpts[i].status == DELIVER_TEMP ||
-            (requeue_perm && res->rcpts[i].status == DELIVER_PERM))
+        if (res->rcpts[i].status == TXN_TEMP ||
+            (requeue_perm && res->rcpts[i].status == TXN_PERM))
             r->queue_rcpts[n++] = r->env.rcpts[i];
     r->env.rcpts = r->queue_rcpts;
     r->env.nrcpts = n;

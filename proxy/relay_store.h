@@ -33,7 +33,7 @@ void relay_store_free(struct relay_store *r);
 /* The transaction's verbs; each returns the reply for the device (static or owned by r, valid
  * until the next call). */
 const char *relay_store_mail(struct relay_store *r, const char *from,
-                             const struct relay_mail_opts *o);
+                             const struct txn_mail_opts *o);
 const char *relay_store_rcpt(struct relay_store *r, const char *to);
 /* Opens the spool file: "354 ..." or a 451 when the spool cannot take the message. */
 const char *relay_store_data(struct relay_store *r);

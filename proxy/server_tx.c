@@ -56,7 +56,7 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
     }
     /* a device that starts a transaction is one that still sends (`devices`) */
     device_stats_seen(device_stats_keeper_stats(s->srv->devstats), d->name, (int64_t)time(NULL));
-    struct relay_mail_opts o = {0};
+    struct txn_mail_opts o = {0};
     for (size_t i = 0; i < cmd->nparams; i++) {
         const struct smtp_param *p = &cmd->params[i];
         if (strcmp(p->key, "SIZE") == 0 && p->value) {

@@ -1240,6 +1240,41 @@ static void test_reply_timeout(void **state)
     fx_free(f);
 }
 
+/* The final '.' waits [upstream] timeout like every other reply, not RFC 5321's 10 minutes: a
+ * device waiting on it gives up and resends long before. */
+static void test_final_dot_reply_timeout(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"DATA", "354 go ahead\r\n", ACT_DATA},
+        {".", NULL, ACT_HANG},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    struct timeval t0, t1;
+
+    f->cfg.reply_timeout = 1;
+    auth_prologue(f);
+    fx_command(f, "DATA", &res);
+    assert_int_equal(res.code, 354);
+    client_session_write(f->c, "Subject: t\r\n\r\nhi\r\n", 19);
+    memset(&res, 0, sizeof(res));
+    gettimeofday(&t0, NULL);
+    client_session_data_end(f->c, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    gettimeofday(&t1, NULL);
+    double el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_usec - t0.tv_usec) / 1e6;
+    assert_int_equal(res.done, 1);
+    assert_int_equal(res.code, 0);
+    assert_non_null(strstr(res.err, "timeout"));
+    assert_true(el >= 0.9 && el < 3.0);
+    fx_free(f);
+}
+
 static void test_greeting_timeout(void **state)
 {
     (void)state;
@@ -1536,6 +1571,7 @@ int main(void)
         cmocka_unit_test(test_not_ip_without_resolver),
         cmocka_unit_test(test_server_closes_mid_command),
         cmocka_unit_test(test_reply_timeout),
+        cmocka_unit_test(test_final_dot_reply_timeout),
         cmocka_unit_test(test_greeting_timeout),
         cmocka_unit_test(test_protocol_violation),
         cmocka_unit_test(test_8bit_reply_text),

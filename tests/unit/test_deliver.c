@@ -29,7 +29,7 @@
 #include "common/log.h"
 #include "proxy/client_session.h"
 #include "proxy/config.h"
-#include "proxy/deliver_int.h"
+#include "proxy/deliver.h"
 #include "proxy/metrics.h"
 #include "proxy/smtp_data.h"
 #include "proxy/tls.h"
@@ -71,18 +71,18 @@ static void conn_release(struct upstream_conn *c, int reusable)
     }
 }
 
-static const struct deliver_conn_ops test_ops = {conn_session, conn_host, conn_release};
+static const struct txn_conn_ops test_ops = {conn_session, conn_host, conn_release, NULL};
 
 /* ---- what the callback saw ---- */
 
 struct outcome {
     int done;
     int released_first; /* the connection was given back before the callback */
-    struct deliver_result res;
-    struct deliver_rcpt_result rcpts[4];
+    struct txn_result res;
+    struct txn_rcpt_result rcpts[4];
 };
 
-static void on_result(void *arg, const struct deliver_result *res)
+static void on_result(void *arg, const struct txn_result *res)
 {
     struct outcome *o = ((void **)arg)[0];
     struct upstream_conn *c = ((void **)arg)[1];
@@ -271,7 +271,8 @@ static struct spool_body *fx_open_body(struct fx *f)
 /* Deliver f->env (committed) with body b and wait for the outcome. */
 static void fx_deliver(struct fx *f, struct spool_body *b)
 {
-    struct deliver *d = deliver_start_ops(&test_ops, &f->conn, &f->acct, &f->env, b, f->metrics,
+    struct deliver_body src = deliver_body_spool(b);
+    struct deliver *d = deliver_start_ops(&test_ops, &f->conn, &f->acct, &f->env, &src, f->metrics,
                                           "t1", on_result, f->cb_arg);
     assert_non_null(d);
     assert_int_equal(f->out.done, 0); /* never from inside the call */
@@ -384,13 +385,13 @@ static void test_all_accepted(void **state)
     fx_deliver(f, b);
     const char *log = log_release();
 
-    assert_int_equal(f->out.res.status, DELIVER_OK);
+    assert_int_equal(f->out.res.status, TXN_OK);
     assert_int_equal(f->out.res.conn_failure, 0);
     /* first line only, control bytes replaced: log-safe */
     assert_string_equal(f->out.res.reply, "250 2.0.0 OK <queued?-1>");
     assert_int_equal(f->out.res.nrcpts, 2);
-    assert_int_equal(f->out.rcpts[0].status, DELIVER_OK);
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_OK);
+    assert_int_equal(f->out.rcpts[0].status, TXN_OK);
+    assert_int_equal(f->out.rcpts[1].status, TXN_OK);
     assert_string_equal(f->out.rcpts[1].reply, "250 2.0.0 OK <queued?-1>");
     assert_true(f->conn.reusable);
     assert_true(client_session_usable(f->conn.cs));
@@ -442,11 +443,11 @@ static void test_one_refused_one_accepted_is_partial(void **state)
     assert_non_null(strstr(text, "{command=\"DATA\",class=\"2xx\",code=\"2.0.0\"} 1\n"));
     evbuffer_free(prom);
     metrics_free(f->metrics);
-    assert_int_equal(f->out.res.status, DELIVER_PARTIAL);
-    assert_int_equal(f->out.rcpts[0].status, DELIVER_PERM);
+    assert_int_equal(f->out.res.status, TXN_PARTIAL);
+    assert_int_equal(f->out.rcpts[0].status, TXN_PERM);
     assert_string_equal(f->out.rcpts[0].reply,
                         "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found");
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_OK);
+    assert_int_equal(f->out.rcpts[1].status, TXN_OK);
     assert_string_equal(f->out.res.reply, "250 2.0.0 OK"); /* some were delivered */
     assert_int_equal(f->out.res.conn_failure, 0);
     assert_true(f->conn.reusable);
@@ -464,9 +465,9 @@ static void test_temp_and_ok_is_temp(void **state)
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_TEMP);
-    assert_int_equal(f->out.rcpts[0].status, DELIVER_OK);
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_TEMP);
+    assert_int_equal(f->out.res.status, TXN_TEMP);
+    assert_int_equal(f->out.rcpts[0].status, TXN_OK);
+    assert_int_equal(f->out.rcpts[1].status, TXN_TEMP);
     assert_string_equal(f->out.rcpts[1].reply, "451 4.7.1 Try again later");
     assert_int_equal(f->out.res.conn_failure, 0);
     spool_body_free(b);
@@ -482,7 +483,7 @@ static void test_no_recipient_accepted_resets(void **state)
     fx_step(f, "RCPT TO:<b@example.org>", "550 5.1.1 No such user b\r\n", ACT_NONE);
     fx_step(f, "RSET", "250 2.0.0 Resetting\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_PERM);
+    assert_int_equal(f->out.res.status, TXN_PERM);
     assert_string_equal(f->out.res.reply, "550 5.1.1 No such user a"); /* the first refusal */
     assert_string_equal(f->out.rcpts[1].reply, "550 5.1.1 No such user b");
     assert_true(f->conn.reusable); /* RSET answered: no transaction left open */
@@ -508,9 +509,9 @@ static void test_mail_refused_all_perm(void **state)
     log_capture();
     fx_deliver(f, b);
     const char *log = log_release();
-    assert_int_equal(f->out.res.status, DELIVER_PERM);
-    assert_int_equal(f->out.rcpts[0].status, DELIVER_PERM);
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_PERM);
+    assert_int_equal(f->out.res.status, TXN_PERM);
+    assert_int_equal(f->out.rcpts[0].status, TXN_PERM);
+    assert_int_equal(f->out.rcpts[1].status, TXN_PERM);
     assert_string_equal(f->out.rcpts[1].reply, "550 5.7.60 SMTP; Client does not have "
                                                "permissions to send as this sender");
     assert_int_equal(f->out.res.conn_failure, 0);
@@ -532,7 +533,7 @@ static void test_mail_throttled_is_conn_failure(void **state)
     fx_step(f, MAIL_LINE, "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded\r\n",
             ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_TEMP);
+    assert_int_equal(f->out.res.status, TXN_TEMP);
     assert_int_equal(f->out.res.conn_failure, 1);
     assert_string_equal(f->out.res.reply,
                         "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded");
@@ -551,11 +552,11 @@ static void test_data_end_451_is_temp(void **state)
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "451 4.7.0 Temporary server error\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_TEMP);
+    assert_int_equal(f->out.res.status, TXN_TEMP);
     assert_int_equal(f->out.res.conn_failure, 0);
     assert_string_equal(f->out.res.reply, "451 4.7.0 Temporary server error");
-    assert_int_equal(f->out.rcpts[0].status, DELIVER_TEMP);
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_TEMP);
+    assert_int_equal(f->out.rcpts[0].status, TXN_TEMP);
+    assert_int_equal(f->out.rcpts[1].status, TXN_TEMP);
     assert_true(f->conn.reusable); /* the transaction is over */
     spool_body_free(b);
     fx_free(f);
@@ -569,10 +570,10 @@ static void test_rcpt_421_is_conn_failure(void **state)
     fx_step(f, "RCPT TO:<a@example.org>", "421 4.4.2 Connection dropped due to timeout\r\n",
             ACT_CLOSE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_TEMP);
+    assert_int_equal(f->out.res.status, TXN_TEMP);
     assert_int_equal(f->out.res.conn_failure, 1);
     assert_string_equal(f->out.rcpts[0].reply, "421 4.4.2 Connection dropped due to timeout");
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_TEMP); /* never asked */
+    assert_int_equal(f->out.rcpts[1].status, TXN_TEMP); /* never asked */
     assert_false(f->conn.reusable);
     char *got = received(f);
     assert_null(strstr(got, "RCPT TO:<b@"));
@@ -612,9 +613,9 @@ static void test_connection_dropped_mid_body(void **state)
     fx_write(f, body, len, 1);
     struct spool_body *b = fx_open_body(f);
     fx_deliver(f, b);
-    assert_int_equal(f->out.res.status, DELIVER_TEMP);
+    assert_int_equal(f->out.res.status, TXN_TEMP);
     assert_int_equal(f->out.res.conn_failure, 1);
-    assert_int_equal(f->out.rcpts[0].status, DELIVER_TEMP);
+    assert_int_equal(f->out.rcpts[0].status, TXN_TEMP);
     assert_non_null(strstr(f->out.res.reply, "451 4.4.2 Upstream connection lost"));
     assert_false(f->conn.reusable);
     assert_true(f->srv->body_len < len);
@@ -647,10 +648,10 @@ static void test_damaged_body_never_completed(void **state)
     log_capture();
     fx_deliver(f, b);
     const char *log = log_release();
-    assert_int_equal(f->out.res.status, DELIVER_PERM);
+    assert_int_equal(f->out.res.status, TXN_PERM);
     assert_int_equal(f->out.res.conn_failure, 0);
     assert_string_equal(f->out.res.reply, "554 5.3.0 The queued message is damaged on disk");
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_PERM);
+    assert_int_equal(f->out.rcpts[1].status, TXN_PERM);
     assert_false(f->conn.reusable);
     char want[64];
     snprintf(want, sizeof(want), "event=spool_body_damaged queue_id=%s", f->env.queue_id);
@@ -676,7 +677,7 @@ static void test_sender_rewrite_envelope(void **state)
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_OK);
+    assert_int_equal(f->out.res.status, TXN_OK);
     size_t wlen;
     char *wire = stuffed(BODY, sizeof(BODY) - 1, &wlen);
     assert_true(body_equals(f, wire, wlen)); /* the header is left alone */
@@ -706,7 +707,7 @@ static void test_sender_rewrite_header(void **state)
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_OK);
+    assert_int_equal(f->out.res.status, TXN_OK);
     assert_true(body_equals(f, want, sizeof(want) - 1));
     assert_string_equal(f->srv->failure, "");
     spool_body_free(b);
@@ -725,7 +726,7 @@ static void test_null_sender_stays_null(void **state)
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_OK);
+    assert_int_equal(f->out.res.status, TXN_OK);
     assert_string_equal(f->srv->failure, "");
     spool_body_free(b);
     fx_free(f);
@@ -757,7 +758,7 @@ static void test_header_too_large_to_rewrite(void **state)
     fx_write(f, body, len, 1);
     struct spool_body *b = fx_open_body(f);
     fx_deliver(f, b);
-    assert_int_equal(f->out.res.status, DELIVER_PERM);
+    assert_int_equal(f->out.res.status, TXN_PERM);
     assert_string_equal(f->out.res.reply,
                         "552 5.3.4 Header section too large to rewrite the sender");
     assert_false(f->conn.reusable);
@@ -786,10 +787,10 @@ static void test_recipient_too_long_refused_locally(void **state)
     fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
     fx_step(f, ".", "250 2.0.0 OK\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_PARTIAL);
-    assert_int_equal(f->out.rcpts[0].status, DELIVER_PERM);
+    assert_int_equal(f->out.res.status, TXN_PARTIAL);
+    assert_int_equal(f->out.rcpts[0].status, TXN_PERM);
     assert_string_equal(f->out.rcpts[0].reply, "501 5.1.3 Recipient address too long");
-    assert_int_equal(f->out.rcpts[1].status, DELIVER_OK);
+    assert_int_equal(f->out.rcpts[1].status, TXN_OK);
     assert_string_equal(f->srv->failure, "");
     spool_body_free(b);
     fx_free(f);
@@ -827,7 +828,7 @@ static void test_local_refusals(void **state)
         fx_write(f, BODY, sizeof(BODY) - 1, 1);
         struct spool_body *b = fx_open_body(f);
         fx_deliver(f, b);
-        assert_int_equal(f->out.res.status, DELIVER_PERM);
+        assert_int_equal(f->out.res.status, TXN_PERM);
         assert_string_equal(f->out.res.reply, cases[i].reply);
         assert_string_equal(f->out.rcpts[1].reply, cases[i].reply);
         assert_int_equal(f->out.res.conn_failure, 0);
@@ -854,7 +855,7 @@ static void test_mail_parameters(void **state)
     fx_step(f, "DATA", "554 5.6.0 No\r\n", ACT_NONE);
     fx_step(f, "RSET", "250 2.0.0 OK\r\n", ACT_NONE);
     struct spool_body *b = fx_run(f, BODY, sizeof(BODY) - 1);
-    assert_int_equal(f->out.res.status, DELIVER_PERM);
+    assert_int_equal(f->out.res.status, TXN_PERM);
     assert_string_equal(f->out.res.reply, "554 5.6.0 No");
     assert_true(f->conn.reusable);
     assert_string_equal(f->srv->failure, "");
@@ -906,7 +907,7 @@ static void test_10mb_backpressure_from_writer(void **state)
     fx_deliver(f, b);
     event_free(t);
 
-    assert_int_equal(f->out.res.status, DELIVER_OK);
+    assert_int_equal(f->out.res.status, TXN_OK);
     char *wire = stuffed(body, len, &wlen);
     assert_true(body_equals(f, wire, wlen));
     free(wire);
@@ -919,7 +920,7 @@ static void test_10mb_backpressure_from_writer(void **state)
     fx_free(f);
 }
 
-static void never_called(void *arg, const struct deliver_result *res)
+static void never_called(void *arg, const struct txn_result *res)
 {
     (void)arg;
     (void)res;
@@ -942,8 +943,9 @@ static void test_cancel_mid_body(void **state)
     f->srv->pause_ms = 2000;
     fx_write(f, body, len, 1);
     struct spool_body *b = fx_open_body(f);
-    struct deliver *d =
-        deliver_start_ops(&test_ops, &f->conn, &f->acct, &f->env, b, NULL, "t1", never_called, f);
+    struct deliver_body src = deliver_body_spool(b);
+    struct deliver *d = deliver_start_ops(&test_ops, &f->conn, &f->acct, &f->env, &src, NULL, "t1",
+                                          never_called, f);
     assert_non_null(d);
     /* until the body is flowing (the upstream sits on it) */
     for (int i = 0; i < 500 && !(f->srv->in_data && client_session_pending(f->conn.cs) > 0); i++)

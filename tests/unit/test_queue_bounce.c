@@ -89,20 +89,20 @@ static void fill_env(struct spool_envelope *e, const char *from)
 }
 
 /* a: 550 5.1.10 (refused), b: delivered, c: 451 (temporary) */
-static struct deliver_rcpt_result rr[3];
-static struct deliver_result res;
+static struct txn_rcpt_result rr[3];
+static struct txn_result res;
 
 static void fill_res(void)
 {
     memset(rr, 0, sizeof(rr));
-    rr[0].status = DELIVER_PERM;
+    rr[0].status = TXN_PERM;
     strcpy(rr[0].reply, "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found");
-    rr[1].status = DELIVER_OK;
+    rr[1].status = TXN_OK;
     strcpy(rr[1].reply, "250 2.1.5 Recipient OK");
-    rr[2].status = DELIVER_TEMP;
+    rr[2].status = TXN_TEMP;
     strcpy(rr[2].reply, "451 4.4.1 try later");
     memset(&res, 0, sizeof(res));
-    res.status = DELIVER_TEMP;
+    res.status = TXN_TEMP;
     strcpy(res.reply, "250 2.0.0 OK queued");
     res.rcpts = rr;
     res.nrcpts = 3;
@@ -207,7 +207,7 @@ static void test_none_due(void **state)
     /* nobody refused permanently */
     fill_env(&env, "copier@example.org");
     fill_res();
-    rr[0].status = DELIVER_TEMP;
+    rr[0].status = TXN_TEMP;
     assert_int_equal(queue_bounce(fx.q, &fx.acct, &env, DSN_REASON_REFUSED, &res, NULL, NULL, 0,
                                   err, sizeof(err)),
                      0);

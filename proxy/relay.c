@@ -24,6 +24,7 @@ enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_DATA_END, OP_RSET };
 static const char REPLY_LOST[] = "451 4.4.2 Upstream connection lost, try again later";
 
 struct relay {
+    struct backend base; /* first: the device session holds &base */
     struct server *srv;
     struct server_gen *gen; /* the session's config generation (borrowed) */
     const struct cfg_account *acct;
@@ -34,7 +35,7 @@ struct relay {
     struct txn *t;                /* the transaction, on its leased connection */
 
     enum relay_op op;
-    relay_reply_cb cb;
+    backend_reply_cb cb;
     void *cb_arg;
     struct txn_mail_opts mail_opts;
     char *from; /* as the device gave it */
@@ -63,7 +64,7 @@ static const char *op_str(enum relay_op op)
 /* Finish the pending operation: hand the device its reply. */
 static void finish(struct relay *r, const char *reply)
 {
-    relay_reply_cb cb = r->cb;
+    backend_reply_cb cb = r->cb;
     void *arg = r->cb_arg;
     r->op = OP_NONE;
     r->cb = NULL;
@@ -167,32 +168,18 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
     txn_mail(r->t, r->from, &r->mail_opts, on_mail, r);
 }
 
-struct relay *relay_new(struct server *srv, struct server_gen *gen, const struct cfg_account *acct,
-                        const char *device, const char *log_id)
+static void relay_free(struct backend *b)
 {
-    struct relay *r = calloc(1, sizeof(*r));
-    if (!r)
-        return NULL;
-    r->srv = srv;
-    r->gen = gen;
-    r->acct = acct;
-    snprintf(r->device, sizeof(r->device), "%s", device);
-    snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
-    return r;
-}
-
-void relay_free(struct relay *r)
-{
-    if (!r)
-        return;
+    struct relay *r = (struct relay *)b;
     end_txn(r, 1); /* reused only when no transaction or step is open on it */
     free(r->from);
     free(r);
 }
 
-void relay_mail(struct relay *r, const char *from, const struct txn_mail_opts *o, relay_reply_cb cb,
-                void *arg)
+static void relay_mail(struct backend *b, const char *from, const struct txn_mail_opts *o,
+                       backend_reply_cb cb, void *arg)
 {
+    struct relay *r = (struct relay *)b;
     r->op = OP_MAIL;
     r->cb = cb;
     r->cb_arg = arg;
@@ -210,7 +197,7 @@ void relay_mail(struct relay *r, const char *from, const struct txn_mail_opts *o
 }
 
 /* A transaction verb needs the transaction MAIL opened (it may have gone since). */
-static int have_txn(struct relay *r, enum relay_op op, relay_reply_cb cb, void *arg)
+static int have_txn(struct relay *r, enum relay_op op, backend_reply_cb cb, void *arg)
 {
     r->op = op;
     r->cb = cb;
@@ -221,38 +208,40 @@ static int have_txn(struct relay *r, enum relay_op op, relay_reply_cb cb, void *
     return 0;
 }
 
-void relay_rcpt(struct relay *r, const char *to, relay_reply_cb cb, void *arg)
+static void relay_rcpt(struct backend *b, const char *to, backend_reply_cb cb, void *arg)
 {
+    struct relay *r = (struct relay *)b;
     const char *refusal;
     if (have_txn(r, OP_RCPT, cb, arg) && (refusal = txn_rcpt(r->t, to, on_step, r)) != NULL)
         finish(r, refusal);
 }
 
-void relay_data(struct relay *r, relay_reply_cb cb, void *arg)
+static void relay_data(struct backend *b, backend_reply_cb cb, void *arg)
 {
+    struct relay *r = (struct relay *)b;
     if (have_txn(r, OP_DATA, cb, arg))
         txn_data(r->t, on_step, r);
 }
 
-void relay_data_flush(struct relay *r)
+static size_t relay_data_flush(struct backend *b)
 {
-    if (r->t)
-        txn_body_flush(r->t);
+    struct relay *r = (struct relay *)b;
+    if (!r->t)
+        return 0;
+    txn_body_flush(r->t);
+    return txn_pending(r->t);
 }
 
-void relay_data_line(struct relay *r, const char *line, size_t len)
+static void relay_data_line(struct backend *b, const char *line, size_t len)
 {
+    struct relay *r = (struct relay *)b;
     if (r->t)
         txn_body_line(r->t, line, len);
 }
 
-size_t relay_data_pending(const struct relay *r)
+static void relay_set_drain_cb(struct backend *b, size_t low_mark, void (*cb)(void *arg), void *arg)
 {
-    return r->t ? txn_pending(r->t) : 0;
-}
-
-void relay_set_drain_cb(struct relay *r, size_t low_mark, void (*cb)(void *arg), void *arg)
-{
+    struct relay *r = (struct relay *)b;
     r->drain_cb = cb; /* also for the connections leased later */
     r->drain_arg = arg;
     r->drain_low = low_mark;
@@ -273,8 +262,9 @@ static void on_data_end(void *arg, const struct txn_reply *x)
     finish(r, x->text);
 }
 
-void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
+static void relay_data_end(struct backend *b, backend_reply_cb cb, void *arg)
 {
+    struct relay *r = (struct relay *)b;
     if (!have_txn(r, OP_DATA_END, cb, arg))
         return;
     if (txn_body_failed(r->t)) { /* e.g. a header section too large to rewrite */
@@ -288,14 +278,16 @@ void relay_data_end(struct relay *r, relay_reply_cb cb, void *arg)
     txn_end(r->t, on_data_end, r);
 }
 
-void relay_data_abort(struct relay *r, const char *reason)
+static void relay_data_abort(struct backend *b, const char *reason)
 {
+    struct relay *r = (struct relay *)b;
     log_message(r, METRICS_REFUSED, reason, NULL);
     end_txn(r, 0);
 }
 
-int relay_in_transaction(const struct relay *r)
+static int relay_in_transaction(const struct backend *b)
 {
+    const struct relay *r = (const struct relay *)b;
     return r->t && txn_open(r->t);
 }
 
@@ -306,8 +298,9 @@ static void on_rset(void *arg, const struct txn_reply *x)
     finish(r, x->text);
 }
 
-void relay_rset(struct relay *r, relay_reply_cb cb, void *arg)
+static void relay_rset(struct backend *b, backend_reply_cb cb, void *arg)
 {
+    struct relay *r = (struct relay *)b;
     r->op = OP_RSET;
     r->cb = cb;
     r->cb_arg = arg;
@@ -317,4 +310,33 @@ void relay_rset(struct relay *r, relay_reply_cb cb, void *arg)
     }
     end_txn(r, 1);
     finish(r, "250 2.0.0 OK");
+}
+
+static const struct backend_ops relay_ops = {
+    .mail = relay_mail,
+    .rcpt = relay_rcpt,
+    .data = relay_data,
+    .data_line = relay_data_line,
+    .data_flush = relay_data_flush,
+    .set_drain_cb = relay_set_drain_cb,
+    .data_end = relay_data_end,
+    .data_abort = relay_data_abort,
+    .rset = relay_rset,
+    .in_transaction = relay_in_transaction,
+    .free = relay_free,
+};
+
+struct backend *relay_new(struct server *srv, struct server_gen *gen,
+                          const struct cfg_account *acct, const char *device, const char *log_id)
+{
+    struct relay *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->base.ops = &relay_ops;
+    r->srv = srv;
+    r->gen = gen;
+    r->acct = acct;
+    snprintf(r->device, sizeof(r->device), "%s", device);
+    snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
+    return &r->base;
 }

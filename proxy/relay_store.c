@@ -29,6 +29,7 @@
 #define STORE_REPLY_MAX 600
 
 struct relay_store {
+    struct backend base; /* first: the device session holds &base */
     struct server *srv;
     struct server_gen *gen;
     const struct cfg_account *acct;
@@ -57,25 +58,10 @@ struct relay_store {
     struct spool_commit *commit;
     struct spool_body *reader;
     struct event *deadline; /* direct-then-spool: the device waits no longer than this */
-    relay_reply_cb cb;
+    backend_reply_cb cb;
     void *cb_arg;
     char reply[STORE_REPLY_MAX];
 };
-
-struct relay_store *relay_store_new(struct server *srv, struct server_gen *gen,
-                                    const struct cfg_account *acct, const char *device,
-                                    const char *log_id)
-{
-    struct relay_store *r = calloc(1, sizeof(*r));
-    if (!r)
-        return NULL;
-    r->srv = srv;
-    r->gen = gen;
-    r->acct = acct;
-    snprintf(r->device, sizeof(r->device), "%s", device);
-    snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
-    return r;
-}
 
 static void stop_deadline(struct relay_store *r)
 {
@@ -115,7 +101,7 @@ static void drop_body(struct relay_store *r)
     r->queue_rcpts = NULL;
 }
 
-void relay_store_rset(struct relay_store *r)
+static void forget(struct relay_store *r)
 {
     drop_body(r);
     free(r->from);
@@ -127,19 +113,17 @@ void relay_store_rset(struct relay_store *r)
     r->cb_arg = NULL;
 }
 
-void relay_store_free(struct relay_store *r)
+static void store_free(struct backend *b)
 {
-    if (!r)
-        return;
-    relay_store_rset(r);
+    struct relay_store *r = (struct relay_store *)b;
+    forget(r);
     free(r->rcpts);
     free(r);
 }
 
-const char *relay_store_mail(struct relay_store *r, const char *from,
-                             const struct txn_mail_opts *o)
+static const char *mail(struct relay_store *r, const char *from, const struct txn_mail_opts *o)
 {
-    relay_store_rset(r);
+    forget(r);
     if (strlen(from) > SPOOL_ADDR_MAX)
         return "501 5.1.7 Sender address too long";
     r->from = strdup(from);
@@ -150,7 +134,7 @@ const char *relay_store_mail(struct relay_store *r, const char *from,
     return "250 2.1.0 Sender OK";
 }
 
-const char *relay_store_rcpt(struct relay_store *r, const char *to)
+static const char *rcpt(struct relay_store *r, const char *to)
 {
     if (!r->from)
         return "503 5.5.1 MAIL first";
@@ -173,7 +157,7 @@ const char *relay_store_rcpt(struct relay_store *r, const char *to)
     return "250 2.1.5 Recipient OK";
 }
 
-const char *relay_store_data(struct relay_store *r)
+static const char *data(struct relay_store *r)
 {
     char err[512], safe[600];
     drop_body(r);
@@ -206,8 +190,9 @@ static void flush_batch(struct relay_store *r)
     r->batch_len = 0;
 }
 
-void relay_store_data_line(struct relay_store *r, const char *line, size_t len)
+static void store_data_line(struct backend *b, const char *line, size_t len)
 {
+    struct relay_store *r = (struct relay_store *)b;
     if (!r->w)
         return;
     r->size += len + 2;
@@ -227,7 +212,7 @@ void relay_store_data_line(struct relay_store *r, const char *line, size_t len)
 static void finish(struct relay_store *r, const char *reply, enum metrics_result result,
                    const char *queue_id)
 {
-    relay_reply_cb cb = r->cb;
+    backend_reply_cb cb = r->cb;
     void *arg = r->cb_arg;
     struct message_end e = {
         .log_id = r->log_id,
@@ -244,7 +229,7 @@ static void finish(struct relay_store *r, const char *reply, enum metrics_result
     };
     message_log_end(r->srv, &e);
     snprintf(r->reply, sizeof(r->reply), "%s", reply);
-    relay_store_rset(r); /* the transaction is over: drops the writer if it was not committed */
+    forget(r); /* the transaction is over: drops the writer if it was not committed */
     if (cb)
         cb(arg, r->reply);
 }
@@ -351,8 +336,7 @@ static void on_delivered(void *arg, const struct txn_result *res)
     }
     size_t n = 0;
     for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++)
-        if (res->rcpts[i].status == TXN_TEMP ||
-            (requeue_perm && res->rcpts[i].status == TXN_PERM))
+        if (res->rcpts[i].status == TXN_TEMP || (requeue_perm && res->rcpts[i].status == TXN_PERM))
             r->queue_rcpts[n++] = r->env.rcpts[i];
     r->env.rcpts = r->queue_rcpts;
     r->env.nrcpts = n;
@@ -411,8 +395,9 @@ static int straight_to_queue(struct relay_store *r, struct upstream_pool *pool)
     return upstream_pool_rate_wait_ms(pool) > STORE_RATE_WAIT_MAX_MS;
 }
 
-void relay_store_data_end(struct relay_store *r, relay_reply_cb cb, void *arg)
+static void store_data_end(struct backend *b, backend_reply_cb cb, void *arg)
 {
+    struct relay_store *r = (struct relay_store *)b;
     r->cb = cb;
     r->cb_arg = arg;
     if (!r->w || !r->from || r->nrcpts == 0) {
@@ -452,8 +437,83 @@ void relay_store_data_end(struct relay_store *r, relay_reply_cb cb, void *arg)
         queue_message(r, 0, NULL, 0);
 }
 
-void relay_store_data_abort(struct relay_store *r, const char *reason)
+static void store_data_abort(struct backend *b, const char *reason)
 {
+    struct relay_store *r = (struct relay_store *)b;
     r->cb = NULL; /* the device session answers itself */
     finish(r, reason, METRICS_REFUSED, NULL);
+}
+
+/* ---- the backend: MAIL, RCPT and DATA are answered at once ---- */
+
+static void store_mail(struct backend *b, const char *from, const struct txn_mail_opts *o,
+                       backend_reply_cb cb, void *arg)
+{
+    cb(arg, mail((struct relay_store *)b, from, o));
+}
+
+static void store_rcpt(struct backend *b, const char *to, backend_reply_cb cb, void *arg)
+{
+    cb(arg, rcpt((struct relay_store *)b, to));
+}
+
+static void store_data(struct backend *b, backend_reply_cb cb, void *arg)
+{
+    struct relay_store *r = (struct relay_store *)b;
+    const char *reply = data(r);
+    if (reply[0] != '3')
+        forget(r); /* the spool cannot take it: the transaction ends here */
+    cb(arg, reply);
+}
+
+static size_t store_data_flush(struct backend *b)
+{
+    (void)b;
+    return 0; /* written to disk as it comes: nothing waits */
+}
+
+static void store_set_drain_cb(struct backend *b, size_t low_mark, void (*cb)(void *arg), void *arg)
+{
+    (void)b, (void)low_mark, (void)cb, (void)arg; /* never above a mark */
+}
+
+static void store_rset(struct backend *b, backend_reply_cb cb, void *arg)
+{
+    forget((struct relay_store *)b);
+    cb(arg, "250 2.0.0 OK");
+}
+
+static int store_in_transaction(const struct backend *b)
+{
+    return ((const struct relay_store *)b)->from != NULL;
+}
+
+static const struct backend_ops store_ops = {
+    .mail = store_mail,
+    .rcpt = store_rcpt,
+    .data = store_data,
+    .data_line = store_data_line,
+    .data_flush = store_data_flush,
+    .set_drain_cb = store_set_drain_cb,
+    .data_end = store_data_end,
+    .data_abort = store_data_abort,
+    .rset = store_rset,
+    .in_transaction = store_in_transaction,
+    .free = store_free,
+};
+
+struct backend *relay_store_new(struct server *srv, struct server_gen *gen,
+                                const struct cfg_account *acct, const char *device,
+                                const char *log_id)
+{
+    struct relay_store *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->base.ops = &store_ops;
+    r->srv = srv;
+    r->gen = gen;
+    r->acct = acct;
+    snprintf(r->device, sizeof(r->device), "%s", device);
+    snprintf(r->log_id, sizeof(r->log_id), "%s", log_id);
+    return &r->base;
 }

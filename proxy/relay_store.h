@@ -16,34 +16,12 @@
 
 #include <stddef.h>
 
-#include "proxy/relay.h"
+#include "proxy/backend.h"
 
-struct server;
-struct server_gen;
-struct cfg_account;
-struct relay_store;
-
-/* gen: the session's generation (kept alive by the caller as long as the relay_store). */
-struct relay_store *relay_store_new(struct server *srv, struct server_gen *gen,
-                                    const struct cfg_account *acct, const char *device,
-                                    const char *log_id);
-/* An attempt in flight is cancelled; an uncommitted body is removed. Accepts NULL. */
-void relay_store_free(struct relay_store *r);
-
-/* The transaction's verbs; each returns the reply for the device (static or owned by r, valid
- * until the next call). */
-const char *relay_store_mail(struct relay_store *r, const char *from,
-                             const struct txn_mail_opts *o);
-const char *relay_store_rcpt(struct relay_store *r, const char *to);
-/* Opens the spool file: "354 ..." or a 451 when the spool cannot take the message. */
-const char *relay_store_data(struct relay_store *r);
-/* One decoded body line (no terminator, unstuffed). */
-void relay_store_data_line(struct relay_store *r, const char *line, size_t len);
-/* The body is complete: cb (from the event loop or before this returns) gets the final reply. */
-void relay_store_data_end(struct relay_store *r, relay_reply_cb cb, void *arg);
-/* The device side refused the body (size, bare LF, long line): drop it; reason for the log. */
-void relay_store_data_abort(struct relay_store *r, const char *reason);
-/* Forget the transaction (RSET, EHLO). */
-void relay_store_rset(struct relay_store *r);
+/* The backend (backend.h) of delivery = spool and direct-then-spool. Freeing it cancels an
+ * attempt in flight and removes an uncommitted body. */
+struct backend *relay_store_new(struct server *srv, struct server_gen *gen,
+                                const struct cfg_account *acct, const char *device,
+                                const char *log_id);
 
 #endif

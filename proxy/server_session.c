@@ -29,8 +29,7 @@
 #include "proxy/config.h"
 #include "proxy/device.h"
 #include "proxy/metrics.h"
-#include "proxy/relay.h"
-#include "proxy/relay_store.h"
+#include "proxy/backend.h"
 #include "proxy/sasl.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
@@ -147,7 +146,7 @@ static size_t output_pending(struct server_session *s)
 }
 
 /* Continue with the next pipelined command from the event loop, never from inside a callback
- * chain: relay callbacks may run before the relay call that caused them returns. */
+ * chain: backend callbacks may run before the backend call that caused them returns. */
 static void resume_later(struct server_session *s)
 {
     event_active(s->resume_ev, 0, 0);
@@ -229,11 +228,9 @@ static void on_rset_then_ehlo(void *arg, const char *upstream_reply)
 static void cmd_helo(struct server_session *s, const struct smtp_cmd *cmd)
 {
     s->ehlo_esmtp = cmd->verb == SMTP_EHLO;
-    if ((s->state == SS_MAIL || s->state == SS_RCPT) && s->tx_store) {
-        relay_store_rset(s->store);
-    } else if (s->state == SS_MAIL || s->state == SS_RCPT) {
+    if (s->state == SS_MAIL || s->state == SS_RCPT) {
         ss_set_busy(s, 1);
-        relay_rset(s->relay, on_rset_then_ehlo, s);
+        s->backend->ops->rset(s->backend, on_rset_then_ehlo, s);
         return;
     }
     ss_enter_state(s, SS_HELO);
@@ -387,10 +384,7 @@ static void process_input(struct server_session *s)
                 server_tx_data_finished(s, rc, err);
                 continue;
             }
-            if (s->tx_store) /* written to disk as it comes: no backpressure needed */
-                continue;
-            relay_data_flush(s->relay);
-            if (relay_data_pending(s->relay) > SS_BODY_HIGH_MARK) {
+            if (s->backend->ops->data_flush(s->backend) > SS_BODY_HIGH_MARK) {
                 s->paused = 1;
                 bufferevent_disable(s->bev, EV_READ);
             }
@@ -475,8 +469,7 @@ static void session_free(struct server_session *s)
     log_info("event=disconnect session=%s ip=%s messages=%lu duration_ms=%.0f", s->id, s->ip,
              s->messages, ms);
     auth_worker_cancel(s->auth_job);
-    relay_free(s->relay);
-    relay_store_free(s->store);
+    backend_free(s->backend);
     secret_free(s->login_user);
     smtp_parse_free(s->parser);
     smtp_data_dec_free(s->dec);
@@ -492,7 +485,7 @@ static void session_free(struct server_session *s)
         s->next->prev = s->prev;
     metrics_session_closed(s->srv->metrics, s->metrics_slot);
     server_session_closed(s->srv);
-    server_gen_unref(s->gen); /* after the relay and the password check, which borrow it */
+    server_gen_unref(s->gen); /* after the backend and the password check, which borrow it */
     free(s);
 }
 

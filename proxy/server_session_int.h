@@ -17,8 +17,7 @@
 struct bufferevent;
 struct event;
 struct cfg_device;
-struct relay;
-struct relay_store;
+struct backend;
 struct smtp_data_dec;
 
 /* Stop reading from the device while this much of its body waits to go upstream. */
@@ -70,15 +69,13 @@ struct server_session {
     struct smtp_parser *parser;
     struct smtp_data_dec *dec;
 
-    const struct cfg_device *auth_device;  /* set by a successful AUTH */
-    char *login_user;                      /* AUTH LOGIN between its two steps */
-    struct auth_job *auth_job;             /* a password being checked */
-    char auth_user[200];                   /* log-safe user name of that check */
-    int auth_user_device;                  /* whose username that is (-1: nobody's) */
-    struct relay *relay;                   /* delivery = direct: created at the first MAIL */
-    struct relay_store *store;             /* delivery = spool | direct-then-spool */
-    int tx_store;                          /* the current transaction goes through store */
-    const struct cfg_device *relay_device; /* the device relay and store speak for */
+    const struct cfg_device *auth_device;    /* set by a successful AUTH */
+    char *login_user;                        /* AUTH LOGIN between its two steps */
+    struct auth_job *auth_job;               /* a password being checked */
+    char auth_user[200];                     /* log-safe user name of that check */
+    int auth_user_device;                    /* whose username that is (-1: nobody's) */
+    struct backend *backend;                 /* the delivery mode's: created at the first MAIL */
+    const struct cfg_device *backend_device; /* the device it speaks for */
     int ehlo_esmtp;
 };
 

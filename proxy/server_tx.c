@@ -1,7 +1,6 @@
-/* The mail transaction on the device side: MAIL, RCPT, DATA (the body streamed to the relay
- * with backpressure) and RSET. delivery = direct: each verb waits for the upstream's reply, which
- * the device gets (relay.h). The other modes take MAIL and RCPT here and decide at the end of DATA
- * (relay_store.h). */
+/* The mail transaction on the device side: MAIL, RCPT, DATA (the body streamed to the backend
+ * with backpressure) and RSET. Each verb goes to the device's backend (backend.h), whatever the
+ * delivery mode behind it, and the device hears the reply it gives. */
 #include "proxy/server_session_int.h"
 
 #include <errno.h>
@@ -16,8 +15,7 @@
 #include "proxy/config.h"
 #include "proxy/device.h"
 #include "proxy/device_stats.h"
-#include "proxy/relay.h"
-#include "proxy/relay_store.h"
+#include "proxy/backend.h"
 #include "proxy/server.h"
 #include "proxy/server_gen.h"
 #include "proxy/smtp_data.h"
@@ -92,36 +90,19 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
         ss_reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
         return;
     }
-    /* The relay belongs to one device (its account, its name in the log): a session that AUTHs
-     * as another device after a first message gets a relay of its own. */
-    if (s->relay_device != d) {
-        relay_free(s->relay);
-        s->relay = NULL;
-        relay_store_free(s->store);
-        s->store = NULL;
-        s->relay_device = d;
-    }
-    s->tx_store = d->account->delivery != DELIVERY_DIRECT;
-    if (s->tx_store) { /* taken here, spooled or tried at the end of DATA (relay_store.h) */
-        if (!s->store)
-            s->store = relay_store_new(s->srv, s->gen, d->account, d->name, s->id);
-        if (!s->store) {
-            ss_reply(s, "451 4.3.0 Out of memory");
-            return;
-        }
-        on_mail_reply(s, relay_store_mail(s->store, cmd->path, &o));
-        return;
-    }
-    if (!s->relay) {
-        s->relay = relay_new(s->srv, s->gen, d->account, d->name, s->id);
-        s->relay_device = d;
-        if (!s->relay) {
+    /* The backend belongs to one device (its account, its name in the log): a session that AUTHs
+     * as another device after a first message gets a backend of its own. */
+    if (s->backend_device != d) {
+        backend_free(s->backend);
+        s->backend = backend_new(s->srv, s->gen, d->account, d->name, s->id);
+        s->backend_device = s->backend ? d : NULL;
+        if (!s->backend) {
             ss_reply(s, "451 4.3.0 Out of memory");
             return;
         }
     }
     ss_set_busy(s, 1);
-    relay_mail(s->relay, cmd->path, &o, on_mail_reply, s);
+    s->backend->ops->mail(s->backend, cmd->path, &o, on_mail_reply, s);
 }
 
 static void on_rcpt_reply(void *arg, const char *upstream_reply)
@@ -130,7 +111,7 @@ static void on_rcpt_reply(void *arg, const char *upstream_reply)
     if (upstream_reply[0] == '2') {
         s->rcpts++;
         ss_enter_state(s, SS_RCPT);
-    } else if (!s->tx_store && !relay_in_transaction(s->relay)) {
+    } else if (!s->backend->ops->in_transaction(s->backend)) {
         ss_reset_transaction(s); /* the upstream is gone: the transaction with it */
     }
     ss_reply(s, "%s", upstream_reply);
@@ -155,12 +136,8 @@ void server_tx_rcpt(struct server_session *s, const struct smtp_cmd *cmd)
         ss_reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
         return;
     }
-    if (s->tx_store) {
-        on_rcpt_reply(s, relay_store_rcpt(s->store, cmd->path));
-        return;
-    }
     ss_set_busy(s, 1);
-    relay_rcpt(s->relay, cmd->path, on_rcpt_reply, s);
+    s->backend->ops->rcpt(s->backend, cmd->path, on_rcpt_reply, s);
 }
 
 static void on_drain(void *arg)
@@ -177,12 +154,11 @@ static void on_data_reply(void *arg, const char *upstream_reply)
     struct server_session *s = arg;
     if (strncmp(upstream_reply, "354", 3) == 0) {
         smtp_data_dec_reset(s->dec);
-        if (!s->tx_store)
-            relay_set_drain_cb(s->relay, SS_BODY_LOW_MARK, on_drain, s);
+        s->backend->ops->set_drain_cb(s->backend, SS_BODY_LOW_MARK, on_drain, s);
         ss_enter_state(s, SS_DATA);
         ss_reply(s, "354 End data with <CR><LF>.<CR><LF>");
     } else {
-        if (s->tx_store || !relay_in_transaction(s->relay))
+        if (!s->backend->ops->in_transaction(s->backend))
             ss_reset_transaction(s);
         ss_reply(s, "%s", upstream_reply);
     }
@@ -196,12 +172,8 @@ void server_tx_data(struct server_session *s, const struct smtp_cmd *cmd)
         ss_reply_error(s, "554 5.5.1 No valid recipients");
         return;
     }
-    if (s->tx_store) {
-        on_data_reply(s, relay_store_data(s->store));
-        return;
-    }
     ss_set_busy(s, 1);
-    relay_data(s->relay, on_data_reply, s);
+    s->backend->ops->data(s->backend, on_data_reply, s);
 }
 
 static void on_data_end(void *arg, const char *upstream_reply)
@@ -218,28 +190,19 @@ static void on_data_end(void *arg, const char *upstream_reply)
 void server_tx_data_line(void *arg, const char *line, size_t len)
 {
     struct server_session *s = arg;
-    if (s->tx_store)
-        relay_store_data_line(s->store, line, len);
-    else
-        relay_data_line(s->relay, line, len);
+    s->backend->ops->data_line(s->backend, line, len);
 }
 
 void server_tx_data_finished(struct server_session *s, int rc, const char *err)
 {
     if (rc < 0) {
-        if (s->tx_store)
-            relay_store_data_abort(s->store, err);
-        else
-            relay_data_abort(s->relay, err);
+        s->backend->ops->data_abort(s->backend, err);
         ss_reply(s, "%s", err);
         ss_reset_transaction(s);
         return;
     }
     ss_set_busy(s, 1);
-    if (s->tx_store)
-        relay_store_data_end(s->store, on_data_end, s);
-    else
-        relay_data_end(s->relay, on_data_end, s);
+    s->backend->ops->data_end(s->backend, on_data_end, s);
 }
 
 static void on_rset(void *arg, const char *upstream_reply)
@@ -254,11 +217,9 @@ static void on_rset(void *arg, const char *upstream_reply)
 void server_tx_rset(struct server_session *s, const struct smtp_cmd *cmd)
 {
     (void)cmd;
-    if (s->tx_store && s->store)
-        relay_store_rset(s->store);
-    if (!s->tx_store && s->relay && (s->state == SS_MAIL || s->state == SS_RCPT)) {
+    if (s->backend && (s->state == SS_MAIL || s->state == SS_RCPT)) {
         ss_set_busy(s, 1);
-        relay_rset(s->relay, on_rset, s);
+        s->backend->ops->rset(s->backend, on_rset, s);
         return;
     }
     ss_reset_transaction(s);

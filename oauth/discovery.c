@@ -196,9 +196,16 @@ static int discovery_get(const char *url, const struct discovery_opts *o, long t
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
     if (o->ca_file && *o->ca_file)
         bad |= curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file) != CURLE_OK;
-    /* A loopback IdP must never go through an http_proxy from the environment. */
-    if (http_url_is_loopback(url))
+    if (o->proxy && *o->proxy) {
+        /* The configured proxy for every issuer, loopback ones too (NOPROXY "" overrides the
+         * environment's no_proxy). */
+        bad |= curl_easy_setopt(e, CURLOPT_PROXY, o->proxy) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_NOPROXY, "") != CURLE_OK;
+    } else if (http_url_is_loopback(url)) {
+        /* A loopback IdP must never go through an http_proxy from the environment. */
         bad |= curl_easy_setopt(e, CURLOPT_PROXY, "") != CURLE_OK;
+    }
     if (bad) {
         snprintf(err, errlen, "%s: cannot set up the request", url);
         goto out;

@@ -21,6 +21,9 @@ struct discovery_opts {
     size_t max_bytes;          /* the largest body taken; 0: DISCOVERY_MAX_BYTES */
     const char *ca_file;       /* for https://; NULL: the system trust store */
     discovery_url_check check; /* required */
+    /* An HTTP forward proxy (http://HOST:PORT) for the fetch, loopback issuers included; NULL:
+     * none (the environment's https_proxy/no_proxy apply, never to a loopback issuer). */
+    const char *proxy;
 };
 
 /* What the proxy takes from the document. Strings are malloc'd; discovery_clear frees them. */

@@ -53,6 +53,7 @@ struct http {
      * free is deferred to the outermost frame. */
     int busy;
     int dead;
+    char *proxy; /* http_set_proxy; NULL: none */
 };
 
 static int http_global_done;
@@ -101,6 +102,7 @@ static void http_destroy(struct http *h)
         free(s);
     }
     event_free(h->timer);
+    free(h->proxy);
     free(h);
 }
 
@@ -322,6 +324,18 @@ fail:
     return NULL;
 }
 
+int http_set_proxy(struct http *h, const char *proxy)
+{
+    char *p = NULL;
+    if (!h)
+        return -1;
+    if (proxy && *proxy && !(p = strdup(proxy)))
+        return -1;
+    free(h->proxy);
+    h->proxy = p;
+    return 0;
+}
+
 struct event_base *http_base(const struct http *h)
 {
     return h ? h->base : NULL;
@@ -455,9 +469,16 @@ struct http_req *http_post_form(struct http *h, const char *url, const char *for
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
     if (ca_file && *ca_file)
         bad |= curl_easy_setopt(e, CURLOPT_CAINFO, ca_file) != CURLE_OK;
-    /* A loopback endpoint must never go through an http_proxy from the environment. */
-    if (loopback)
+    if (h->proxy) {
+        /* The configured proxy, for every endpoint: NOPROXY "" overrides the environment's
+         * no_proxy, and curl exempts no host by itself. */
+        bad |= curl_easy_setopt(e, CURLOPT_PROXY, h->proxy) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_NOPROXY, "") != CURLE_OK;
+    } else if (loopback) {
+        /* A loopback endpoint must never go through an http_proxy from the environment. */
         bad |= curl_easy_setopt(e, CURLOPT_PROXY, "") != CURLE_OK;
+    }
     if (bad)
         goto fail;
 

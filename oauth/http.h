@@ -14,6 +14,12 @@ struct http_req;
 typedef void (*http_done_cb)(void *arg, long status, const char *body, size_t len, const char *err);
 
 struct http *http_new(struct event_base *base);
+/* Send every later request of h through the HTTP forward proxy proxy ("http://HOST:PORT"):
+ * https:// endpoints through a CONNECT tunnel, loopback ones included (curl's no_proxy is
+ * overridden). NULL or "": none, as after http_new: the environment's https_proxy and no_proxy
+ * apply, and a loopback endpoint never goes through a proxy. 0 ok; -1 out of memory (h keeps
+ * the proxy it had). */
+int http_set_proxy(struct http *h, const char *proxy);
 /* The loop h runs on, for callers that also need timers on it. */
 struct event_base *http_base(const struct http *h);
 /* Cancels every request in flight without calling their callbacks. Accepts NULL. */

@@ -23,6 +23,9 @@ struct oauth_client_cfg {
     const char *service_account_key; /* google: path of the JSON key file (mode 0600) */
     /* What a person runs when the grant needs them again (refresh_token), for the log line. */
     const char *reauthorize_hint;
+    /* Every token request through this HTTP forward proxy (http://HOST:PORT): the provider then
+     * makes its own struct http on http's loop, with the proxy set. NULL: http as it is. */
+    const char *http_proxy;
 };
 
 struct token_grant {
@@ -71,9 +74,12 @@ struct provider {
     /* Set by a request that could not start: why (log-safe), and an enum provider_failure. */
     char start_err[256];
     int start_failure;
+    struct http *own_http; /* made for cfg->http_proxy, freed with the provider; else NULL */
 };
 
-/* Picks the ops for cfg->grant; copies what it needs from cfg. NULL with err on a bad config. */
+/* Picks the ops for cfg->grant; copies what it needs from cfg. NULL with err on a bad config.
+ * grant "none": an account whose upstream takes no token; every request fails at once, saying
+ * so (the token broker's `token ACCOUNT` then explains why there is none). */
 struct provider *provider_new(const struct oauth_client_cfg *cfg, struct http *http, char *err,
                               size_t errlen);
 void provider_free(struct provider *p);

@@ -23,7 +23,8 @@ static int account_tokens_discover_one(const struct config *cfg, struct cfg_acco
 {
     char derr[768];
     struct discovery d = {0};
-    struct discovery_opts o = {.ca_file = NULL, .check = config_value_check_url};
+    struct discovery_opts o = {
+        .ca_file = NULL, .check = config_value_check_url, .proxy = a->http_proxy};
 
     if (!a->issuer || a->token_url)
         return 0;
@@ -83,6 +84,7 @@ struct token_cache *account_tokens_new(const struct config *cfg, const struct cf
         .mailbox = a->mailbox,
         .service_account_key = a->service_account_key,
         .reauthorize_hint = hint,
+        .http_proxy = a->http_proxy,
     };
     p = provider_new(&oc, http, perr, sizeof(perr));
     if (!p) {

@@ -465,6 +465,11 @@ static void config_free_upstream(struct cfg_upstream *u)
 {
     free(u->host);
     free(u->ca_file);
+    free(u->username);
+    free(u->password_file);
+    secret_free(u->password);
+    free(u->client_certificate);
+    free(u->client_key);
 }
 
 static void config_free_endpoints(struct cfg_endpoint *list, size_t n)
@@ -490,6 +495,7 @@ void config_free(struct config *cfg)
     free(cfg->control_socket);
     free(cfg->metrics_listen.host);
     free(cfg->metrics_listen.port);
+    free(cfg->http_proxy);
     config_free_upstream(&cfg->upstream);
     for (size_t i = 0; i < cfg->naccounts; i++) {
         struct cfg_account *a = &cfg->accounts[i];
@@ -509,6 +515,7 @@ void config_free(struct config *cfg)
         free(a->device_authorization_url);
         free(a->token_url);
         free(a->scope);
+        free(a->http_proxy);
         config_free_upstream(&a->upstream);
     }
     free(cfg->accounts);

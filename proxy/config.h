@@ -16,20 +16,71 @@ struct cfg_endpoint {
     int line;
 };
 
-/* upstream_auth: the SASL mechanism used upstream. */
+/* upstream_auth: how the proxy authenticates upstream. The first three send an OAuth token (the
+ * account needs a provider); plain and login a user name and password; none nothing. */
 enum upstream_auth {
     UPSTREAM_AUTH_UNSET,       /* an account without upstream_auth: [upstream]'s applies */
     UPSTREAM_AUTH_AUTO,        /* XOAUTH2 if the EHLO offers it, else OAUTHBEARER */
     UPSTREAM_AUTH_XOAUTH2,     /* XOAUTH2 only */
     UPSTREAM_AUTH_OAUTHBEARER, /* OAUTHBEARER (RFC 7628) only */
+    UPSTREAM_AUTH_PLAIN,       /* AUTH PLAIN with upstream_username and the password file */
+    UPSTREAM_AUTH_LOGIN,       /* AUTH LOGIN, the same credentials */
+    UPSTREAM_AUTH_NONE,        /* no AUTH at all (direct send, an IP- or certificate-based relay) */
+};
+
+/* upstream_auth_policy (Domino's three choices for its relay host). */
+enum upstream_auth_policy {
+    UPSTREAM_POLICY_UNSET,
+    UPSTREAM_POLICY_REQUIRED, /* never send without authenticating (the default) */
+    UPSTREAM_POLICY_ENABLED,  /* authenticate when the EHLO offers a usable mechanism, else send
+                               * unauthenticated (logged once per connection) */
+    UPSTREAM_POLICY_DISABLED, /* never authenticate */
+};
+
+/* upstream_tls: how the upstream connection gets its TLS. Certificates are always verified. */
+enum upstream_tls {
+    UPSTREAM_TLS_UNSET,
+    UPSTREAM_TLS_STARTTLS,      /* STARTTLS or nothing (the default) */
+    UPSTREAM_TLS_IMPLICIT,      /* TLS from the first byte (SMTPS, port 465) */
+    UPSTREAM_TLS_OPPORTUNISTIC, /* STARTTLS when offered, else plain text: only with nothing
+                                 * secret to send (upstream_auth = none) */
 };
 
 struct cfg_upstream {
     char *host; /* DNS name (or IP literal, checked against the certificate's IP SAN) */
     uint16_t port;
-    char *ca_file;           /* NULL: the system trust store */
-    enum upstream_auth auth; /* never UNSET once loaded */
+    char *ca_file;                    /* NULL: the system trust store */
+    enum upstream_auth auth;          /* never UNSET once loaded */
+    enum upstream_auth_policy policy; /* never UNSET once loaded */
+    enum upstream_tls tls;            /* never UNSET once loaded */
+    char *username;                   /* plain/login: the user name */
+    char *password_file;              /* plain/login: a file of mode 0600 holding the password */
+    char *password;                   /* loaded by config_load; wiped by config_free */
+    /* A TLS client certificate for the upstream handshake (a certificate-based connector) and
+     * its key (mode 0600); NULL: none. */
+    char *client_certificate;
+    char *client_key;
 };
+
+/* cloud: which Microsoft cloud an account's tenant lives in (config_cloud()). */
+enum ms_cloud {
+    MS_CLOUD_GLOBAL,   /* the worldwide service */
+    MS_CLOUD_USGOV,    /* US Government GCC High */
+    MS_CLOUD_USGOVDOD, /* US Government DoD */
+    MS_CLOUD_CHINA,    /* operated by 21Vianet */
+};
+
+/* A cloud's endpoints: what `cloud = NAME` resolves to unless token_url, upstream_host or scope
+ * say otherwise (docs/configuration.md says where each comes from). */
+struct ms_cloud_def {
+    const char *name;            /* "global", "usgov", ... */
+    const char *login_host;      /* Entra ID: token and device code endpoints */
+    const char *smtp_host;       /* SMTP AUTH client submission (port 587) */
+    const char *resource;        /* Exchange Online's resource: app-only scope RESOURCE/.default */
+    const char *delegated_scope; /* grant = refresh_token */
+    const char *graph_host;      /* Microsoft Graph (kept for a later issue) */
+};
+const struct ms_cloud_def *config_cloud(enum ms_cloud cloud);
 
 enum sender_rewrite {
     SENDER_REWRITE_OFF,      /* MAIL FROM passed as the device sent it */
@@ -68,6 +119,9 @@ struct cfg_account {
     char *token_url; /* resolved: explicit, or the provider's default (NULL: from issuer) */
     char *scope;     /* resolved: explicit, or the provider's default (may be NULL) */
     struct cfg_upstream upstream; /* resolved: [upstream] defaults + upstream_* overrides */
+    enum ms_cloud cloud;          /* microsoft: picks the default endpoints below */
+    const char *graph_host;       /* resolved from cloud (static): Graph, for a later issue */
+    char *http_proxy;             /* resolved: this account's, else [proxy]'s; NULL: none */
     enum delivery_mode delivery;
     /* messages per minute started upstream; 0: no limit. Resolved: explicit, or 30 for
      * microsoft (Exchange Online's limit per mailbox), 0 for the others. */
@@ -113,6 +167,9 @@ struct config {
     struct cfg_endpoint metrics_listen;
     /* `devices` marks a device stale after this long without a session (seconds) */
     unsigned stale_after;
+    /* every HTTP request (tokens, discovery, device code) goes through this forward proxy,
+     * http://HOST:PORT; NULL: none (the environment's https_proxy/no_proxy apply) */
+    char *http_proxy;
     /* [upstream] */
     struct cfg_upstream upstream;
     unsigned upstream_connect_timeout; /* seconds */
@@ -143,5 +200,13 @@ struct cfg_account *config_account(const struct config *cfg, const char *name);
  * https://HOST[:PORT][/PATH], or http:// to a loopback host only. 0 ok; -2 http:// to another
  * host; -1 not such a URL. */
 int config_value_check_url(const char *url);
+/* The upstream_auth value's name as in the file ("plain"). */
+const char *config_upstream_auth_name(enum upstream_auth a);
+/* 1 when the upstream authenticates with an OAuth token (xoauth2, oauthbearer or auto, and the
+ * policy is not disabled): the account then needs a provider. */
+int config_upstream_needs_token(const struct cfg_upstream *u);
+/* 1 when it authenticates with upstream_username and the password (plain or login, and the
+ * policy is not disabled). */
+int config_upstream_needs_password(const struct cfg_upstream *u);
 
 #endif

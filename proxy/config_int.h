@@ -12,7 +12,7 @@
 
 #include "proxy/config.h"
 
-#define CONFIG_KEYS_MAX 24
+#define CONFIG_KEYS_MAX 40
 
 #define CONFIG_KIB UINT64_C(1024)
 #define CONFIG_MIB (CONFIG_KIB * 1024)
@@ -129,6 +129,7 @@ CONFIG_SETTER(config_value_set_host);        /* a DNS name or an IP literal */
 CONFIG_SETTER(config_value_set_abs_path);    /* an absolute path */
 CONFIG_SETTER(config_value_set_mailbox);     /* local@domain */
 CONFIG_SETTER(config_value_set_url);         /* https://, or http:// to loopback */
+CONFIG_SETTER(config_value_set_proxy_url);   /* http://HOST:PORT, an HTTP forward proxy */
 CONFIG_SETTER(config_value_set_listen);      /* adds to cfg->listen */
 CONFIG_SETTER(config_value_set_listen_tls);  /* adds to cfg->listen_tls */
 CONFIG_SETTER(config_value_set_endpoint);    /* one IP:port into a struct cfg_endpoint */
@@ -148,6 +149,7 @@ const char *config_value_choices(const struct config_choice *ch, char *buf, size
 CONFIG_SETTER(config_secret_set_file);          /* a regular file we can read */
 CONFIG_SETTER(config_secret_set_key_file);      /* and nobody else can: a private key */
 CONFIG_SETTER(config_secret_set_secret_file);   /* also loads account->client_secret */
+CONFIG_SETTER(config_secret_set_password_file); /* also loads the cfg_upstream's password */
 CONFIG_SETTER(config_secret_set_password_hash); /* a complete crypt(3) hash we accept */
 CONFIG_SETTER(config_secret_set_store_key);     /* the token store's key: 32 bytes, 0600 */
 

@@ -33,7 +33,24 @@ static const struct config_choice config_upstream_auths[] = {
     {"xoauth2", UPSTREAM_AUTH_XOAUTH2},
     {"oauthbearer", UPSTREAM_AUTH_OAUTHBEARER},
     {"auto", UPSTREAM_AUTH_AUTO},
+    {"plain", UPSTREAM_AUTH_PLAIN},
+    {"login", UPSTREAM_AUTH_LOGIN},
+    {"none", UPSTREAM_AUTH_NONE},
     {NULL, 0}};
+static const struct config_choice config_auth_policies[] = {{"required", UPSTREAM_POLICY_REQUIRED},
+                                                            {"enabled", UPSTREAM_POLICY_ENABLED},
+                                                            {"disabled", UPSTREAM_POLICY_DISABLED},
+                                                            {NULL, 0}};
+static const struct config_choice config_upstream_tls[] = {
+    {"starttls", UPSTREAM_TLS_STARTTLS},
+    {"implicit", UPSTREAM_TLS_IMPLICIT},
+    {"opportunistic", UPSTREAM_TLS_OPPORTUNISTIC},
+    {NULL, 0}};
+static const struct config_choice config_clouds[] = {{"global", MS_CLOUD_GLOBAL},
+                                                     {"usgov", MS_CLOUD_USGOV},
+                                                     {"usgovdod", MS_CLOUD_USGOVDOD},
+                                                     {"china", MS_CLOUD_CHINA},
+                                                     {NULL, 0}};
 
 #define CF(f) offsetof(struct config, f)
 #define AF(f) offsetof(struct cfg_account, f)
@@ -79,6 +96,8 @@ static const struct config_key config_proxy_keys[] = {
      NULL},
     {"direct_attempt_timeout", config_value_set_duration, CF(direct_attempt_timeout), "50s", 1,
      3600, NULL, 0, NULL},
+    {"http_proxy", config_value_set_proxy_url, CF(http_proxy), NULL, 0, 0, NULL, KEY_EMPTY_OK,
+     "http://HOST:PORT"},
 };
 
 static const struct config_key config_upstream_keys[] = {
@@ -89,6 +108,18 @@ static const struct config_key config_upstream_keys[] = {
      "a readable PEM file"},
     {"upstream_auth", config_value_set_choice, CF(upstream.auth), "auto", 0, 0,
      config_upstream_auths, 0, NULL},
+    {"upstream_auth_policy", config_value_set_choice, CF(upstream.policy), "required", 0, 0,
+     config_auth_policies, 0, NULL},
+    {"upstream_tls", config_value_set_choice, CF(upstream.tls), "starttls", 0, 0,
+     config_upstream_tls, 0, NULL},
+    {"upstream_username", config_value_set_word, CF(upstream.username), NULL, 0, 0, NULL,
+     KEY_EMPTY_OK, "a user name"},
+    {"upstream_password_file", config_secret_set_password_file, CF(upstream.password_file), NULL, 0,
+     0, NULL, KEY_EMPTY_OK, "a file of mode 0600 holding the password"},
+    {"upstream_client_certificate", config_secret_set_file, CF(upstream.client_certificate), NULL,
+     0, 0, NULL, KEY_EMPTY_OK, "a readable PEM certificate"},
+    {"upstream_client_key", config_secret_set_key_file, CF(upstream.client_key), NULL, 0, 0, NULL,
+     KEY_EMPTY_OK, "a PEM private key of mode 0600"},
     {"connect_timeout", config_value_set_duration, CF(upstream_connect_timeout), "30s", 1, 3600,
      NULL, 0, NULL},
     {"timeout", config_value_set_duration, CF(upstream_timeout), "300s", 1, 3600, NULL, 0, NULL},
@@ -97,8 +128,8 @@ static const struct config_key config_upstream_keys[] = {
 };
 
 static const struct config_key config_account_keys[] = {
-    {"provider", config_value_set_choice_str, AF(provider), NULL, 0, 0, config_providers,
-     KEY_REQUIRED, NULL},
+    /* Required only when the upstream takes a token (config_check_account). */
+    {"provider", config_value_set_choice_str, AF(provider), NULL, 0, 0, config_providers, 0, NULL},
     /* No default here: it depends on the provider (config_check_account). */
     {"grant", config_value_set_choice_str, AF(grant), NULL, 0, 0, config_grants, 0, NULL},
     {"tenant", config_value_set_dns_name, AF(tenant), NULL, 0, 0, NULL, KEY_EMPTY_OK,
@@ -131,6 +162,21 @@ static const struct config_key config_account_keys[] = {
      KEY_EMPTY_OK, "a readable PEM file"},
     {"upstream_auth", config_value_set_choice, AF(upstream.auth), NULL, 0, 0, config_upstream_auths,
      KEY_EMPTY_OK, NULL},
+    {"upstream_auth_policy", config_value_set_choice, AF(upstream.policy), NULL, 0, 0,
+     config_auth_policies, KEY_EMPTY_OK, NULL},
+    {"upstream_tls", config_value_set_choice, AF(upstream.tls), NULL, 0, 0, config_upstream_tls,
+     KEY_EMPTY_OK, NULL},
+    {"upstream_username", config_value_set_word, AF(upstream.username), NULL, 0, 0, NULL,
+     KEY_EMPTY_OK, "a user name"},
+    {"upstream_password_file", config_secret_set_password_file, AF(upstream.password_file), NULL, 0,
+     0, NULL, KEY_EMPTY_OK, "a file of mode 0600 holding the password"},
+    {"upstream_client_certificate", config_secret_set_file, AF(upstream.client_certificate), NULL,
+     0, 0, NULL, KEY_EMPTY_OK, "a readable PEM certificate"},
+    {"upstream_client_key", config_secret_set_key_file, AF(upstream.client_key), NULL, 0, 0, NULL,
+     KEY_EMPTY_OK, "a PEM private key of mode 0600"},
+    {"cloud", config_value_set_choice, AF(cloud), "global", 0, 0, config_clouds, 0, NULL},
+    {"http_proxy", config_value_set_proxy_url, AF(http_proxy), NULL, 0, 0, NULL, KEY_EMPTY_OK,
+     "http://HOST:PORT"},
     {"delivery", config_value_set_choice, AF(delivery), "direct-then-spool", 0, 0,
      config_deliveries, 0, NULL},
     /* No default here: 30 for microsoft, none for the others (config_check_account). */
@@ -155,6 +201,7 @@ static const struct config_key config_device_keys[] = {
 #define CONFIG_NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 _Static_assert(CONFIG_NKEYS(config_proxy_keys) <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX");
 _Static_assert(CONFIG_NKEYS(config_account_keys) <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX");
+_Static_assert(CONFIG_NKEYS(config_upstream_keys) <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX");
 
 const struct config_section_def config_keys_sections[] = {
     {"proxy", CONFIG_PROXY, 0, config_proxy_keys, CONFIG_NKEYS(config_proxy_keys)},

@@ -4,6 +4,7 @@
 #include "proxy/config_int.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -69,6 +70,32 @@ void config_secret_set_secret_file(struct config_ctx *c, struct config_section *
     }
     secret_free(a->client_secret);
     a->client_secret = secret;
+    config_value_store(c, s, k, value);
+}
+
+/* upstream_password_file, in [upstream] or an account: the password goes into the cfg_upstream
+ * that holds the path (the key's field is that struct's password_file). One line: a CR or LF
+ * inside is a file holding something else. */
+void config_secret_set_password_file(struct config_ctx *c, struct config_section *s,
+                                     const struct config_key *k, const char *value)
+{
+    char err[512];
+    char *pw = NULL;
+    if (secret_read_file(value, &pw, err, sizeof(err)) != 0) {
+        config_err(c, c->lineno, "%s: %s", k->name, err);
+        return;
+    }
+    if (strpbrk(pw, "\r\n")) {
+        secret_free(pw);
+        config_err(c, c->lineno, "%s: %s: holds more than one line; put the password alone in it",
+                   k->name, value);
+        return;
+    }
+    char *field = config_value_field(c, s, k->offset);
+    struct cfg_upstream *u =
+        (struct cfg_upstream *)(void *)(field - offsetof(struct cfg_upstream, password_file));
+    secret_free(u->password);
+    u->password = pw;
     config_value_store(c, s, k, value);
 }
 

@@ -13,6 +13,10 @@
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is not int-sized");
 _Static_assert(sizeof(enum bare_lf_policy) == sizeof(int), "enum bare_lf_policy is not int-sized");
 _Static_assert(sizeof(enum sender_rewrite) == sizeof(int), "enum sender_rewrite is not int-sized");
+_Static_assert(sizeof(enum upstream_auth) == sizeof(int), "enum upstream_auth is not int-sized");
+_Static_assert(sizeof(enum upstream_auth_policy) == sizeof(int), "enum upstream_auth_policy");
+_Static_assert(sizeof(enum upstream_tls) == sizeof(int), "enum upstream_tls is not int-sized");
+_Static_assert(sizeof(enum ms_cloud) == sizeof(int), "enum ms_cloud is not int-sized");
 
 /* ---- storing ---- */
 
@@ -434,6 +438,65 @@ void config_value_set_url(struct config_ctx *c, struct config_section *s,
     }
     if (r != 0) {
         config_err(c, c->lineno, "%s: '%s' is not a valid URL; expected https://HOST/PATH", k->name,
+                   value);
+        return;
+    }
+    config_value_store(c, s, k, value);
+}
+
+/* http://HOST:PORT with an optional trailing '/': an HTTP forward proxy (https:// targets go
+ * through it with CONNECT). No user:password: the config file is world-readable. */
+void config_value_set_proxy_url(struct config_ctx *c, struct config_section *s,
+                                const struct config_key *k, const char *value)
+{
+    char host[256];
+    const char *p = value + 7, *end, *colon = NULL;
+    size_t len = strlen(value), hostlen;
+    int ok = 0;
+
+    if (len > 7 && strncasecmp(value, "http://", 7) == 0 && config_value_is_plain(value, 0)) {
+        if (strchr(p, '@')) {
+            config_err(c, c->lineno,
+                       "%s: a user name or password in the proxy URL is not supported (the config "
+                       "file is world-readable); use a proxy that admits this host by address",
+                       k->name);
+            return;
+        }
+        end = value + len;
+        if (end > p && end[-1] == '/')
+            end--;
+        if (*p == '[') {
+            const char *close = memchr(p, ']', (size_t)(end - p));
+            unsigned char a[16];
+            if (close && close[1] == ':' && (size_t)(close - p - 1) < sizeof(host)) {
+                hostlen = (size_t)(close - p - 1);
+                memcpy(host, p + 1, hostlen);
+                host[hostlen] = '\0';
+                ok = inet_pton(AF_INET6, host, a) == 1;
+                colon = close + 1;
+            }
+        } else {
+            colon = memchr(p, ':', (size_t)(end - p));
+            hostlen = colon ? (size_t)(colon - p) : 0;
+            if (colon && hostlen > 0 && hostlen < sizeof(host)) {
+                memcpy(host, p, hostlen);
+                host[hostlen] = '\0';
+                ok = config_value_is_dns_name(host) || config_value_is_ip(host);
+            }
+        }
+        if (ok) {
+            unsigned v = 0;
+            const char *q = colon + 1;
+            ok = q < end && end - q <= 5;
+            for (; ok && q < end; q++) {
+                ok = *q >= '0' && *q <= '9';
+                v = v * 10 + (unsigned)(*q - '0');
+            }
+            ok = ok && v >= 1 && v <= 65535;
+        }
+    }
+    if (!ok) {
+        config_err(c, c->lineno, "%s: '%s' is not a proxy URL; expected http://HOST:PORT", k->name,
                    value);
         return;
     }

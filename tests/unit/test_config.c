@@ -136,8 +136,9 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    const char *names[] = {"a.secret", "b.secret",    "open.secret", "cert.pem",
-                           "key.pem",  "openkey.pem", "ca.pem",      "c.conf"};
+    const char *names[] = {"a.secret",  "b.secret",    "open.secret",  "cert.pem",
+                           "key.pem",   "openkey.pem", "ca.pem",       "c.conf",
+                           "pw.secret", "pw2.secret",  "openpw.secret"};
     char path[256];
     (void)state;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -388,7 +389,8 @@ static void test_unknown_key(void **state)
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
                   "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
-                  "stale_after, max_queue_lifetime, spool_commit_threads, direct_attempt_timeout\n"
+                  "stale_after, max_queue_lifetime, spool_commit_threads, direct_attempt_timeout, "
+                  "http_proxy\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
                   "username, password_hash, account\n");
 }
@@ -604,9 +606,11 @@ static void test_missing_required(void **state)
                             "[device f]\naccount = a\nusername = f\n"
                             "[device g]\naccount = a\naddress = 10.0.0.2\n"
                             "password_hash = " HASH_YESCRYPT "\n",
-                  "@DIR@/c.conf:3: [account a]: missing required key 'provider'; valid: microsoft, "
-                  "google, oauth2\n"
                   "@DIR@/c.conf:3: [account a]: missing required key 'mailbox' (local@domain)\n"
+                  "@DIR@/c.conf:3: [account a]: missing required key 'provider'; valid: microsoft, "
+                  "google, oauth2 (upstream_auth = auto sends an OAuth token; an upstream that "
+                  "takes a password or nothing needs no provider: upstream_auth = plain, login or "
+                  "none)\n"
                   "@DIR@/c.conf:3: [account a]: missing required key 'client_id' (the application "
                   "(client) id)\n"
                   "@DIR@/c.conf:3: [account a]: missing required key 'client_secret_file' (a file "
@@ -984,12 +988,12 @@ static void test_upstream_auth(void **state)
     assert_int_equal(cfg->accounts[0].upstream.auth, UPSTREAM_AUTH_XOAUTH2);
     config_free(cfg);
 
-    expect_errors(MIN_PROXY "[upstream]\nupstream_auth = plain\n" MIN_ACCOUNT
+    expect_errors(MIN_PROXY "[upstream]\nupstream_auth = cram-md5\n" MIN_ACCOUNT
                             "upstream_auth = XOAUTH2\n" MIN_DEVICE,
-                  "@DIR@/c.conf:4: upstream_auth: invalid value 'plain'; valid: xoauth2, "
-                  "oauthbearer, auto\n"
+                  "@DIR@/c.conf:4: upstream_auth: invalid value 'cram-md5'; valid: xoauth2, "
+                  "oauthbearer, auto, plain, login, none\n"
                   "@DIR@/c.conf:11: upstream_auth: invalid value 'XOAUTH2'; valid: xoauth2, "
-                  "oauthbearer, auto\n");
+                  "oauthbearer, auto, plain, login, none\n");
     expect_errors(MIN_PROXY "[upstream]\nupstream_auth =\n" MIN_ACCOUNT MIN_DEVICE,
                   "@DIR@/c.conf:4: upstream_auth: empty value\n");
 }
@@ -1038,22 +1042,330 @@ static void test_delivery_keys(void **state)
                   "0..1000\n");
 }
 
+/* Issue 11: the upstream kinds. A password upstream (Azure Communication Services, a smarthost)
+ * and direct send need no provider; [upstream] gives defaults; the combinations that would send
+ * a secret in clear, or that cannot work, are refused with what to change. */
+#define ACS_ACCOUNT                                                                                \
+    "[account acs]\nupstream_host = smtp.azurecomm.net\nupstream_auth = login\n"                   \
+    "upstream_username = contoso.11111111.22222222\nupstream_password_file = @DIR@/pw.secret\n"    \
+    "mailbox = donotreply@contoso.edu\n"
+#define DIRECT_ACCOUNT                                                                             \
+    "[account mx]\nupstream_host = contoso-com.mail.protection.outlook.com\nupstream_port = 25\n"  \
+    "upstream_auth = none\nupstream_tls = opportunistic\nmailbox = scanner@contoso.edu\n"
+
+static void test_upstream_kinds(void **state)
+{
+    (void)state;
+    write_file("pw.secret", "Acs-Secret~Value.1\n", 0600);
+    write_file("pw2.secret", "line one\nline two\n", 0600);
+    write_file("openpw.secret", "Open-Secret\n", 0644);
+
+    /* the defaults: STARTTLS, authentication required, no password, no client certificate */
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    const struct cfg_account *a = &cfg->accounts[0];
+    assert_int_equal(cfg->upstream.policy, UPSTREAM_POLICY_REQUIRED);
+    assert_int_equal(cfg->upstream.tls, UPSTREAM_TLS_STARTTLS);
+    assert_int_equal(a->upstream.policy, UPSTREAM_POLICY_REQUIRED);
+    assert_int_equal(a->upstream.tls, UPSTREAM_TLS_STARTTLS);
+    assert_null(a->upstream.username);
+    assert_null(a->upstream.password);
+    assert_null(a->upstream.client_certificate);
+    assert_true(config_upstream_needs_token(&a->upstream));
+    assert_false(config_upstream_needs_password(&a->upstream));
+    config_free(cfg);
+
+    /* Azure Communication Services (LOGIN) and direct send (none): no provider, no client_id */
+    cfg = expect_ok(MIN_PROXY ACS_ACCOUNT DIRECT_ACCOUNT "[device d]\naddress = 10.0.0.1\n"
+                                                         "account = acs\n");
+    a = &cfg->accounts[0];
+    assert_string_equal(a->provider, "none");
+    assert_string_equal(a->grant, "none");
+    assert_null(a->client_id);
+    assert_null(a->token_url);
+    assert_null(a->scope);
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_LOGIN);
+    assert_string_equal(a->upstream.host, "smtp.azurecomm.net");
+    assert_int_equal(a->upstream.port, 587);
+    assert_string_equal(a->upstream.username, "contoso.11111111.22222222");
+    assert_string_equal(a->upstream.password, "Acs-Secret~Value.1");
+    assert_int_equal(a->rate_limit, 0);
+    assert_false(config_upstream_needs_token(&a->upstream));
+    assert_true(config_upstream_needs_password(&a->upstream));
+    a = &cfg->accounts[1];
+    assert_string_equal(a->provider, "none");
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_NONE);
+    assert_int_equal(a->upstream.tls, UPSTREAM_TLS_OPPORTUNISTIC);
+    assert_int_equal(a->upstream.policy, UPSTREAM_POLICY_DISABLED); /* none: nothing to send */
+    assert_int_equal(a->upstream.port, 25);
+    assert_false(config_upstream_needs_token(&a->upstream));
+    assert_false(config_upstream_needs_password(&a->upstream));
+    config_free(cfg);
+
+    /* [upstream] gives defaults (credentials and certificates as pairs); accounts override */
+    cfg = expect_ok(MIN_PROXY "[upstream]\nhost = relay.contoso.edu\nport = 465\n"
+                              "upstream_auth = plain\nupstream_auth_policy = enabled\n"
+                              "upstream_tls = implicit\nupstream_username = relay-user\n"
+                              "upstream_password_file = @DIR@/pw.secret\n"
+                              "upstream_client_certificate = @DIR@/cert.pem\n"
+                              "upstream_client_key = @DIR@/key.pem\n"
+                              "[account a]\nmailbox = a@contoso.edu\n"
+                              "[account b]\nmailbox = b@contoso.edu\nupstream_username = other\n"
+                              "upstream_password_file = @DIR@/b.secret\nupstream_tls = starttls\n"
+                              "upstream_auth_policy = required\n"
+                              "[account c]\nmailbox = c@contoso.edu\nupstream_auth = none\n"
+                              "upstream_client_certificate =\nupstream_client_key =\n" MIN_DEVICE);
+    a = &cfg->accounts[0];
+    assert_string_equal(a->upstream.host, "relay.contoso.edu");
+    assert_int_equal(a->upstream.port, 465);
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_PLAIN);
+    assert_int_equal(a->upstream.policy, UPSTREAM_POLICY_ENABLED);
+    assert_int_equal(a->upstream.tls, UPSTREAM_TLS_IMPLICIT);
+    assert_string_equal(a->upstream.username, "relay-user");
+    assert_string_equal(a->upstream.password, "Acs-Secret~Value.1");
+    assert_non_null(strstr(a->upstream.client_certificate, "/cert.pem"));
+    assert_non_null(strstr(a->upstream.client_key, "/key.pem"));
+    a = &cfg->accounts[1];
+    assert_string_equal(a->upstream.username, "other");
+    assert_string_equal(a->upstream.password, "other-secret");
+    assert_int_equal(a->upstream.tls, UPSTREAM_TLS_STARTTLS);
+    assert_int_equal(a->upstream.policy, UPSTREAM_POLICY_REQUIRED);
+    a = &cfg->accounts[2];
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_NONE);
+    assert_int_equal(a->upstream.policy, UPSTREAM_POLICY_DISABLED);
+    /* "key =" means not set: the [upstream] pair still applies */
+    assert_non_null(a->upstream.client_certificate);
+    config_free(cfg);
+
+    /* What is missing, or cannot work together */
+    expect_errors(MIN_PROXY "[account p]\nupstream_auth = plain\nmailbox = p@contoso.edu\n"
+                            "upstream_host = smtp.contoso.edu\n"
+                            "[account q]\nupstream_username = q\nmailbox = q@contoso.edu\n"
+                            "upstream_auth = login\n"
+                            "[account r]\nupstream_password_file = @DIR@/openpw.secret\n"
+                            "upstream_username = r\nupstream_auth = plain\nmailbox = r@x.edu\n"
+                            "[account s]\nupstream_password_file = @DIR@/pw2.secret\n"
+                            "upstream_username = s\nupstream_auth = plain\nmailbox = s@x.edu\n"
+                            "[device d]\naddress = 10.0.0.1\naccount = p\n",
+                  "@DIR@/c.conf:4: [account p]: upstream_auth = plain needs upstream_username and "
+                  "upstream_password_file (a file of mode 0600 holding the password), in the "
+                  "account or in [upstream]\n"
+                  "@DIR@/c.conf:8: upstream_username is set but upstream_password_file is not; "
+                  "set both\n"
+                  "@DIR@/c.conf:12: upstream_password_file: @DIR@/openpw.secret: mode 0644 is "
+                  "readable or writable by group/others; run: chmod 600 @DIR@/openpw.secret\n"
+                  "@DIR@/c.conf:17: upstream_password_file: @DIR@/pw2.secret: holds more than one "
+                  "line; put the password alone in it\n");
+    /* nothing secret in clear; none means none; a password key where no password goes */
+    expect_errors(MIN_PROXY "[account o]\nupstream_auth = plain\nupstream_username = o\n"
+                            "upstream_password_file = @DIR@/pw.secret\nmailbox = o@x.edu\n"
+                            "upstream_tls = opportunistic\nupstream_host = mx.x.edu\n"
+                            "[account t]\nprovider = microsoft\ntenant = x.edu\nclient_id = c\n"
+                            "client_secret_file = @DIR@/a.secret\nmailbox = t@x.edu\n"
+                            "upstream_tls = opportunistic\n"
+                            "[account n]\nupstream_auth = none\nupstream_auth_policy = required\n"
+                            "mailbox = n@x.edu\nupstream_host = mx.x.edu\n"
+                            "[account u]\nprovider = microsoft\ntenant = x.edu\nclient_id = c\n"
+                            "client_secret_file = @DIR@/a.secret\nmailbox = u@x.edu\n"
+                            "upstream_username = u\nupstream_password_file = @DIR@/pw.secret\n"
+                            "[device d]\naddress = 10.0.0.1\naccount = o\n",
+                  "@DIR@/c.conf:8: [account o]: upstream_tls = opportunistic sends in plain text "
+                  "when the upstream offers no STARTTLS, and upstream_auth = plain would send the "
+                  "password in it; use upstream_tls = starttls or implicit, or upstream_auth = "
+                  "none\n"
+                  "@DIR@/c.conf:16: [account t]: upstream_tls = opportunistic sends in plain text "
+                  "when the upstream offers no STARTTLS, and upstream_auth = auto would send an "
+                  "OAuth token in it; use upstream_tls = starttls or implicit, or upstream_auth = "
+                  "none\n"
+                  "@DIR@/c.conf:19: [account n]: upstream_auth_policy = required, but "
+                  "upstream_auth = none never authenticates; remove upstream_auth_policy\n"
+                  "@DIR@/c.conf:28: [account u]: upstream_username and upstream_password_file are "
+                  "only used with upstream_auth = plain or login, not auto\n");
+    /* what a token-free account does not take, and what a token account needs */
+    expect_errors(MIN_PROXY "[account v]\nupstream_auth = login\nupstream_username = v\n"
+                            "upstream_password_file = @DIR@/pw.secret\nmailbox = v@x.edu\n"
+                            "client_id = cid\ntenant = x.edu\n"
+                            "[account w]\nupstream_auth = none\nmailbox = w@x.edu\n"
+                            "[account x]\nupstream_auth = xoauth2\nmailbox = x@x.edu\n"
+                            "[account y]\nupstream_auth = auto\nupstream_auth_policy = disabled\n"
+                            "mailbox = y@x.edu\nupstream_host = mx.x.edu\nscope = s\n"
+                            "[device d]\naddress = 10.0.0.1\naccount = v\n",
+                  "@DIR@/c.conf:8: [account v]: client_id is only used to get OAuth tokens, and "
+                  "upstream_auth = login sends a password, not a token; remove it (or set "
+                  "provider)\n"
+                  "@DIR@/c.conf:9: [account v]: tenant is only used to get OAuth tokens, and "
+                  "upstream_auth = login sends a password, not a token; remove it (or set "
+                  "provider)\n"
+                  "@DIR@/c.conf:11: [account w]: upstream_auth = none to smtp.office365.com:587, "
+                  "which refuses unauthenticated mail (530 5.7.57); for direct send set "
+                  "upstream_host to the tenant's MX endpoint "
+                  "(contoso-com.mail.protection.outlook.com) and upstream_port = 25\n"
+                  "@DIR@/c.conf:13: [account x]: missing required key 'provider'; valid: "
+                  "microsoft, google, oauth2 (upstream_auth = xoauth2 sends an OAuth token; an "
+                  "upstream that takes a password or nothing needs no provider: upstream_auth = "
+                  "plain, login or none)\n"
+                  "@DIR@/c.conf:13: [account x]: missing required key 'client_id' (the "
+                  "application (client) id)\n"
+                  "@DIR@/c.conf:13: [account x]: missing required key 'client_secret_file' (a file "
+                  "of mode 0600), or 'client_certificate' and 'client_key' (PEM files, the key of "
+                  "mode 0600)\n"
+                  "@DIR@/c.conf:21: [account y]: scope is only used to get OAuth tokens, and "
+                  "upstream_auth_policy = disabled sends no credentials; remove it (or set "
+                  "provider)\n");
+    /* values */
+    expect_errors(MIN_PROXY "http_proxy = https://proxy.x.edu:3128\n[upstream]\n"
+                            "upstream_tls = ssl\nupstream_auth_policy = maybe\n"
+                            "upstream_client_certificate = @DIR@/cert.pem\n" MIN_ACCOUNT
+                            "cloud = germany\nhttp_proxy = http://user:pw@proxy.x.edu:8080\n"
+                            "upstream_client_key = @DIR@/openkey.pem\n"
+                            "[account g]\nprovider = google\nmailbox = g@x.edu\n"
+                            "service_account_key = @DIR@/key.pem\ncloud = usgov\n"
+                            "http_proxy = http://proxy.x.edu\n" MIN_DEVICE,
+                  "@DIR@/c.conf:3: http_proxy: 'https://proxy.x.edu:3128' is not a proxy URL; "
+                  "expected http://HOST:PORT\n"
+                  "@DIR@/c.conf:5: upstream_tls: invalid value 'ssl'; valid: starttls, implicit, "
+                  "opportunistic\n"
+                  "@DIR@/c.conf:6: upstream_auth_policy: invalid value 'maybe'; valid: required, "
+                  "enabled, disabled\n"
+                  "@DIR@/c.conf:7: upstream_client_certificate is set but upstream_client_key is "
+                  "not; set both\n"
+                  "@DIR@/c.conf:14: cloud: invalid value 'germany'; valid: global, usgov, "
+                  "usgovdod, china\n"
+                  "@DIR@/c.conf:15: http_proxy: a user name or password in the proxy URL is not "
+                  "supported (the config file is world-readable); use a proxy that admits this "
+                  "host by address\n"
+                  "@DIR@/c.conf:16: upstream_client_key: @DIR@/openkey.pem: mode 0644 is readable "
+                  "or writable by group/others; run: chmod 600 @DIR@/openkey.pem\n"
+                  "@DIR@/c.conf:16: upstream_client_key is set but upstream_client_certificate is "
+                  "not; set both\n" /* a pair is never half an account's, half [upstream]'s */
+                  "@DIR@/c.conf:21: [account g]: cloud is only used with provider = microsoft (it "
+                  "picks Entra ID's and Exchange Online's endpoints)\n"
+                  "@DIR@/c.conf:22: http_proxy: 'http://proxy.x.edu' is not a proxy URL; expected "
+                  "http://HOST:PORT\n");
+}
+
+/* cloud = NAME: one line for a national cloud's endpoints; explicit keys still win, [upstream]
+ * host included; the Graph host is kept for a later issue. */
+static void test_clouds(void **state)
+{
+    char path[512];
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    const struct cfg_account *a = &cfg->accounts[0];
+    assert_int_equal(a->cloud, MS_CLOUD_GLOBAL);
+    assert_string_equal(a->upstream.host, "smtp.office365.com");
+    assert_string_equal(a->token_url, "https://login.microsoftonline.com/contoso.onmicrosoft.com"
+                                      "/oauth2/v2.0/token");
+    assert_string_equal(a->scope, "https://outlook.office365.com/.default");
+    assert_string_equal(a->graph_host, "graph.microsoft.com");
+    config_free(cfg);
+
+    write_file("store.key", "0123456789abcdef0123456789abcdef", 0600);
+    cfg = expect_ok(
+        MIN_PROXY "key_file = @DIR@/store.key\n" MIN_ACCOUNT "cloud = usgov\n"
+                  "[account dod]\nprovider = microsoft\ntenant = contoso.onmicrosoft.us\n"
+                  "client_id = cid\nclient_secret_file = @DIR@/b.secret\n"
+                  "mailbox = dod@contoso.mil\ncloud = usgovdod\n"
+                  "[account cn]\nprovider = microsoft\ntenant = contoso.partner.onmschina.cn\n"
+                  "client_id = cid\nmailbox = cn@contoso.cn\ncloud = china\ngrant = refresh_token\n"
+                  "[account own]\nprovider = microsoft\ntenant = t.example\nclient_id = cid\n"
+                  "client_secret_file = @DIR@/b.secret\nmailbox = own@contoso.us\ncloud = usgov\n"
+                  "token_url = https://idp.example/t\nupstream_host = smtp.example.us\n"
+                  "scope = https://outlook-dod.office365.us/.default\n" MIN_DEVICE);
+    a = &cfg->accounts[0];
+    assert_int_equal(a->cloud, MS_CLOUD_USGOV);
+    assert_string_equal(a->token_url, "https://login.microsoftonline.us/contoso.onmicrosoft.com"
+                                      "/oauth2/v2.0/token");
+    assert_string_equal(a->device_authorization_url,
+                        "https://login.microsoftonline.us/contoso.onmicrosoft.com/oauth2/v2.0/"
+                        "devicecode");
+    assert_string_equal(a->scope, "https://outlook.office365.us/.default");
+    assert_string_equal(a->upstream.host, "smtp.office365.us");
+    assert_int_equal(a->upstream.port, 587);
+    assert_string_equal(a->graph_host, "graph.microsoft.us");
+    a = &cfg->accounts[1];
+    assert_string_equal(
+        a->token_url, "https://login.microsoftonline.us/contoso.onmicrosoft.us/oauth2/v2.0/token");
+    assert_string_equal(a->upstream.host, "smtp.office365.us");
+    assert_string_equal(a->graph_host, "dod-graph.microsoft.us");
+    a = &cfg->accounts[2];
+    assert_string_equal(a->token_url, "https://login.partner.microsoftonline.cn/"
+                                      "contoso.partner.onmschina.cn/oauth2/v2.0/token");
+    assert_string_equal(a->scope, "https://partner.outlook.cn/SMTP.Send offline_access");
+    assert_string_equal(a->upstream.host, "smtp.partner.outlook.cn");
+    assert_string_equal(a->graph_host, "microsoftgraph.chinacloudapi.cn");
+    a = &cfg->accounts[3]; /* explicit token_url, upstream_host and scope win */
+    assert_string_equal(a->token_url, "https://idp.example/t");
+    assert_string_equal(a->upstream.host, "smtp.example.us");
+    assert_string_equal(a->scope, "https://outlook-dod.office365.us/.default");
+    assert_string_equal(a->graph_host, "graph.microsoft.us");
+    config_free(cfg);
+
+    /* [upstream] host, when the file sets it, wins over the cloud's */
+    cfg = expect_ok(MIN_PROXY "[upstream]\nhost = relay.contoso.us\n" MIN_ACCOUNT
+                              "cloud = usgov\n" MIN_DEVICE);
+    assert_string_equal(cfg->accounts[0].upstream.host, "relay.contoso.us");
+    assert_string_equal(cfg->accounts[0].scope, "https://outlook.office365.us/.default");
+    config_free(cfg);
+    snprintf(path, sizeof(path), "%s/store.key", test_dir);
+    unlink(path);
+}
+
+/* http_proxy: [proxy]'s applies to every account unless the account names its own. */
+static void test_http_proxy(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_null(cfg->http_proxy);
+    assert_null(cfg->accounts[0].http_proxy);
+    config_free(cfg);
+    cfg = expect_ok(MIN_PROXY "http_proxy = http://proxy.contoso.edu:3128\n" MIN_ACCOUNT
+                              "[account b]\nprovider = microsoft\ntenant = x.edu\nclient_id = c\n"
+                              "client_secret_file = @DIR@/b.secret\nmailbox = b@x.edu\n"
+                              "http_proxy = http://[::1]:8080/\n"
+                              "[account c]\nprovider = microsoft\ntenant = x.edu\nclient_id = c\n"
+                              "client_secret_file = @DIR@/b.secret\nmailbox = c@x.edu\n"
+                              "http_proxy =\n" MIN_DEVICE);
+    assert_string_equal(cfg->http_proxy, "http://proxy.contoso.edu:3128");
+    assert_string_equal(cfg->accounts[0].http_proxy, "http://proxy.contoso.edu:3128");
+    assert_string_equal(cfg->accounts[1].http_proxy, "http://[::1]:8080/");
+    assert_string_equal(cfg->accounts[2].http_proxy, "http://proxy.contoso.edu:3128");
+    config_free(cfg);
+    expect_errors(MIN_PROXY "http_proxy = http://127.0.0.1:99999\n" MIN_ACCOUNT MIN_DEVICE,
+                  "@DIR@/c.conf:3: http_proxy: 'http://127.0.0.1:99999' is not a proxy URL; "
+                  "expected http://HOST:PORT\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_valid),        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_log_level_warning), cmocka_unit_test(test_lexical),
-        cmocka_unit_test(test_unknown_key),       cmocka_unit_test(test_unknown_section),
-        cmocka_unit_test(test_bad_listen),        cmocka_unit_test(test_bad_cidr),
-        cmocka_unit_test(test_secret_files),      cmocka_unit_test(test_tls_files),
-        cmocka_unit_test(test_account_reference), cmocka_unit_test(test_bad_hash),
-        cmocka_unit_test(test_missing_required),  cmocka_unit_test(test_bad_size_duration),
-        cmocka_unit_test(test_out_of_range),      cmocka_unit_test(test_line_too_long),
-        cmocka_unit_test(test_many_errors),       cmocka_unit_test(test_token_urls),
-        cmocka_unit_test(test_whole_file),        cmocka_unit_test(test_example_file),
-        cmocka_unit_test(test_delegated_example), cmocka_unit_test(test_grant_credentials),
-        cmocka_unit_test(test_upstream_auth),     cmocka_unit_test(test_metrics_listen),
+        cmocka_unit_test(test_full_valid),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_log_level_warning),
+        cmocka_unit_test(test_lexical),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_unknown_section),
+        cmocka_unit_test(test_bad_listen),
+        cmocka_unit_test(test_bad_cidr),
+        cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_tls_files),
+        cmocka_unit_test(test_account_reference),
+        cmocka_unit_test(test_bad_hash),
+        cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_bad_size_duration),
+        cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_line_too_long),
+        cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_token_urls),
+        cmocka_unit_test(test_whole_file),
+        cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_delegated_example),
+        cmocka_unit_test(test_grant_credentials),
+        cmocka_unit_test(test_upstream_auth),
+        cmocka_unit_test(test_metrics_listen),
         cmocka_unit_test(test_delivery_keys),
+        cmocka_unit_test(test_upstream_kinds),
+        cmocka_unit_test(test_clouds),
+        cmocka_unit_test(test_http_proxy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

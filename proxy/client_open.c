@@ -1,14 +1,13 @@
-/* Opening an upstream session: connect (DNS or IP literal), greeting, EHLO, STARTTLS, the TLS
- * handshake with certificate and name verification, EHLO again. The frames, callbacks and
- * failure reporting are client_session.c's; this file only drives the sequence. */
+/* Opening an upstream session: connect (client_connect.c), greeting, EHLO, STARTTLS, the TLS
+ * handshake with certificate and name verification, EHLO again. With implicit TLS the handshake
+ * comes before the greeting; in opportunistic mode a server that offers no STARTTLS (or refuses
+ * it) is used in plain text. The frames, callbacks and failure reporting are client_session.c's;
+ * this file only drives the sequence. */
 #include "proxy/client_session_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -66,7 +65,8 @@ static int client_open_start_tls(struct client_session *c)
     size_t junk = evbuffer_get_length(in);
 
     /* CVE-2011-0411: anything the server sent after its 220 came in clear and must not be read
-     * as if it came over TLS. The pre-TLS capabilities are forgotten too (RFC 3207 4.2). */
+     * as if it came over TLS. The pre-TLS capabilities are forgotten too (RFC 3207 4.2). With
+     * implicit TLS nothing came yet. */
     if (junk > 0) {
         log_warn("event=upstream_starttls_injection session=%s host=%s bytes=%zu", c->log_id,
                  c->host, junk);
@@ -118,11 +118,31 @@ static int client_open_tls_done(struct client_session *c)
     X509_free(cert);
     if (vr != X509_V_OK)
         return client_open_fail_verify(c, vr);
-    log_info("event=upstream_connected session=%s host=%s port=%u tls=\"%s\"", c->log_id, c->host,
-             (unsigned)c->port, tls_describe(c->ssl, desc, sizeof(desc)));
+    log_info("event=upstream_connected session=%s host=%s port=%u tls=\"%s\"%s", c->log_id, c->host,
+             (unsigned)c->port, tls_describe(c->ssl, desc, sizeof(desc)),
+             SSL_get_certificate(c->ssl) ? " client_certificate=yes" : "");
     if (c->drain_cb)
         bufferevent_setwatermark(c->bev, EV_WRITE, c->drain_low, 0);
+    if (!c->greeted) {
+        /* implicit TLS: the greeting comes over TLS, within the connect timeout */
+        client_session_enter_state(c, CLIENT_SESSION_GREETING);
+        client_session_arm(c, c->connect_timeout);
+        return 0;
+    }
     return client_open_send_ehlo(c, CLIENT_SESSION_EHLO_TLS);
+}
+
+/* Opportunistic mode, no STARTTLS: the session goes on in plain text, for good. */
+static int client_open_plain_ready(struct client_session *c, const struct smtp_reply *r,
+                                   const char *why)
+{
+    log_info("event=upstream_connected session=%s host=%s port=%u tls=none reason=\"%s\"",
+             c->log_id, c->host, (unsigned)c->port, why);
+    c->plain = 1;
+    if (c->drain_cb)
+        bufferevent_setwatermark(c->bev, EV_WRITE, c->drain_low, 0);
+    client_session_enter_state(c, CLIENT_SESSION_READY);
+    return client_session_deliver(c, r, NULL);
 }
 
 /* Why the handshake failed: the certificate check if that was it, else OpenSSL's reason. */
@@ -156,19 +176,35 @@ int client_open_on_reply(struct client_session *c, const struct smtp_reply *r)
     case CLIENT_SESSION_GREETING:
         if (r->code != 220)
             return client_open_refuse(c, r);
-        return client_open_send_ehlo(c, CLIENT_SESSION_EHLO);
+        c->greeted = 1;
+        return client_open_send_ehlo(c, c->ssl ? CLIENT_SESSION_EHLO_TLS : CLIENT_SESSION_EHLO);
     case CLIENT_SESSION_EHLO:
         if (!client_open_is_2xx(r))
             return client_open_refuse(c, r);
         smtp_reply_caps(r, &c->caps);
-        if (!c->caps.starttls)
+        if (c->tls_mode == CLIENT_TLS_OPPORTUNISTIC && c->starttls_refused)
+            return client_open_plain_ready(c, r, "STARTTLS refused");
+        if (!c->caps.starttls) {
+            if (c->tls_mode == CLIENT_TLS_OPPORTUNISTIC)
+                return client_open_plain_ready(c, r, "no STARTTLS offered");
             return client_session_fail(c, "upstream does not offer STARTTLS");
+        }
         if (client_session_send(c, "STARTTLS", NULL) < 0)
             return -1;
         client_session_enter_state(c, CLIENT_SESSION_STARTTLS);
         client_session_arm(c, c->reply_timeout);
         return 0;
     case CLIENT_SESSION_STARTTLS:
+        if (r->code != 220 && c->tls_mode == CLIENT_TLS_OPPORTUNISTIC && r->code / 100 != 2) {
+            /* A refused STARTTLS leaves the session as it was (RFC 3207 4): say hello again
+             * and go on in plain text. */
+            char safe[300];
+            const char *text = r->nlines ? r->lines[0] : "";
+            log_info("event=upstream_starttls_refused session=%s host=%s reply=\"%d %s\"",
+                     c->log_id, c->host, r->code, log_safe(safe, sizeof(safe), text, strlen(text)));
+            c->starttls_refused = 1;
+            return client_open_send_ehlo(c, CLIENT_SESSION_EHLO);
+        }
         if (r->code != 220)
             return client_open_refuse(c, r);
         return client_open_start_tls(c);
@@ -186,8 +222,8 @@ int client_open_on_reply(struct client_session *c, const struct smtp_reply *r)
 int client_open_connected(struct client_session *c)
 {
     if (c->state == CLIENT_SESSION_CONNECTING) {
-        log_debug("event=upstream_tcp_connected session=%s host=%s port=%u", c->log_id, c->host,
-                  (unsigned)c->port);
+        if (c->tls_mode == CLIENT_TLS_IMPLICIT)
+            return client_open_start_tls(c); /* TLS from the first byte */
         client_session_enter_state(c, CLIENT_SESSION_GREETING);
         return 0;
     }
@@ -196,72 +232,28 @@ int client_open_connected(struct client_session *c)
     return -1;
 }
 
-static int client_open_fail_connect(struct client_session *c, int err_no)
-{
-    return client_session_fail(c, "cannot connect to %s:%u: %s", c->host, (unsigned)c->port,
-                               err_no ? strerror(err_no) : "connection failed");
-}
-
 void client_open_lost(struct client_session *c, short what, int err_no)
 {
     if (c->state == CLIENT_SESSION_HANDSHAKE) {
         client_open_tls_failed(c, what, err_no);
         return;
     }
-    int dns_err = bufferevent_socket_get_dns_error(c->bev);
-    if (dns_err)
-        client_session_fail(c, "cannot resolve %s: %s", c->host, evutil_gai_strerror(dns_err));
-    else
-        client_open_fail_connect(c, err_no);
+    client_session_fail(c, "connection to %s:%u lost while connecting: %s", c->host,
+                        (unsigned)c->port, err_no ? strerror(err_no) : "connection closed");
 }
 
 /* ---- connect ---- */
 
-/* Parse host as an IP literal into ss. */
-static int client_open_sockaddr(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                                int *sslen)
-{
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        *sslen = (int)sizeof(*sin);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        *sslen = (int)sizeof(*sin6);
-        return 0;
-    }
-    return -1;
-}
-
 static int client_open_connect(struct client_session *c)
 {
-    struct sockaddr_storage ss;
-    int sslen = 0, rc;
-
-    struct bufferevent *bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
-        return client_session_fail(c, "cannot create a socket bufferevent");
-    client_session_attach(c, bev);
     client_session_enter_state(c, CLIENT_SESSION_CONNECTING);
     client_session_arm(c, c->connect_timeout);
-    log_info("event=upstream_connecting session=%s host=%s port=%u", c->log_id, c->host,
-             (unsigned)c->port);
-    if (client_open_sockaddr(c->host, c->port, &ss, &sslen) == 0) {
-        rc = bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, sslen);
-    } else if (c->dns) {
-        rc = bufferevent_socket_connect_hostname(c->bev, c->dns, AF_UNSPEC, c->host, c->port);
-    } else {
-        return client_session_fail(c, "%s is not an IP address and no resolver was given", c->host);
-    }
-    if (rc < 0 && c->bev && c->state == CLIENT_SESSION_CONNECTING)
-        return client_open_fail_connect(c, EVUTIL_SOCKET_ERROR());
-    return 0;
+    log_info("event=upstream_connecting session=%s host=%s port=%u tls=%s", c->log_id, c->host,
+             (unsigned)c->port,
+             c->tls_mode == CLIENT_TLS_IMPLICIT        ? "implicit"
+             : c->tls_mode == CLIENT_TLS_OPPORTUNISTIC ? "opportunistic"
+                                                       : "starttls");
+    return client_connect_start(c);
 }
 
 void client_session_open(struct client_session *c, client_reply_cb cb, void *arg)

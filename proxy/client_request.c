@@ -111,8 +111,8 @@ void client_session_set_drain_cb(struct client_session *c, size_t low_mark, void
     c->drain_armed = 0;
     /* The write callback runs whenever the output falls to the low watermark. Before STARTTLS
      * the socket bufferevent's marks are left alone (the filter needs its own); they are set on
-     * the filter once TLS is up. */
-    if (c->bev && c->ssl)
+     * the filter once TLS is up, or on the socket once the session stays in plain text. */
+    if (c->bev && (c->ssl || c->plain))
         bufferevent_setwatermark(c->bev, EV_WRITE, low_mark, 0);
 }
 

@@ -113,6 +113,7 @@ static int client_session_expects_reply(enum client_session_state s)
 
 void client_session_close(struct client_session *c)
 {
+    client_connect_stop(c, NULL);
     if (c->timer)
         evtimer_del(c->timer);
     if (c->bev) {
@@ -160,6 +161,16 @@ static int client_session_leave(struct client_session *c)
         return 1;
     }
     return 0;
+}
+
+void client_session_frame_enter(struct client_session *c)
+{
+    client_session_enter(c);
+}
+
+void client_session_frame_leave(struct client_session *c)
+{
+    client_session_leave(c);
 }
 
 void client_session_api_enter(struct client_session *c)
@@ -469,6 +480,8 @@ static void client_session_timercb(evutil_socket_t fd, short what, void *arg)
         client_session_end_quit(c);
         break;
     case CLIENT_SESSION_CONNECTING:
+        client_connect_stop(c, "no answer within connect_timeout");
+        /* fall through */
     case CLIENT_SESSION_GREETING:
     case CLIENT_SESSION_HANDSHAKE:
         client_session_fail(c, "timeout connecting to upstream %s:%u (state %s, %us)", c->host,
@@ -529,6 +542,7 @@ struct client_session *client_session_new(struct event_base *base, struct evdns_
     c->ssl_ctx = cfg->ssl_ctx;
     c->connect_timeout = cfg->connect_timeout ? cfg->connect_timeout : 30;
     c->reply_timeout = cfg->reply_timeout ? cfg->reply_timeout : 300;
+    c->tls_mode = cfg->tls;
     c->host = strdup(cfg->host);
     c->helo = strdup(cfg->helo && *cfg->helo ? cfg->helo : "localhost");
     c->log_id = strdup(cfg->log_id ? cfg->log_id : "-");
@@ -563,6 +577,11 @@ void client_session_free(struct client_session *c)
 const struct smtp_caps *client_session_caps(const struct client_session *c)
 {
     return &c->caps;
+}
+
+int client_session_tls_active(const struct client_session *c)
+{
+    return c && c->ssl != NULL;
 }
 
 void client_session_set_log_id(struct client_session *c, const char *log_id)

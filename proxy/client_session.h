@@ -1,6 +1,7 @@
 /* The upstream side: one SMTP client connection to the submission server.
- * Connect, greeting, EHLO, STARTTLS (mandatory), TLS 1.2+ verified, EHLO, AUTH XOAUTH2 or
- * OAUTHBEARER, then
+ * Connect (every address of the name, both families), greeting, EHLO, STARTTLS (or TLS from the
+ * first byte, or plain text when the upstream offers no STARTTLS and the caller allows it), TLS
+ * 1.2+ verified, EHLO, AUTH XOAUTH2, OAUTHBEARER, PLAIN or LOGIN (or none), then
  * commands and a streamed DATA body. Callbacks are never called from inside an API call: they
  * always run from the event loop, so a caller may free the session from inside a callback. */
 #ifndef SOP_CLIENT_SESSION_H
@@ -16,6 +17,15 @@ struct event_base;
 struct evdns_base;
 struct client_session;
 
+/* How the connection gets its TLS (upstream_tls). The certificate is verified whenever TLS is
+ * used. */
+enum client_tls_mode {
+    CLIENT_TLS_STARTTLS = 0,  /* STARTTLS, or the connection is refused (the default) */
+    CLIENT_TLS_IMPLICIT,      /* TLS from the first byte (SMTPS), then the greeting */
+    CLIENT_TLS_OPPORTUNISTIC, /* STARTTLS when offered and accepted, else plain text (logged);
+                               * a failed handshake is still a failure, never a downgrade */
+};
+
 struct client_cfg {
     const char *host; /* DNS name or IP literal */
     uint16_t port;
@@ -24,6 +34,7 @@ struct client_cfg {
     unsigned connect_timeout; /* seconds, covers connect + greeting + TLS */
     unsigned reply_timeout;   /* seconds per reply, the final '.''s included */
     const char *log_id;       /* session id for log lines */
+    enum client_tls_mode tls; /* 0: STARTTLS */
 };
 
 /* r: the server's reply (valid during the call), or NULL when there was none (connect failed,
@@ -35,12 +46,16 @@ struct client_session *client_session_new(struct event_base *base, struct evdns_
                                           const struct client_cfg *cfg);
 /* Close at once; no callback runs afterwards. Accepts NULL. */
 void client_session_free(struct client_session *c);
-/* Connect and get ready to authenticate: greeting, EHLO, STARTTLS, handshake (certificate and
- * name verified), EHLO again. cb once: the last EHLO reply (2xx) on success; otherwise the
- * refusing reply, or NULL and err. A server without STARTTLS is refused. */
+/* Connect and get ready to authenticate: every address of the name in turn (RFC 8305 style: see
+ * client_connect.c; each failed address is logged), greeting, EHLO, STARTTLS, handshake
+ * (certificate and name verified), EHLO again; with CLIENT_TLS_IMPLICIT the handshake comes
+ * first. cb once: the last EHLO reply (2xx) on success; otherwise the refusing reply, or NULL
+ * and err. A server without STARTTLS is refused unless the mode is opportunistic. */
 void client_session_open(struct client_session *c, client_reply_cb cb, void *arg);
 /* Capabilities of the last EHLO; valid after open succeeded. */
 const struct smtp_caps *client_session_caps(const struct client_session *c);
+/* 1 when the connection is encrypted (after a successful open: 0 only in opportunistic mode). */
+int client_session_tls_active(const struct client_session *c);
 /* AUTH XOAUTH2: the initial response on the AUTH line only when the whole line fits in 512
  * octets (RFC 4954 4), else "AUTH XOAUTH2", 334, then the response. A 334 error challenge (JSON)
  * is answered with an empty line and the final reply is reported. cb gets the final reply
@@ -50,12 +65,16 @@ void client_session_auth_xoauth2(struct client_session *c, const char *user, con
 enum client_auth_mech {
     CLIENT_AUTH_XOAUTH2,     /* "user=" USER ^A "auth=Bearer " TOKEN ^A ^A */
     CLIENT_AUTH_OAUTHBEARER, /* RFC 7628: "n,a=" USER "," ^A "host=" ^A "port=" ^A "auth=..." */
+    CLIENT_AUTH_PLAIN,       /* RFC 4616: NUL USER NUL PASSWORD (no authorization identity) */
+    CLIENT_AUTH_LOGIN,       /* "AUTH LOGIN", 334, USER, 334, PASSWORD (each base64) */
 };
-/* The mechanism's name as in AUTH lines and EHLO ("XOAUTH2", "OAUTHBEARER"). */
+/* The mechanism's name as in AUTH lines and EHLO ("XOAUTH2", "OAUTHBEARER", "PLAIN", ...). */
 const char *client_auth_mech_name(enum client_auth_mech mech);
 /* AUTH with mech, the same rules as client_session_auth_xoauth2. OAUTHBEARER carries the
  * session's host and port; its error challenge (a 334 with JSON) is answered with a single ^A
- * ("AQ==", RFC 7628 3.2.3) and the final reply is reported. */
+ * ("AQ==", RFC 7628 3.2.3) and the final reply is reported. For PLAIN and LOGIN, token is the
+ * password; an unexpected 334 after the password is answered with "*" (RFC 4954 4: cancel).
+ * Credentials are never sent on a connection without TLS: cb then gets an error. */
 void client_session_auth(struct client_session *c, enum client_auth_mech mech, const char *user,
                          const char *token, client_reply_cb cb, void *arg);
 /* Send one command line (no CRLF; at most 510 bytes) and report its reply. */

@@ -7,6 +7,7 @@
 
 struct bufferevent;
 struct event;
+struct client_connector;
 
 #define CLIENT_SESSION_LINE_MAX 510 /* command line without CRLF (RFC 5321 4.5.3.1.4) */
 
@@ -36,6 +37,11 @@ struct client_session {
     uint16_t port;
     SSL_CTX *ssl_ctx;
     unsigned connect_timeout, reply_timeout;
+    enum client_tls_mode tls_mode;
+    struct client_connector *connector; /* while CONNECTING (client_connect.c) */
+    int greeted;          /* the 220 greeting came (implicit TLS: after the handshake) */
+    int starttls_refused; /* opportunistic: STARTTLS was refused, EHLO again in clear */
+    int plain;            /* opportunistic: no TLS on this connection, for good */
 
     enum client_session_state state;
     struct bufferevent *bev; /* top of the stack: the TLS filter once STARTTLS is done */
@@ -48,6 +54,7 @@ struct client_session {
     client_reply_cb cb; /* the one outstanding request */
     void *cb_arg;
     char *auth_resp; /* AUTH response held until the 334; wiped when sent or dropped */
+    char *auth_user; /* AUTH LOGIN: the user name (base64) held for the first 334 */
     enum client_auth_mech auth_mech; /* of the AUTH exchange in progress */
 
     void (*drain_cb)(void *arg);
@@ -87,6 +94,10 @@ int client_session_fail(struct client_session *c, const char *fmt, ...)
 int client_session_deliver(struct client_session *c, const struct smtp_reply *r, const char *err);
 /* Queue one command line; logged replaces line in the debug log (NULL: line). -1: failed. */
 int client_session_send(struct client_session *c, const char *line, const char *logged);
+/* Bracket a loop callback of another file (client_connect.c's events) like the session's own;
+ * after leave the session may be gone. */
+void client_session_frame_enter(struct client_session *c);
+void client_session_frame_leave(struct client_session *c);
 /* Bracket every public API call (see the frame rule at the top of client_session.c). */
 void client_session_api_enter(struct client_session *c);
 void client_session_api_leave(struct client_session *c);
@@ -100,10 +111,21 @@ void client_session_read_buffered(struct client_session *c);
 
 /* A reply in GREETING, EHLO, STARTTLS or EHLO_TLS. -1: stop processing. */
 int client_open_on_reply(struct client_session *c, const struct smtp_reply *r);
-/* BEV_EVENT_CONNECTED: TCP is up or the handshake is done. 0: read the replies now. */
+/* TCP is up (client_connect.c) or the handshake is done (BEV_EVENT_CONNECTED). 0: read the
+ * replies now. */
 int client_open_connected(struct client_session *c);
 /* The connection failed while CONNECTING or in the HANDSHAKE: fail with the reason why. */
 void client_open_lost(struct client_session *c, short what, int err_no);
+
+/* ---- client_connect.c: every address of the name, RFC 8305 style ---- */
+
+/* Resolve and connect (CONNECTING is entered and its timer armed by the caller); the winner is
+ * attached and client_open_connected() runs, from the loop. Always 0 unless it failed at once
+ * (then -1 and the session failed). */
+int client_connect_start(struct client_session *c);
+/* Stop connecting: cancel the resolution, close every attempt; why non-NULL: log each attempt
+ * still in flight as failed for that reason (the connect timeout). No-op when not connecting. */
+void client_connect_stop(struct client_session *c, const char *why);
 
 /* ---- client_request.c: commands, the body and QUIT, one request at a time ---- */
 

@@ -26,10 +26,30 @@ struct exchange_explanation {
     const char *fix;
 };
 
+/* What an account authenticates with, and where to: a few replies (to AUTH) mean something else
+ * for a password than for a token, or at High Volume Email than at smtp.office365.com. */
+#define EXCHANGE_CRED_TOKEN 1u    /* XOAUTH2 / OAUTHBEARER */
+#define EXCHANGE_CRED_PASSWORD 2u /* PLAIN / LOGIN */
+#define EXCHANGE_CRED_NONE 4u     /* no AUTH */
+struct exchange_ctx {
+    unsigned cred; /* one EXCHANGE_CRED_* */
+    int hve;       /* the upstream is High Volume Email (exchange_host_is_hve) */
+};
+
 /* The entry for a reply (code, its enhanced code or "" / NULL, the reply's text: any bytes up to
- * a NUL, only the first 4096 are looked at), or NULL when the table does not know it. */
+ * a NUL, only the first 4096 are looked at), or NULL when the table does not know it. The main
+ * table only: what a reply means to an account that authenticates with a token at Exchange
+ * Online's submission endpoint, and what every account hears at MAIL, RCPT and DATA. */
 const struct exchange_explanation *exchange_explain(int code, const char *enhanced,
                                                     const char *text);
+/* The same, knowing the account: an entry for its context first (exchange_explain_ctx_table),
+ * else the main table's. ctx NULL: exchange_explain. */
+const struct exchange_explanation *exchange_explain_ctx(int code, const char *enhanced,
+                                                        const char *text,
+                                                        const struct exchange_ctx *ctx);
+/* 1 when host is Exchange Online's High Volume Email endpoint (smtp.hve.mx.microsoft, or the
+ * older smtp-hve.office365.com). */
+int exchange_host_is_hve(const char *host);
 /* "meaning; fix: fix" with the placeholders filled (NULL: left as they are), cut to len. Returns
  * buf. */
 const char *exchange_explain_format(const struct exchange_explanation *e, const char *mailbox,
@@ -41,9 +61,17 @@ const char *exchange_explain_fix(const struct exchange_explanation *e, const cha
  * the reply (code 0: none), else "". Returns buf (at least 900 bytes holds any entry). */
 const char *exchange_explain_kv(int code, const char *enhanced, const char *text,
                                 const char *mailbox, const char *client_id, char *buf, size_t len);
+/* exchange_explain_kv with the account's context (exchange_explain_ctx). */
+const char *exchange_explain_kv_ctx(int code, const char *enhanced, const char *text,
+                                    const char *mailbox, const char *client_id,
+                                    const struct exchange_ctx *ctx, char *buf, size_t len);
 /* The phases as "AUTH", "MAIL/DATA", ... Returns buf. */
 const char *exchange_phase_names(unsigned phases, char *buf, size_t len);
-/* The whole table, for docs and tests. */
+/* The whole main table, for docs and tests. */
 const struct exchange_explanation *exchange_explain_table(size_t *n);
+/* The context entries: entry i applies to contexts with a cred in creds[i] (0: any) and, when
+ * hve[i], only at High Volume Email. */
+const struct exchange_explanation *exchange_explain_ctx_table(size_t *n, const unsigned **creds,
+                                                              const int **hve);
 
 #endif

@@ -49,7 +49,8 @@ int server_gen_account_same(const struct cfg_account *a, const struct cfg_accoun
            str_same(a->client_key, b->client_key) && str_same(a->mailbox, b->mailbox) &&
            str_same(a->service_account_key, b->service_account_key) &&
            str_same(a->issuer, b->issuer) && str_same(a->token_url, b_token_url) &&
-           str_same(a->device_authorization_url, b_device_url) && str_same(a->scope, b->scope);
+           str_same(a->device_authorization_url, b_device_url) && str_same(a->scope, b->scope) &&
+           str_same(a->http_proxy, b->http_proxy);
 }
 
 /* The generation's account that shares prev's cache: its endpoints discovered back then are
@@ -118,10 +119,17 @@ struct server_gen *server_gen_new(struct event_base *base, struct config *cfg, s
         goto fail;
     for (size_t i = 0; i < cfg->naccounts; i++) {
         const struct cfg_account *a = &cfg->accounts[i];
-        /* each account may trust its own upstream CA (upstream_ca_file) */
-        g->tls_clients[i] = tls_client_ctx_new(a->upstream.ca_file, err, errlen);
-        if (!g->tls_clients[i])
+        /* each account may trust its own upstream CA (upstream_ca_file) and present its own
+         * client certificate (upstream_client_certificate: a certificate-based connector) */
+        char terr[768];
+        g->tls_clients[i] =
+            tls_client_ctx_new_cert(a->upstream.ca_file, a->upstream.client_certificate,
+                                    a->upstream.client_key, terr, sizeof(terr));
+        if (!g->tls_clients[i]) {
+            snprintf(err, errlen, "%s line %d: account %s: upstream TLS: %s", cfg->path, a->line,
+                     a->name, terr);
             goto fail;
+        }
         if (g->tokens[i])
             continue;
         g->tokens[i] = calloc(1, sizeof(*g->tokens[i]));

@@ -49,8 +49,8 @@ struct token_cache *server_gen_account_tokens(const struct server_gen *g,
                                               const struct cfg_account *acct);
 SSL_CTX *server_gen_tls_client(const struct server_gen *g, const struct cfg_account *acct);
 /* 1 when b gets its tokens exactly as a does (name, provider, grant, endpoints, client
- * credentials, scope, mailbox), so a's token cache can serve b; else 0. Pure. A token_url or
- * device_authorization_url that b leaves to its issuer's discovery is taken as a's. */
+ * credentials, scope, mailbox, http_proxy), so a's token cache can serve b; else 0. Pure. A
+ * token_url or device_authorization_url that b leaves to its issuer's discovery is taken as a's. */
 int server_gen_account_same(const struct cfg_account *a, const struct cfg_account *b);
 
 #endif

@@ -49,6 +49,9 @@ static const char *tls_version_name(int v)
     }
 }
 
+static int tls_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err,
+                        size_t errlen);
+
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, int min_version, char *err,
                             size_t errlen)
 {
@@ -76,10 +79,25 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, int min
     }
     /* Renegotiation initiated by a peer is a CPU-exhaustion vector and no copier needs it. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (tls_use_cert(ctx, cert_file, key_file, err, errlen) != 0)
+        goto fail;
+    return ctx;
+
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* The certificate and key into ctx, the key checked against it. 0 ok; -1 with err. */
+static int tls_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err,
+                        size_t errlen)
+{
+    char reason[256];
+    ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         snprintf(err, errlen, "%s: cannot load certificate chain: %s", cert_file,
                  tls_last_error(reason, sizeof(reason)));
-        goto fail;
+        return -1;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
         /* OpenSSL already compares the key with the loaded certificate here; say so plainly,
@@ -91,18 +109,26 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, int min
             snprintf(err, errlen, "%s: cannot load private key: %s", key_file,
                      tls_last_error(reason, sizeof(reason)));
         ERR_clear_error();
-        goto fail;
+        return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         snprintf(err, errlen, "%s: private key does not match certificate %s: %s", key_file,
                  cert_file, tls_last_error(reason, sizeof(reason)));
-        goto fail;
+        return -1;
+    }
+    return 0;
+}
+
+SSL_CTX *tls_client_ctx_new_cert(const char *ca_file, const char *cert_file, const char *key_file,
+                                 char *err, size_t errlen)
+{
+    SSL_CTX *ctx = tls_client_ctx_new(ca_file, err, errlen);
+    if (ctx && cert_file && *cert_file &&
+        tls_use_cert(ctx, cert_file, key_file ? key_file : "", err, errlen) != 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     return ctx;
-
-fail:
-    SSL_CTX_free(ctx);
-    return NULL;
 }
 
 SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)

@@ -13,6 +13,11 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, int min
                             size_t errlen);
 /* ca_file NULL: the system trust store. */
 SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen);
+/* The same, presenting a client certificate (PEM chain) and its key in every handshake (an
+ * upstream that trusts this certificate: Exchange Online's certificate-based connector). Checks
+ * that the key matches the certificate. cert_file NULL: none (tls_client_ctx_new). */
+SSL_CTX *tls_client_ctx_new_cert(const char *ca_file, const char *cert_file, const char *key_file,
+                                 char *err, size_t errlen);
 /* A client SSL for host: SNI (for DNS names), and verification of the name, or of the IP SAN
  * when host is an IP literal. NULL on failure. */
 SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *host);

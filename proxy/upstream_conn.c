@@ -1,8 +1,11 @@
-/* Opening one upstream connection for the pool: connect, STARTTLS, EHLO (client_session.h), a
- * token from the account's cache (asked for in parallel with the connect), AUTH with the
- * mechanism upstream_auth picks from what the EHLO offers, one more try with a fresh token on a
- * 535. Every failure is logged here once (event=upstream_failed, with explain= when Exchange's
- * table knows the reply) and handed to the pool with the 4xx a waiting device hears. */
+/* Opening one upstream connection for the pool: connect, TLS as upstream_tls says, EHLO
+ * (client_session.h), then AUTH as upstream_auth and upstream_auth_policy say: a token from the
+ * account's cache (asked for in parallel with the connect when AUTH is required) with XOAUTH2 or
+ * OAUTHBEARER and one more try with a fresh token on a 535; or upstream_username and the password
+ * with PLAIN or LOGIN; or nothing (upstream_auth = none, policy disabled, or policy enabled and
+ * the EHLO offers no usable mechanism: logged once per connection). Every failure is logged
+ * here once (event=upstream_failed, with explain= when Exchange's table knows the reply) and
+ * handed to the pool with the 4xx a waiting device hears. */
 #include "proxy/upstream_pool_int.h"
 
 #include <stdio.h>
@@ -73,16 +76,30 @@ void upstream_conn_close(struct upstream_conn *c, int polite)
     free(c);
 }
 
+/* What the account authenticates with and where, for the explanations. */
+static struct exchange_ctx conn_ctx(const struct upstream_conn *c)
+{
+    const struct cfg_upstream *u = &c->acct->upstream;
+    struct exchange_ctx x = {.cred = EXCHANGE_CRED_NONE, .hve = exchange_host_is_hve(u->host)};
+    if (config_upstream_needs_token(u))
+        x.cred = EXCHANGE_CRED_TOKEN;
+    else if (config_upstream_needs_password(u))
+        x.cred = EXCHANGE_CRED_PASSWORD;
+    return x;
+}
+
 /* The open failed: log it once, then let the pool tell the lease (and close c). rep: the
  * upstream's refusing reply, if any (for explain= and the borrower). */
 static void conn_fail(struct upstream_conn *c, const char *reply, const char *why,
                       const struct smtp_reply *rep, const char *rep_text)
 {
     char safe[600], explain[900];
+    struct exchange_ctx x = conn_ctx(c);
     log_warn("event=upstream_failed session=%s account=%s op=MAIL reason=%s%s", c->log_id,
              c->acct->name, log_safe(safe, sizeof(safe), why, strlen(why)),
-             exchange_explain_kv(rep ? rep->code : 0, rep ? rep->enhanced : NULL, rep_text,
-                                 c->acct->mailbox, c->acct->client_id, explain, sizeof(explain)));
+             exchange_explain_kv_ctx(rep ? rep->code : 0, rep ? rep->enhanced : NULL, rep_text,
+                                     c->acct->mailbox, c->acct->client_id, &x, explain,
+                                     sizeof(explain)));
     if (c->token_wait) {
         token_cache_cancel(c->token_wait);
         c->token_wait = NULL;
@@ -130,7 +147,7 @@ static void on_token(void *arg, const char *token, const char *err)
     }
     /* the cache's current token is the one just handed out */
     c->token_deadline_ms = token_deadline(c);
-    if (c->opened)
+    if (c->opened && c->mech_picked)
         start_auth(c);
 }
 
@@ -153,6 +170,7 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     metrics_upstream_reply(c->srv->metrics, METRICS_CMD_AUTH, rep->code, rep->enhanced);
     if (rep->code == 235) {
         drop_token(c);
+        c->authed = 1;
         log_debug("event=upstream_auth_ok session=%s account=%s mech=%s", c->log_id, c->acct->name,
                   client_auth_mech_name(c->mech));
         upstream_pool_conn_opened(c, NULL);
@@ -160,35 +178,34 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     }
     char text[CONN_REPLY_MAX];
     smtp_reply_text(rep, text, sizeof(text));
-    if (rep->code == 535 && !c->auth_retried) {
+    int password = c->mech == CLIENT_AUTH_PLAIN || c->mech == CLIENT_AUTH_LOGIN;
+    if (rep->code == 535 && !c->auth_retried && !password) {
         /* The token may have been revoked or be for the wrong audience: one fresh token. */
         char safe[300], explain[900];
+        struct exchange_ctx x = conn_ctx(c);
         log_warn("event=upstream_auth_retry session=%s account=%s upstream=%s%s", c->log_id,
                  c->acct->name, log_safe(safe, sizeof(safe), text, strcspn(text, "\r\n")),
-                 exchange_explain_kv(rep->code, rep->enhanced, text, c->acct->mailbox,
-                                     c->acct->client_id, explain, sizeof(explain)));
+                 exchange_explain_kv_ctx(rep->code, rep->enhanced, text, c->acct->mailbox,
+                                         c->acct->client_id, &x, explain, sizeof(explain)));
         c->auth_retried = 1;
         token_cache_invalidate(c->tokens, c->token);
         drop_token(c);
         request_token(c);
         return;
     }
-    /* Never 5xx for a token problem: the device should try again later. */
-    char why[CONN_REPLY_MAX + 64];
-    snprintf(why, sizeof(why), "AUTH %s refused: %s", client_auth_mech_name(c->mech), text);
-    conn_fail(c, REPLY_AUTH_TEMP, why, rep, text);
-}
-
-static const char *upstream_auth_name(enum upstream_auth a)
-{
-    switch (a) {
-    case UPSTREAM_AUTH_XOAUTH2:
-        return "xoauth2";
-    case UPSTREAM_AUTH_OAUTHBEARER:
-        return "oauthbearer";
-    default:
-        return "auto";
+    /* Never 5xx for a token or password problem: the device should try again later (and the
+     * admin reads the log). The upstream's text may echo what it was sent: never the password. */
+    char why[CONN_REPLY_MAX + 160];
+    if (password) {
+        secret_redact(text, c->acct->upstream.password);
+        snprintf(why, sizeof(why),
+                 "AUTH %s refused: %s (check upstream_username and the password in "
+                 "upstream_password_file)",
+                 client_auth_mech_name(c->mech), text);
+    } else {
+        snprintf(why, sizeof(why), "AUTH %s refused: %s", client_auth_mech_name(c->mech), text);
     }
+    conn_fail(c, REPLY_AUTH_TEMP, why, rep, text);
 }
 
 /* The SASL mechanisms an EHLO offered, space-separated ("none" if none). */
@@ -220,6 +237,11 @@ static const char *offered_mechs(unsigned bits, char *buf, size_t len)
 static int pick_mech(enum upstream_auth want, unsigned offered, enum client_auth_mech *mech)
 {
     int x = (offered & SMTP_AUTH_XOAUTH2) != 0, o = (offered & SMTP_AUTH_OAUTHBEARER) != 0;
+    if (want == UPSTREAM_AUTH_PLAIN || want == UPSTREAM_AUTH_LOGIN) {
+        unsigned bit = want == UPSTREAM_AUTH_PLAIN ? SMTP_AUTH_PLAIN : SMTP_AUTH_LOGIN;
+        *mech = want == UPSTREAM_AUTH_PLAIN ? CLIENT_AUTH_PLAIN : CLIENT_AUTH_LOGIN;
+        return (offered & bit) ? 0 : -1;
+    }
     if ((want == UPSTREAM_AUTH_XOAUTH2 || want == UPSTREAM_AUTH_AUTO) && x) {
         *mech = CLIENT_AUTH_XOAUTH2;
         return 0;
@@ -231,21 +253,66 @@ static int pick_mech(enum upstream_auth want, unsigned offered, enum client_auth
     return -1;
 }
 
+/* AUTH with the token (the mechanism is picked and the token is here). */
 static void start_auth(struct upstream_conn *c)
 {
-    if (!c->token)
+    if (!c->token || !c->mech_picked)
         return;
+    client_session_auth(c->cs, c->mech, c->acct->mailbox, c->token, on_auth, c);
+}
+
+/* The connection goes on without AUTH: ready for the pool. */
+static void conn_unauthenticated(struct upstream_conn *c)
+{
+    if (c->token_wait) {
+        token_cache_cancel(c->token_wait);
+        c->token_wait = NULL;
+    }
+    drop_token(c);
+    upstream_pool_conn_opened(c, NULL);
+}
+
+/* EHLO (after TLS) is in: authenticate as upstream_auth and upstream_auth_policy say. */
+static void after_open(struct upstream_conn *c)
+{
+    const struct cfg_upstream *u = &c->acct->upstream;
     const struct smtp_caps *caps = client_session_caps(c->cs);
-    enum upstream_auth want = c->acct->upstream.auth;
-    if (pick_mech(want, caps ? caps->auth : 0, &c->mech) < 0) {
-        char offered[64], why[160];
+    unsigned offered = caps ? caps->auth : 0;
+    char offered_s[64], why[256], safe[300];
+
+    if (u->auth == UPSTREAM_AUTH_NONE || u->policy == UPSTREAM_POLICY_DISABLED) {
+        log_debug("event=upstream_unauthenticated session=%s account=%s host=%s reason=\"%s\"",
+                  c->log_id, c->acct->name, u->host,
+                  u->auth == UPSTREAM_AUTH_NONE ? "upstream_auth = none"
+                                                : "upstream_auth_policy = disabled");
+        conn_unauthenticated(c);
+        return;
+    }
+    if (pick_mech(u->auth, offered, &c->mech) < 0) {
         snprintf(why, sizeof(why), "upstream_auth = %s but the upstream offers AUTH %s",
-                 upstream_auth_name(want),
-                 offered_mechs(caps ? caps->auth : 0, offered, sizeof(offered)));
+                 config_upstream_auth_name(u->auth),
+                 offered_mechs(offered, offered_s, sizeof(offered_s)));
+        if (u->policy == UPSTREAM_POLICY_ENABLED) {
+            /* Domino's "enabled": authenticate when the server can, else send without */
+            log_info("event=upstream_unauthenticated session=%s account=%s host=%s reason=%s "
+                     "policy=enabled",
+                     c->log_id, c->acct->name, u->host,
+                     log_safe(safe, sizeof(safe), why, strlen(why)));
+            conn_unauthenticated(c);
+            return;
+        }
         conn_fail(c, REPLY_AUTH_TEMP, why, NULL, NULL);
         return;
     }
-    client_session_auth(c->cs, c->mech, c->acct->mailbox, c->token, on_auth, c);
+    c->mech_picked = 1;
+    if (c->mech == CLIENT_AUTH_PLAIN || c->mech == CLIENT_AUTH_LOGIN) {
+        client_session_auth(c->cs, c->mech, u->username, u->password, on_auth, c);
+        return;
+    }
+    if (c->token)
+        start_auth(c);
+    else if (!c->token_wait)
+        request_token(c); /* policy enabled: asked for only now; may fail and free c */
 }
 
 static void on_open(void *arg, const struct smtp_reply *rep, const char *err)
@@ -261,8 +328,19 @@ static void on_open(void *arg, const struct smtp_reply *rep, const char *err)
         return;
     }
     c->opened = 1;
-    if (c->token)
-        start_auth(c);
+    after_open(c);
+}
+
+static enum client_tls_mode tls_mode(enum upstream_tls t)
+{
+    switch (t) {
+    case UPSTREAM_TLS_IMPLICIT:
+        return CLIENT_TLS_IMPLICIT;
+    case UPSTREAM_TLS_OPPORTUNISTIC:
+        return CLIENT_TLS_OPPORTUNISTIC;
+    default:
+        return CLIENT_TLS_STARTTLS;
+    }
 }
 
 void upstream_conn_open(struct upstream_conn *c)
@@ -276,6 +354,7 @@ void upstream_conn_open(struct upstream_conn *c)
         .connect_timeout = cfg->upstream_connect_timeout,
         .reply_timeout = cfg->upstream_timeout,
         .log_id = c->log_id,
+        .tls = tls_mode(c->acct->upstream.tls),
     };
     c->auth_retried = 0;
     c->cs = client_session_new(c->srv->base, c->srv->dns, &cc);
@@ -285,5 +364,8 @@ void upstream_conn_open(struct upstream_conn *c)
         return;
     }
     client_session_open(c->cs, on_open, c);
-    request_token(c); /* last: may fail and free c */
+    /* AUTH with a token is certain: ask for it while connecting (last: may fail and free c) */
+    if (config_upstream_needs_token(&c->acct->upstream) &&
+        c->acct->upstream.policy == UPSTREAM_POLICY_REQUIRED)
+        request_token(c);
 }

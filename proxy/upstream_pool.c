@@ -302,7 +302,8 @@ void upstream_pool_conn_opened(struct upstream_conn *c, const struct upstream_fa
     }
     /* client_open.c logged event=upstream_connected (at info) for the TLS connection */
     log_debug("event=upstream_authenticated session=%s account=%s conn=%lu mech=%s conns=%u",
-              c->log_id, c->acct->name, c->id, client_auth_mech_name(c->mech), p->nconns);
+              c->log_id, c->acct->name, c->id, c->authed ? client_auth_mech_name(c->mech) : "none",
+              p->nconns);
     if (l)
         conn_grant(c);
     else

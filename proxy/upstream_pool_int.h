@@ -20,7 +20,7 @@ struct token_wait;
 #define UPSTREAM_TOKEN_MARGIN_MS 20000
 
 enum upstream_conn_state {
-    UPSTREAM_CONN_OPENING,  /* connect, STARTTLS, EHLO, token, AUTH */
+    UPSTREAM_CONN_OPENING,  /* connect, STARTTLS, EHLO, token or password, AUTH (or none) */
     UPSTREAM_CONN_CHECKING, /* idle one being proven alive with RSET for a lease */
     UPSTREAM_CONN_BUSY,     /* lent out */
     UPSTREAM_CONN_IDLE,     /* authenticated, waiting for the next lease */
@@ -43,7 +43,9 @@ struct upstream_conn {
     struct token_wait *token_wait;
     char *token; /* kept until AUTH is answered (to invalidate it on 535) */
     int auth_retried;
-    int opened; /* EHLO after STARTTLS done, waiting for the token */
+    int opened;      /* EHLO after STARTTLS done, waiting for the token */
+    int mech_picked; /* mech is what the EHLO offered and upstream_auth allows */
+    int authed;      /* AUTH succeeded (0: the connection sends unauthenticated) */
     enum client_auth_mech mech;
     int64_t token_deadline_ms; /* monotonic; 0: unknown, not retired for it */
 

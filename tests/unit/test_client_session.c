@@ -1543,6 +1543,261 @@ static int group_teardown(void **state)
     return 0;
 }
 
+/* ---- issue 11: the upstream kinds ---- */
+
+/* The log (stderr) of what runs between log_capture_start and log_capture_end, at debug. */
+static int cap_saved_fd = -1;
+static FILE *cap_file;
+static enum log_level cap_level;
+static char cap_path[PATH_MAX];
+
+static void log_capture_start(void)
+{
+    snprintf(cap_path, sizeof(cap_path), "%s/caplog", tmpdir);
+    cap_level = log_get_level();
+    log_set_level(LOGL_DEBUG);
+    fflush(stderr);
+    cap_saved_fd = dup(STDERR_FILENO);
+    cap_file = fopen(cap_path, "w+");
+    assert_non_null(cap_file);
+    dup2(fileno(cap_file), STDERR_FILENO);
+}
+
+static char *log_capture_end(void)
+{
+    static char buf[65536];
+    fflush(stderr);
+    dup2(cap_saved_fd, STDERR_FILENO);
+    close(cap_saved_fd);
+    log_set_level(cap_level);
+    rewind(cap_file);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, cap_file);
+    buf[n] = '\0';
+    fclose(cap_file);
+    unlink(cap_path);
+    return buf;
+}
+
+static char *b64_of(const void *data, size_t len)
+{
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    assert_non_null(out);
+    EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+    return out;
+}
+
+/* AUTH PLAIN: NUL user NUL password in one base64 on the AUTH line; never in the log. */
+static void test_auth_plain(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH PLAIN *", "235 2.7.0 Authentication successful\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    const char *user = "relay-user", *pw = "Pa55-W0rd secret";
+
+    auth_prologue(f);
+    log_capture_start();
+    client_session_auth(f->c, CLIENT_AUTH_PLAIN, user, pw, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    char *log = log_capture_end();
+    assert_int_equal(res.code, 235);
+    char raw[64];
+    size_t rl = (size_t)snprintf(raw, sizeof(raw), "%c%s%c%s", 0, user, 0, pw);
+    char *b64 = b64_of(raw, rl), want[512];
+    snprintf(want, sizeof(want), "%sAUTH PLAIN %s\r\n", open_bytes, b64);
+    char *got = srv_received(f->srv);
+    assert_string_equal(got, want);
+    free(got);
+    assert_non_null(strstr(log, "line=\"AUTH PLAIN <redacted>\""));
+    assert_null(strstr(log, b64));
+    assert_null(strstr(log, "Pa55"));
+    free(b64);
+    assert_string_equal(client_auth_mech_name(CLIENT_AUTH_PLAIN), "PLAIN");
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+/* AUTH LOGIN: the user name after the first 334, the password after the second, whatever the
+ * prompts say; a 535 is reported as it came. */
+static void test_auth_login(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        S_STARTTLS,
+        S_EHLO2,
+        {"AUTH LOGIN", "334 VXNlcm5hbWU6\r\n", ACT_NONE},
+        {"*", "334 UGFzc3dvcmQ6\r\n", ACT_NONE},
+        {"*", "535 5.7.3 Authentication unsuccessful\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    const char *user = "contoso.app.tenant", *pw = "Wrong~Secret";
+
+    auth_prologue(f);
+    log_capture_start();
+    client_session_auth(f->c, CLIENT_AUTH_LOGIN, user, pw, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    char *log = log_capture_end();
+    assert_int_equal(res.code, 535);
+    assert_string_equal(res.enhanced, "5.7.3");
+    char *bu = b64_of(user, strlen(user)), *bp = b64_of(pw, strlen(pw)), want[512];
+    snprintf(want, sizeof(want), "%sAUTH LOGIN\r\n%s\r\n%s\r\n", open_bytes, bu, bp);
+    char *got = srv_received(f->srv);
+    assert_string_equal(got, want);
+    free(got);
+    assert_null(strstr(log, bp));
+    assert_null(strstr(log, "Wrong~Secret"));
+    free(bu);
+    free(bp);
+    assert_true(client_session_usable(f->c));
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+/* Opportunistic: no STARTTLS offered, so the session is ready in plain text (logged), and it
+ * still refuses to send credentials there. */
+static void test_opportunistic_plain(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        {"EHLO proxy.test", "250-mx.test\r\n250-SIZE 1000\r\n250 AUTH PLAIN\r\n", ACT_NONE},
+        {"MAIL FROM:<a@b.test>", "250 2.1.0 OK\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    f->cfg.tls = CLIENT_TLS_OPPORTUNISTIC;
+    log_capture_start();
+    fx_open(f, &res);
+    char *log = log_capture_end();
+    assert_int_equal(res.code, 250);
+    assert_false(client_session_tls_active(f->c));
+    assert_non_null(strstr(log, "event=upstream_connected session=t1 host=127.0.0.1"));
+    assert_non_null(strstr(log, "tls=none reason=\"no STARTTLS offered\""));
+    memset(&res, 0, sizeof(res));
+    client_session_auth(f->c, CLIENT_AUTH_PLAIN, "u", "p", result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    assert_non_null(strstr(res.err, "without TLS"));
+    fx_command(f, "MAIL FROM:<a@b.test>", &res);
+    assert_int_equal(res.code, 250);
+    char *got = srv_received(f->srv);
+    assert_string_equal(got, "EHLO proxy.test\r\nMAIL FROM:<a@b.test>\r\n");
+    free(got);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+/* Opportunistic with STARTTLS offered: TLS as usual (verified). */
+static void test_opportunistic_tls(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {S_GREET, S_EHLO1, S_STARTTLS, S_EHLO2};
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    f->cfg.tls = CLIENT_TLS_OPPORTUNISTIC;
+    fx_open(f, &res);
+    assert_int_equal(res.code, 250);
+    assert_true(client_session_tls_active(f->c));
+    assert_true(f->srv->handshake_done);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+/* A name with an IPv6 address where nothing listens and an IPv4 one where the server does:
+ * the first is tried first (RFC 8305: IPv6 first), refused, logged by address, and the mail
+ * goes over the second. */
+static void test_connect_every_address(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {S_GREET, S_EHLO1, S_STARTTLS, S_EHLO2};
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    char hosts[PATH_MAX];
+    snprintf(hosts, sizeof(hosts), "%s/hosts2", tmpdir);
+    FILE *h = fopen(hosts, "w");
+    assert_non_null(h);
+    fputs("127.0.0.1 localhost\n::1 localhost\n", h);
+    fclose(h);
+    struct evdns_base *dns = evdns_base_new(f->base, 0);
+    assert_non_null(dns);
+    assert_int_equal(evdns_base_load_hosts(dns, hosts), 0);
+    /* is the server's port free on ::1? (it listens on 127.0.0.1 only) */
+    int s6 = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(f->srv->port)};
+    a6.sin6_addr = in6addr_loopback;
+    int v6_ok = s6 >= 0 && bind(s6, (struct sockaddr *)&a6, sizeof(a6)) == 0;
+    if (s6 >= 0)
+        close(s6);
+
+    f->cfg.host = "localhost";
+    log_capture_start();
+    f->c = client_session_new(f->base, dns, &f->cfg);
+    assert_non_null(f->c);
+    client_session_open(f->c, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    char *log = log_capture_end();
+    assert_string_equal(res.err, "");
+    assert_int_equal(res.code, 250);
+    assert_non_null(strstr(log, "event=upstream_resolved session=t1 host=localhost "
+                                "addresses=[::1],127.0.0.1"));
+    if (v6_ok)
+        assert_non_null(strstr(log, "event=upstream_connect_failed session=t1 host=localhost "
+                                    "port="));
+    assert_non_null(strstr(log, "address=[::1]"));
+    assert_non_null(strstr(log, "event=upstream_tcp_connected session=t1 host=localhost"));
+    assert_non_null(strstr(log, "address=127.0.0.1"));
+    assert_server_ok(f->srv);
+    client_session_free(f->c);
+    f->c = NULL;
+    evdns_base_free(dns, 0);
+    fx_free(f);
+}
+
+/* Every address refused: one failure naming how many were tried and the last reason. */
+static void test_connect_all_fail(void **state)
+{
+    (void)state;
+    struct fixture *f = fx_new(NULL, 0, good_cert, good_key, good_cert);
+    struct result res = {0};
+    char hosts[PATH_MAX];
+    snprintf(hosts, sizeof(hosts), "%s/hosts3", tmpdir);
+    FILE *h = fopen(hosts, "w");
+    assert_non_null(h);
+    fputs("127.0.0.1 nowhere.test\n127.0.0.2 nowhere.test\n", h);
+    fclose(h);
+    struct evdns_base *dns = evdns_base_new(f->base, 0);
+    assert_non_null(dns);
+    assert_int_equal(evdns_base_load_hosts(dns, hosts), 0);
+    /* a port nobody listens on */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof(a);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &al), 0);
+    close(s);
+    f->cfg.host = "nowhere.test";
+    f->cfg.port = ntohs(a.sin_port);
+    f->c = client_session_new(f->base, dns, &f->cfg);
+    client_session_open(f->c, result_cb, &res);
+    run_until(f->base, &res.done, 10);
+    assert_int_equal(res.code, 0);
+    assert_non_null(strstr(res.err, "cannot connect to nowhere.test:"));
+    assert_non_null(strstr(res.err, "all 2 addresses failed (last: 127.0.0.2: "));
+    client_session_free(f->c);
+    f->c = NULL;
+    evdns_base_free(dns, 0);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1580,6 +1835,12 @@ int main(void)
         cmocka_unit_test(test_free_inside_drain_callback),
         cmocka_unit_test(test_starttls_injection_discarded),
         cmocka_unit_test(test_misuse_reported_from_loop),
+        cmocka_unit_test(test_auth_plain),
+        cmocka_unit_test(test_auth_login),
+        cmocka_unit_test(test_opportunistic_plain),
+        cmocka_unit_test(test_opportunistic_tls),
+        cmocka_unit_test(test_connect_every_address),
+        cmocka_unit_test(test_connect_all_fail),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -147,6 +147,102 @@ static void test_exchange_format(void **state)
     }
 }
 
+/* Issue 11: what the MX endpoint says to direct send and connector relay, and the replies to AUTH
+ * that mean something else for a password or at High Volume Email. */
+static void test_exchange_upstream_kinds(void **state)
+{
+    (void)state;
+    char buf[1200];
+    const struct exchange_explanation *e;
+
+    e = exchange_explain(550, "5.7.54",
+                         "5.7.54 SMTP; Unable to relay recipient in non-accepted domain");
+    assert_non_null(e);
+    assert_true(e->phases & EXCHANGE_PHASE_RCPT);
+    assert_non_null(strstr(e->meaning, "accepted domain"));
+    assert_non_null(strstr(e->fix, "Connectors"));
+    assert_non_null(strstr(e->fix, "upstream_client_certificate"));
+    e = exchange_explain(550, "5.7.64", "5.7.64 TenantAttribution; Relay Access Denied");
+    assert_non_null(e);
+    assert_non_null(strstr(e->fix, "TlsSenderCertificateName"));
+    e = exchange_explain(550, "5.7.51", "5.7.51 TenantInboundAttribution; Rejecting");
+    assert_non_null(e);
+    assert_non_null(strstr(e->meaning, "RestrictDomainsToCertificate"));
+    e = exchange_explain(550, "5.7.68",
+                         "5.7.68 TenantInboundAttribution; Direct Send not allowed for this "
+                         "organization from unauthorized sources");
+    assert_non_null(e);
+    assert_non_null(strstr(e->fix, "RejectDirectSend"));
+    e = exchange_explain(550, "5.4.1",
+                         "5.4.1 Recipient address rejected: Access denied. "
+                         "AS(201806281) [DB5EUR03FT012.eop-EUR03.prod.protection]");
+    assert_non_null(e);
+    assert_non_null(strstr(e->meaning, "does not exist"));
+    assert_null(exchange_explain(550, "5.4.1", "5.4.1 Hop count exceeded"));
+    e = exchange_explain(550, "5.7.30",
+                         "5.7.30 Basic authentication is not supported for Client Submission");
+    assert_non_null(e);
+    assert_non_null(strstr(e->fix, "provider = microsoft"));
+
+    /* the same 535 5.7.3, three contexts */
+    struct exchange_ctx token = {.cred = EXCHANGE_CRED_TOKEN, .hve = 0};
+    struct exchange_ctx hve = {.cred = EXCHANGE_CRED_TOKEN, .hve = 1};
+    struct exchange_ctx pw = {.cred = EXCHANGE_CRED_PASSWORD, .hve = 0};
+    const char *t535 = "5.7.3 Authentication unsuccessful [SN4PR0201CA0053]";
+    e = exchange_explain_ctx(535, "5.7.3", t535, &token);
+    assert_ptr_equal(e, exchange_explain(535, "5.7.3", t535));
+    assert_ptr_equal(exchange_explain_ctx(535, "5.7.3", t535, NULL), e);
+    assert_non_null(strstr(e->fix, "New-ServicePrincipal"));
+    e = exchange_explain_ctx(535, "5.7.3", t535, &hve);
+    assert_non_null(e);
+    assert_non_null(strstr(e->fix, "Add-HVEAppAccess -Identity {mailbox} -AppIds {client_id}"));
+    e = exchange_explain_ctx(535, "5.7.3", t535, &pw);
+    assert_non_null(e);
+    assert_non_null(strstr(e->meaning, "upstream_password_file"));
+    assert_non_null(strstr(e->fix, "SMTP Usernames"));
+    assert_null(strstr(e->fix, "New-ServicePrincipal"));
+    /* HVE's 5.7.139: Security Defaults or an authentication policy, never the tenant switch */
+    e = exchange_explain_ctx(535, "5.7.139",
+                             "5.7.139 Authentication unsuccessful, the organization configuration "
+                             "doesn't allow this authentication request.",
+                             &hve);
+    assert_non_null(e);
+    assert_non_null(strstr(e->fix, "AllowBasicAuthSmtp"));
+    assert_null(strstr(e->fix, "Set-TransportConfig"));
+    /* a password at smtp.office365.com: the tenant switch is right there */
+    e = exchange_explain_ctx(535, "5.7.139", "5.7.139 disabled for the Tenant", &pw);
+    assert_non_null(strstr(e->fix, "Set-TransportConfig"));
+    /* replies no context changes are found in every context */
+    assert_ptr_equal(exchange_explain_ctx(550, "5.7.54", "x", &pw),
+                     exchange_explain(550, "5.7.54", "x"));
+
+    assert_true(exchange_host_is_hve("smtp.hve.mx.microsoft"));
+    assert_true(exchange_host_is_hve("SMTP-HVE.office365.com"));
+    assert_false(exchange_host_is_hve("smtp.office365.com"));
+    assert_false(exchange_host_is_hve("hve.mx.microsoft.example"));
+    assert_false(exchange_host_is_hve(NULL));
+
+    exchange_explain_kv_ctx(535, "5.7.3", t535, "hve@contoso.edu", "1111-2222", &hve, buf,
+                            sizeof(buf));
+    assert_non_null(strstr(buf, " explain=\"High Volume Email refused the token"));
+    assert_non_null(strstr(buf, "Add-HVEAppAccess -Identity hve@contoso.edu -AppIds 1111-2222"));
+    exchange_explain_kv_ctx(250, "2.0.0", "ok", "m", "c", &pw, buf, sizeof(buf));
+    assert_string_equal(buf, "");
+
+    /* every context entry: one line, no double quote, found in its own context */
+    size_t n;
+    const unsigned *creds;
+    const int *hves;
+    const struct exchange_explanation *t = exchange_explain_ctx_table(&n, &creds, &hves);
+    assert_true(n >= 3);
+    for (size_t i = 0; i < n; i++) {
+        assert_null(strpbrk(t[i].meaning, "\"\r\n"));
+        assert_null(strpbrk(t[i].fix, "\"\r\n"));
+        struct exchange_ctx x = {.cred = creds[i] ? creds[i] : EXCHANGE_CRED_TOKEN, .hve = hves[i]};
+        assert_ptr_equal(exchange_explain_ctx(t[i].code, t[i].enhanced, "", &x), &t[i]);
+    }
+}
+
 static void test_entra(void **state)
 {
     (void)state;
@@ -242,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_exchange_unknown),
         cmocka_unit_test(test_exchange_hostile_text),
         cmocka_unit_test(test_exchange_format),
+        cmocka_unit_test(test_exchange_upstream_kinds),
         cmocka_unit_test(test_entra),
         cmocka_unit_test(test_claims),
     };

@@ -134,11 +134,14 @@ static int spool_rd_u64(struct spool_rd *r, const char *name, uint64_t max, uint
     if (spool_rd_field(r, name, SPOOL_NUM_DIGITS, &v, &n) != 0 || n == 0 || (n > 1 && v[0] == '0'))
         return -1;
     for (i = 0; i < n; i++) {
+        uint64_t d;
         if (v[i] < '0' || v[i] > '9')
             return -1;
-        if (x > (max - (uint64_t)(v[i] - '0')) / 10)
+        d = (uint64_t)(v[i] - '0');
+        /* d > max first, so that max - d cannot wrap (max is 1 for the 0|1 flags) */
+        if (d > max || x > (max - d) / 10)
             return -1;
-        x = x * 10 + (uint64_t)(v[i] - '0');
+        x = x * 10 + d;
     }
     *out = x;
     return 0;

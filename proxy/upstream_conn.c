@@ -233,8 +233,7 @@ static const char *offered_mechs(unsigned bits, char *buf, size_t len)
     return buf;
 }
 
-/* upstream_auth against what the EHLO offers: 0 and *mech, or -1. auto prefers XOAUTH2. */
-static int pick_mech(enum upstream_auth want, unsigned offered, enum client_auth_mech *mech)
+int upstream_pick_mech(enum upstream_auth want, unsigned offered, enum client_auth_mech *mech)
 {
     int x = (offered & SMTP_AUTH_XOAUTH2) != 0, o = (offered & SMTP_AUTH_OAUTHBEARER) != 0;
     if (want == UPSTREAM_AUTH_PLAIN || want == UPSTREAM_AUTH_LOGIN) {
@@ -288,7 +287,7 @@ static void after_open(struct upstream_conn *c)
         conn_unauthenticated(c);
         return;
     }
-    if (pick_mech(u->auth, offered, &c->mech) < 0) {
+    if (upstream_pick_mech(u->auth, offered, &c->mech) < 0) {
         snprintf(why, sizeof(why), "upstream_auth = %s but the upstream offers AUTH %s",
                  config_upstream_auth_name(u->auth),
                  offered_mechs(offered, offered_s, sizeof(offered_s)));
@@ -343,19 +342,25 @@ static enum client_tls_mode tls_mode(enum upstream_tls t)
     }
 }
 
+void upstream_client_cfg(const struct config *cfg, const struct cfg_account *acct, SSL_CTX *ssl_ctx,
+                         const char *log_id, struct client_cfg *cc)
+{
+    memset(cc, 0, sizeof(*cc));
+    cc->host = acct->upstream.host;
+    cc->port = acct->upstream.port;
+    cc->helo = cfg->hostname;
+    cc->ssl_ctx = ssl_ctx;
+    cc->connect_timeout = cfg->upstream_connect_timeout;
+    cc->reply_timeout = cfg->upstream_timeout;
+    cc->log_id = log_id;
+    cc->tls = tls_mode(acct->upstream.tls);
+}
+
 void upstream_conn_open(struct upstream_conn *c)
 {
-    const struct config *cfg = c->gen->cfg;
-    struct client_cfg cc = {
-        .host = c->acct->upstream.host,
-        .port = c->acct->upstream.port,
-        .helo = cfg->hostname,
-        .ssl_ctx = server_gen_tls_client(c->gen, c->acct),
-        .connect_timeout = cfg->upstream_connect_timeout,
-        .reply_timeout = cfg->upstream_timeout,
-        .log_id = c->log_id,
-        .tls = tls_mode(c->acct->upstream.tls),
-    };
+    struct client_cfg cc;
+    upstream_client_cfg(c->gen->cfg, c->acct, server_gen_tls_client(c->gen, c->acct), c->log_id,
+                        &cc);
     c->auth_retried = 0;
     c->cs = client_session_new(c->srv->base, c->srv->dns, &cc);
     if (!c->cs) {

@@ -20,6 +20,11 @@
 
 #include <stdint.h>
 
+#include <openssl/ssl.h>
+
+#include "proxy/client_session.h"
+#include "proxy/config.h"
+
 struct server;
 struct server_gen;
 struct cfg_account;
@@ -76,6 +81,14 @@ const char *upstream_conn_host(const struct upstream_conn *c);
  * end of DATA, or a reply to RSET) and the connection is healthy: it may be kept idle.
  * reusable 0: close it (mid-transaction, after an error, or a 421). c is gone afterwards. */
 void upstream_conn_release(struct upstream_conn *c, int reusable);
+
+/* How the pool opens acct's upstream (host, port, EHLO name, TLS mode, timeouts), for `test` to
+ * open it the same way; ssl_ctx and log_id are the caller's (borrowed). */
+void upstream_client_cfg(const struct config *cfg, const struct cfg_account *acct, SSL_CTX *ssl_ctx,
+                         const char *log_id, struct client_cfg *cc);
+/* upstream_auth against the mechanisms an EHLO offers (SMTP_AUTH_* bits): 0 and *mech, or -1
+ * when none of those it allows is offered. auto prefers XOAUTH2. For none: -1. */
+int upstream_pick_mech(enum upstream_auth want, unsigned offered, enum client_auth_mech *mech);
 
 struct upstream_pool_stats {
     unsigned conns;         /* open or opening */

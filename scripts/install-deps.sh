@@ -18,6 +18,8 @@ PKGS=(
     postfix                          # smtp-sink, smtp-source
     swaks libnet-ssleay-perl         # swaks does STARTTLS/SMTPS only with Net::SSLeay
     curl openssl whois               # whois: mkpasswd for device password hashes
+    util-linux                       # unshare: test_upstream_kinds gives one proxy its own resolv.conf
+    mount                            # mount --bind, in that namespace
     python3 python3-aiosmtpd python3-cryptography python3-jwt
     # the service tests: systemd-analyze, journald, journalctl; the man pages rendered
     systemd groff-base man-db

@@ -10,7 +10,7 @@
 
 #include "proxy/txn.h"
 
-struct server;
+struct delivery_ctx;
 struct server_gen;
 struct cfg_account;
 struct backend;
@@ -51,10 +51,10 @@ struct backend {
     const struct backend_ops *ops;
 };
 
-/* The backend of acct's delivery mode, speaking for device in the log (log_id: session=). gen:
- * the session's generation, which the caller keeps alive as long as the backend. NULL: out of
- * memory. */
-struct backend *backend_new(struct server *srv, struct server_gen *gen,
+/* The backend of acct's delivery mode, speaking for device in the log (log_id: session=). ctx:
+ * what delivery works with (borrowed). gen: the session's generation, which the caller keeps
+ * alive as long as the backend. NULL: out of memory. */
+struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *gen,
                             const struct cfg_account *acct, const char *device, const char *log_id);
 
 static inline void backend_free(struct backend *b)

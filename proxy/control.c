@@ -326,7 +326,7 @@ static void cmd_queue(struct control_conn *c, const char *arg, char *payload)
 {
     (void)arg;
     (void)payload;
-    struct queue *q = c->ctl->srv->queue;
+    struct queue *q = c->ctl->srv->dctx.queue;
     struct queue_stats st;
     queue_stats(q, &st);
     cJSON *doc = cJSON_CreateObject();
@@ -352,7 +352,7 @@ static void queue_verb(struct control_conn *c, const char *id,
                        int (*verb)(struct queue *, const char *, char *, size_t), const char *done)
 {
     char err[512];
-    struct queue *q = c->ctl->srv->queue;
+    struct queue *q = c->ctl->srv->dctx.queue;
     /* the peer's argument is echoed only once it is known to be a queue id */
     if (id && !spool_id_valid(id)) {
         reply(c, 0, "not a queue id (16 lower-case hex digits)");

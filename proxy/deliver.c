@@ -147,8 +147,10 @@ static void body_failed(struct deliver *d, const char *reply, const char *why)
  * stores. */
 static int body_line(struct deliver *d, const char *s, size_t len)
 {
-    if (len == 0 || s[len - 1] != '\r' || memchr(s, '\r', len - 1))
-        return -1; /* a bare LF or CR: never from the spool writer */
+    /* a bare LF or CR, or a line longer than the decoder lets through: never from the spool
+     * writer (and never cut short here: the engine would send it truncated) */
+    if (len == 0 || len > DELIVER_LINE_MAX + 1 || s[len - 1] != '\r' || memchr(s, '\r', len - 1))
+        return -1;
     txn_body_line(d->t, s, len - 1);
     return 0;
 }

@@ -69,7 +69,7 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 static void send_status(struct runtime *rt, const char *first)
 {
     struct queue_stats qs;
-    queue_stats(rt->srv->queue, &qs);
+    queue_stats(rt->srv->dctx.queue, &qs);
     rt->status_open = rt->srv->sessions_open;
     rt->status_total = rt->srv->sessions_total;
     rt->status_queued = qs.messages;
@@ -85,7 +85,7 @@ static void on_status(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct queue_stats qs;
-    queue_stats(rt->srv->queue, &qs);
+    queue_stats(rt->srv->dctx.queue, &qs);
     if (rt->srv->sessions_open != rt->status_open || rt->srv->sessions_total != rt->status_total ||
         qs.messages != rt->status_queued || qs.held != rt->status_held)
         send_status(rt, "");
@@ -247,19 +247,20 @@ static int run(struct config *cfg, int check_only)
     if (!do_fsync)
         log_warn("event=spool_fsync_off reason=\"SOP_SPOOL_FSYNC=0 (for measurements only)\" "
                  "effect=\"a crash or power loss can lose messages the devices heard 250 for\"");
-    rt.srv->queue = queue_new(rt.srv, rt.srv->gen->cfg->state_dir, do_fsync, err, sizeof(err));
-    if (!rt.srv->queue) {
+    rt.srv->dctx.queue = queue_new(&rt.srv->dctx, rt.srv->gen, rt.srv->gen->cfg->state_dir,
+                                   do_fsync, err, sizeof(err));
+    if (!rt.srv->dctx.queue) {
         log_error("event=spool_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
     }
-    rt.srv->committer =
-        spool_committer_new(rt.base, rt.srv->queue, rt.srv->gen->cfg->spool_commit_threads);
-    if (!rt.srv->committer) {
+    rt.srv->dctx.committer =
+        spool_committer_new(rt.base, rt.srv->dctx.queue, rt.srv->gen->cfg->spool_commit_threads);
+    if (!rt.srv->dctx.committer) {
         log_error("event=spool_failed reason=\"cannot start the spool commit threads\"");
         goto out;
     }
     /* every committed message is scheduled again (those due at once) */
-    if (queue_recover(rt.srv->queue, err, sizeof(err)) != 0) {
+    if (queue_recover(rt.srv->dctx.queue, err, sizeof(err)) != 0) {
         log_error("event=spool_failed reason=%s", log_safe(safe, sizeof(safe), err, strlen(err)));
         goto out;
     }

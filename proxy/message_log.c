@@ -7,7 +7,7 @@
 #include "proxy/config.h"
 #include "proxy/device_stats.h"
 #include "proxy/exchange_explain.h"
-#include "proxy/server.h"
+#include "proxy/delivery_ctx.h"
 #include "proxy/smtp_reply.h"
 
 const char *message_result_name(enum metrics_result r)
@@ -23,7 +23,7 @@ static double elapsed_ms(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-void message_log_end(struct server *srv, const struct message_end *e)
+void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e)
 {
     char from[300], up[300], explain[900], extra[96] = "";
     const char *result = message_result_name(e->result);
@@ -43,7 +43,7 @@ void message_log_end(struct server *srv, const struct message_end *e)
              result, up, elapsed_ms(e->t_start), extra,
              exchange_explain_kv(rep ? rep->code : 0, rep ? rep->enhanced : NULL, e->reply,
                                  e->acct->mailbox, e->acct->client_id, explain, sizeof(explain)));
-    metrics_message(srv->metrics, e->acct, e->result, e->result == METRICS_DELIVERED ? e->size : 0);
-    device_stats_message(device_stats_keeper_stats(srv->devstats), e->device, result, e->reply,
+    metrics_message(ctx->metrics, e->acct, e->result, e->result == METRICS_DELIVERED ? e->size : 0);
+    device_stats_message(device_stats_keeper_stats(ctx->devstats), e->device, result, e->reply,
                          (int64_t)time(NULL));
 }

@@ -10,7 +10,7 @@
 
 #include "proxy/metrics.h"
 
-struct server;
+struct delivery_ctx;
 struct cfg_account;
 struct smtp_reply;
 
@@ -31,6 +31,6 @@ struct message_end {
 
 /* "delivered", "refused", "deferred", "queued". */
 const char *message_result_name(enum metrics_result r);
-void message_log_end(struct server *srv, const struct message_end *e);
+void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e);
 
 #endif

@@ -159,10 +159,10 @@ static int server_render(void *arg, struct evbuffer *out)
     struct server *srv = arg;
     struct queue_stats qs;
     int64_t now = (int64_t)time(NULL);
-    queue_stats(srv->queue, &qs);
+    queue_stats(srv->dctx.queue, &qs);
     if (metrics_render(srv->metrics, out, server_token_stats, srv, now) != 0)
         return -1;
-    return metrics_render_queue(out, srv->queue ? &qs : NULL, now);
+    return metrics_render_queue(out, srv->dctx.queue ? &qs : NULL, now);
 }
 
 static const char *server_health(void *arg)

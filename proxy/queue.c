@@ -24,7 +24,7 @@ int64_t queue_now(void)
 void queue_backoff_params(const struct queue *q, struct queue_backoff *p)
 {
     queue_backoff_defaults(p);
-    const struct config *cfg = q->srv && q->srv->gen ? q->srv->gen->cfg : NULL;
+    const struct config *cfg = q->gen ? q->gen->cfg : NULL;
     if (cfg && cfg->max_queue_lifetime)
         p->lifetime = cfg->max_queue_lifetime;
 }
@@ -56,7 +56,7 @@ struct queue_acct *queue_acct_get(struct queue *q, const char *name)
             return a;
     a = calloc(1, sizeof(*a));
     if (!a || !(a->name = strdup(name)) ||
-        !(a->timer = evtimer_new(q->srv->base, on_acct_timer, a))) {
+        !(a->timer = evtimer_new(q->ctx->base, on_acct_timer, a))) {
         if (a)
             free(a->name);
         free(a);
@@ -156,15 +156,16 @@ void queue_msg_drop(struct queue *q, struct queue_msg *m)
     free(m);
 }
 
-struct queue *queue_new(struct server *srv, const char *state_dir, int do_fsync, char *err,
-                        size_t errlen)
+struct queue *queue_new(const struct delivery_ctx *ctx, struct server_gen *gen,
+                        const char *state_dir, int do_fsync, char *err, size_t errlen)
 {
     struct queue *q = calloc(1, sizeof(*q));
     if (!q) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    q->srv = srv;
+    q->ctx = ctx;
+    q->gen = gen;
     q->spool = spool_new(state_dir, do_fsync, err, errlen);
     if (!q->spool) {
         free(q);
@@ -245,13 +246,20 @@ oom:
     return -1;
 }
 
-void queue_reconfigured(struct queue *q)
+void queue_reconfigured(struct queue *q, struct server_gen *gen)
 {
     if (!q)
         return;
+    q->gen = gen;
     for (struct queue_acct *a = q->accts; a; a = a->next)
         if (a->head)
             queue_acct_kick(a); /* a stopped run stays stopped: the run looks at stopped_until */
+}
+
+void queue_stopping(struct queue *q)
+{
+    if (q)
+        q->stopping = 1;
 }
 
 int queue_account_waiting(const struct queue *q, const char *account)

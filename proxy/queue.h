@@ -28,7 +28,8 @@
 #include "proxy/dsn.h"
 #include "store/spool_envelope.h"
 
-struct server;
+struct delivery_ctx;
+struct server_gen;
 struct spool;
 struct spool_body;
 struct cfg_account;
@@ -36,10 +37,12 @@ struct txn_result;
 struct queue;
 typedef struct cJSON cJSON;
 
-/* Opens STATE_DIR/spool (store/spool.h: takes its lock). do_fsync 0 only for measurements.
- * Nothing runs until queue_recover. NULL with err. */
-struct queue *queue_new(struct server *srv, const char *state_dir, int do_fsync, char *err,
-                        size_t errlen);
+/* Opens STATE_DIR/spool (store/spool.h: takes its lock). ctx: the loop, counters and pools
+ * (borrowed; its pools NULL: nothing is ever attempted, only expiry, as in unit tests). gen: the
+ * current configuration (borrowed; queue_reconfigured hands over the next). do_fsync 0 only for
+ * measurements. Nothing runs until queue_recover. NULL with err. */
+struct queue *queue_new(const struct delivery_ctx *ctx, struct server_gen *gen,
+                        const char *state_dir, int do_fsync, char *err, size_t errlen);
 /* Cancels attempts in flight (their messages stay in the spool) and closes the spool. Accepts
  * NULL. */
 void queue_free(struct queue *q);
@@ -80,10 +83,12 @@ int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct s
                  enum dsn_reason reason, const struct txn_result *res, const char *remote_mta,
                  const char *message, size_t message_len, char *err, size_t errlen);
 
-/* A reload made a new configuration current (srv->gen): every account's run looks again, so an
- * account that came back delivers at once rather than at its next look (5 minutes), and a new
- * max_queue_lifetime applies. Accepts NULL. */
-void queue_reconfigured(struct queue *q);
+/* A reload made gen the current configuration (call it before the old one may be freed): every
+ * account's run looks again, so an account that came back delivers at once rather than at its
+ * next look (5 minutes), and a new max_queue_lifetime applies. Accepts NULL. */
+void queue_reconfigured(struct queue *q, struct server_gen *gen);
+/* Shutting down (SIGTERM): no new attempt starts; those in flight finish. Accepts NULL. */
+void queue_stopping(struct queue *q);
 
 /* The start of a message for queue_bounce (its header block is what a DSN quotes), read from b
  * (a committed body or a writer's reader; taken and freed, NULL allowed): *buf malloc'd (NULL

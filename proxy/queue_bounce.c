@@ -101,7 +101,7 @@ int queue_bounce(struct queue *q, const struct cfg_account *acct, const struct s
                  enum dsn_reason reason, const struct txn_result *res, const char *remote_mta,
                  const char *message, size_t message_len, char *err, size_t errlen)
 {
-    const struct config *cfg = q->srv->gen->cfg;
+    const struct config *cfg = q->gen->cfg;
     struct dsn_rcpt *rr = NULL;
     char(*codes)[16] = NULL;
     char rcpt[DSN_ADDR_MAX + 1], id[SPOOL_ID_LEN + 1], safe[DSN_ADDR_MAX + 16];

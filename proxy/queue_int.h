@@ -37,7 +37,9 @@ struct queue_acct {
 };
 
 struct queue {
-    struct server *srv;
+    const struct delivery_ctx *ctx; /* the loop, counters, pools (borrowed) */
+    struct server_gen *gen;         /* the current configuration (borrowed; queue_reconfigured) */
+    int stopping;                   /* queue_stopping: no new attempt starts */
     struct spool *spool;
     struct queue_acct *accts;
     size_t n, held, sending;

@@ -307,7 +307,7 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
         conclude_temp(at, 0, reply);
         return;
     }
-    at->d = deliver_start(c, at->acct, &at->env, at->body, at->a->q->srv->metrics, at->env.queue_id,
+    at->d = deliver_start(c, at->acct, &at->env, at->body, at->a->q->ctx->metrics, at->env.queue_id,
                           on_delivered, at);
     if (!at->d) /* the connection went back as not reusable */
         conclude_temp(at, 0, "451 4.3.0 out of memory in the proxy");
@@ -317,7 +317,7 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
 static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct cfg_account *acct)
 {
     struct queue *q = a->q;
-    struct upstream_pool *pool = upstream_pools_get(q->srv->pools, a->name);
+    struct upstream_pool *pool = upstream_pools_get(q->ctx->pools, a->name);
     struct queue_attempt *at = pool ? calloc(1, sizeof(*at)) : NULL;
     if (!at)
         return -1;
@@ -327,7 +327,7 @@ static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct
     }
     at->a = a;
     at->m = m;
-    at->gen = server_gen_ref(q->srv->gen);
+    at->gen = server_gen_ref(q->gen);
     at->acct = acct;
     m->sending = 1;
     a->att = at;
@@ -347,14 +347,14 @@ void queue_run_acct(struct queue_acct *a)
     struct queue *q = a->q;
     struct queue_backoff bp;
     int64_t now = queue_now(), next = 0;
-    if (!q->running || a->att || q->srv->stopping || !a->head)
+    if (!q->running || a->att || q->stopping || !a->head)
         return;
     if (a->stopped_until > now) {
         queue_acct_wake_at(a, a->stopped_until);
         return;
     }
     a->stopped_until = 0;
-    const struct cfg_account *acct = config_account(q->srv->gen->cfg, a->name);
+    const struct cfg_account *acct = config_account(q->gen->cfg, a->name);
     if (!acct) {
         /* kept: the account may come back with a reload; never bounced for that */
         log_warn("event=queue_no_account account=%s messages=%zu next_in=%ds "
@@ -378,7 +378,7 @@ void queue_run_acct(struct queue_acct *a)
                 next = m->env.next_attempt;
             continue;
         }
-        if (!q->srv->pools)
+        if (!q->ctx->pools)
             continue; /* no upstream (tests): expiry only */
         if (start_attempt(a, m, acct) == 0)
             return;

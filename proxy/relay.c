@@ -14,7 +14,7 @@
 #include "proxy/exchange_explain.h"
 #include "proxy/message_log.h"
 #include "proxy/metrics.h"
-#include "proxy/server.h"
+#include "proxy/delivery_ctx.h"
 #include "proxy/smtp_reply.h"
 #include "proxy/txn.h"
 #include "proxy/upstream_pool.h"
@@ -25,7 +25,7 @@ static const char REPLY_LOST[] = "451 4.4.2 Upstream connection lost, try again 
 
 struct relay {
     struct backend base; /* first: the device session holds &base */
-    struct server *srv;
+    const struct delivery_ctx *ctx;
     struct server_gen *gen; /* the session's config generation (borrowed) */
     const struct cfg_account *acct;
     char device[128];
@@ -96,7 +96,7 @@ static void log_message(struct relay *r, enum metrics_result result, const char 
                             .reply = reply,
                             .rep = rep,
                             .t_start = &r->t_start};
-    message_log_end(r->srv, &e);
+    message_log_end(r->ctx, &e);
 }
 
 /* The transaction is over: its connection goes back (reused if the engine finds it healthy),
@@ -158,7 +158,7 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
         finish(r, f->reply);
         return;
     }
-    r->t = txn_new(&pool_ops, c, r->acct, r->srv->metrics, r->log_id);
+    r->t = txn_new(&pool_ops, c, r->acct, r->ctx->metrics, r->log_id);
     if (!r->t) {
         finish(r, "451 4.3.0 Out of memory");
         return;
@@ -189,7 +189,7 @@ static void relay_mail(struct backend *b, const char *from, const struct txn_mai
     clock_gettime(CLOCK_MONOTONIC, &r->t_start);
     free(r->from);
     r->from = strdup(from);
-    struct upstream_pool *p = r->from ? upstream_pools_get(r->srv->pools, r->acct->name) : NULL;
+    struct upstream_pool *p = r->from ? upstream_pools_get(r->ctx->pools, r->acct->name) : NULL;
     if (p)
         r->lease = upstream_pool_get(p, r->gen, r->acct, r->log_id, on_lease, r);
     if (!r->lease)
@@ -326,14 +326,14 @@ static const struct backend_ops relay_ops = {
     .free = relay_free,
 };
 
-struct backend *relay_new(struct server *srv, struct server_gen *gen,
+struct backend *relay_new(const struct delivery_ctx *ctx, struct server_gen *gen,
                           const struct cfg_account *acct, const char *device, const char *log_id)
 {
     struct relay *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->base.ops = &relay_ops;
-    r->srv = srv;
+    r->ctx = ctx;
     r->gen = gen;
     r->acct = acct;
     snprintf(r->device, sizeof(r->device), "%s", device);

@@ -8,7 +8,7 @@
 #include "proxy/backend.h"
 
 /* The backend (backend.h) of delivery = direct. */
-struct backend *relay_new(struct server *srv, struct server_gen *gen,
+struct backend *relay_new(const struct delivery_ctx *ctx, struct server_gen *gen,
                           const struct cfg_account *acct, const char *device, const char *log_id);
 
 #endif

@@ -14,7 +14,7 @@
 #include "proxy/message_log.h"
 #include "proxy/metrics.h"
 #include "proxy/queue.h"
-#include "proxy/server.h"
+#include "proxy/delivery_ctx.h"
 #include "proxy/server_gen.h"
 #include "proxy/spool_commit.h"
 #include "proxy/upstream_pool.h"
@@ -30,7 +30,7 @@
 
 struct relay_store {
     struct backend base; /* first: the device session holds &base */
-    struct server *srv;
+    const struct delivery_ctx *ctx;
     struct server_gen *gen;
     const struct cfg_account *acct;
     char device[SPOOL_NAME_MAX + 1];
@@ -161,12 +161,12 @@ static const char *data(struct relay_store *r)
 {
     char err[512], safe[600];
     drop_body(r);
-    if (!r->srv->queue) {
+    if (!r->ctx->queue) {
         log_error("event=spool_unavailable session=%s account=%s", r->log_id, r->acct->name);
         return "451 4.3.0 The spool is not available, try again later";
     }
     r->batch = malloc(STORE_BATCH);
-    r->w = r->batch ? spool_writer_new(queue_spool(r->srv->queue), err, sizeof(err)) : NULL;
+    r->w = r->batch ? spool_writer_new(queue_spool(r->ctx->queue), err, sizeof(err)) : NULL;
     if (!r->w) {
         log_error("event=spool_write_failed session=%s account=%s reason=%s", r->log_id,
                   r->acct->name,
@@ -227,7 +227,7 @@ static void finish(struct relay_store *r, const char *reply, enum metrics_result
         .delivery = r->acct->delivery == DELIVERY_SPOOL ? "spool" : "direct-then-spool",
         .queue_id = queue_id,
     };
-    message_log_end(r->srv, &e);
+    message_log_end(r->ctx, &e);
     snprintf(r->reply, sizeof(r->reply), "%s", reply);
     forget(r); /* the transaction is over: drops the writer if it was not committed */
     if (cb)
@@ -263,16 +263,16 @@ static void queue_message(struct relay_store *r, int attempted, const char *last
     r->env.next_attempt = 0;
     r->env.last_error = NULL;
     if (attempted) {
-        r->env.next_attempt = queue_next_attempt(r->srv->queue, 1, now);
+        r->env.next_attempt = queue_next_attempt(r->ctx->queue, 1, now);
         r->env.last_error = spool_error_sanitize(errbuf, sizeof(errbuf), last_error);
         /* the upstream itself failed: the account's queue waits too, and this message stays
          * first in it */
         if (conn_failure)
-            queue_account_stop(r->srv->queue, r->acct->name, r->env.next_attempt);
+            queue_account_stop(r->ctx->queue, r->acct->name, r->env.next_attempt);
     }
     struct spool_writer *w = r->w;
     r->w = NULL; /* the commit takes it */
-    if (spool_commit_start(r->srv->committer, w, &r->env, on_committed, r, &r->commit) != 0)
+    if (spool_commit_start(r->ctx->committer, w, &r->env, on_committed, r, &r->commit) != 0)
         finish(r, "451 4.3.0 Out of memory, try again later", METRICS_DEFERRED, NULL);
 }
 
@@ -287,7 +287,7 @@ static int bounce_refused(struct relay_store *r, const struct txn_result *res)
      * in the queue has it; the id is in the log line of this session) */
     snprintf(r->env.queue_id, sizeof(r->env.queue_id), "%s", spool_writer_id(r->w));
     queue_read_head(spool_writer_reader(r->w, err, sizeof(err)), &head, &len);
-    int rc = queue_bounce(r->srv->queue, r->acct, &r->env, DSN_REASON_REFUSED, res,
+    int rc = queue_bounce(r->ctx->queue, r->acct, &r->env, DSN_REASON_REFUSED, res,
                           r->acct->upstream.host, head, len, err, sizeof(err));
     if (rc < 0)
         log_error("event=bounce_failed session=%s account=%s reason=%s effect=\"the refused "
@@ -361,7 +361,7 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
         return;
     }
     r->dl =
-        deliver_start(c, r->acct, &r->env, r->reader, r->srv->metrics, r->log_id, on_delivered, r);
+        deliver_start(c, r->acct, &r->env, r->reader, r->ctx->metrics, r->log_id, on_delivered, r);
     if (!r->dl)
         queue_message(r, 0, NULL, 0);
 }
@@ -390,7 +390,7 @@ static int straight_to_queue(struct relay_store *r, struct upstream_pool *pool)
 {
     if (r->acct->delivery == DELIVERY_SPOOL || !pool)
         return 1;
-    if (queue_account_waiting(r->srv->queue, r->acct->name))
+    if (queue_account_waiting(r->ctx->queue, r->acct->name))
         return 1;
     return upstream_pool_rate_wait_ms(pool) > STORE_RATE_WAIT_MAX_MS;
 }
@@ -421,13 +421,13 @@ static void store_data_end(struct backend *b, backend_reply_cb cb, void *arg)
     r->env.eightbit = r->opts.body_8bit != 0;
     r->env.created = (int64_t)time(NULL);
 
-    struct upstream_pool *pool = upstream_pools_get(r->srv->pools, r->acct->name);
+    struct upstream_pool *pool = upstream_pools_get(r->ctx->pools, r->acct->name);
     if (straight_to_queue(r, pool)) {
         queue_message(r, 0, NULL, 0);
         return;
     }
     struct timeval tv = {.tv_sec = (time_t)r->gen->cfg->direct_attempt_timeout};
-    r->deadline = evtimer_new(r->srv->base, on_deadline, r);
+    r->deadline = evtimer_new(r->ctx->base, on_deadline, r);
     if (!r->deadline || evtimer_add(r->deadline, &tv) != 0) {
         queue_message(r, 0, NULL, 0);
         return;
@@ -502,7 +502,7 @@ static const struct backend_ops store_ops = {
     .free = store_free,
 };
 
-struct backend *relay_store_new(struct server *srv, struct server_gen *gen,
+struct backend *relay_store_new(const struct delivery_ctx *ctx, struct server_gen *gen,
                                 const struct cfg_account *acct, const char *device,
                                 const char *log_id)
 {
@@ -510,7 +510,7 @@ struct backend *relay_store_new(struct server *srv, struct server_gen *gen,
     if (!r)
         return NULL;
     r->base.ops = &store_ops;
-    r->srv = srv;
+    r->ctx = ctx;
     r->gen = gen;
     r->acct = acct;
     snprintf(r->device, sizeof(r->device), "%s", device);

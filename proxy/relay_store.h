@@ -20,7 +20,7 @@
 
 /* The backend (backend.h) of delivery = spool and direct-then-spool. Freeing it cancels an
  * attempt in flight and removes an uncommitted body. */
-struct backend *relay_store_new(struct server *srv, struct server_gen *gen,
+struct backend *relay_store_new(const struct delivery_ctx *ctx, struct server_gen *gen,
                                 const struct cfg_account *acct, const char *device,
                                 const char *log_id);
 

@@ -45,6 +45,7 @@ void server_drain(struct server *s)
 void server_stop_listening(struct server *s)
 {
     s->stopping = 1;
+    queue_stopping(s->dctx.queue);
     for (size_t i = 0; i < s->nlisteners; i++)
         server_listener_free(s->listeners[i]);
     free(s->listeners);
@@ -74,6 +75,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->metrics = metrics_new(cfg);
     s->devstats = device_stats_keeper_new(base, cfg); /* loads STATE_DIR/devices.state */
     s->pools = upstream_pools_new(s);
+    s->dctx = (struct delivery_ctx){
+        .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
     if (!s->dns || !s->http || !s->metrics || !s->pools) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         config_free(cfg);
@@ -108,10 +111,10 @@ void server_free(struct server *s)
         server_session_abort(s->sessions);
     /* after the sessions (their spool writers), before the pools its attempts lease from:
      * attempts in flight are cancelled, their messages stay spooled */
-    spool_committer_free(s->committer); /* joins: commits in flight end before the queue */
-    s->committer = NULL;
-    queue_free(s->queue);
-    s->queue = NULL;
+    spool_committer_free(s->dctx.committer); /* joins: commits in flight end before the queue */
+    s->dctx.committer = NULL;
+    queue_free(s->dctx.queue);
+    s->dctx.queue = NULL;
     /* after the sessions, which give their connections back; before the generations, which
      * idle connections hold */
     upstream_pools_free(s->pools);

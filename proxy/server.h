@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 
 #include "proxy/config.h"
+#include "proxy/delivery_ctx.h"
 
 struct event_base;
 struct evdns_base;
@@ -22,6 +23,10 @@ struct queue;
 struct spool_committer;
 
 struct server {
+    /* what the delivery side borrows: the loop, counters, pools, the queue and its committer
+     * (opened by main.c once it is not just --check: the spool's lock belongs to the running
+     * daemon) */
+    struct delivery_ctx dctx;
     struct event_base *base;
     struct evdns_base *dns;
     struct server_gen *gen; /* the current generation: new sessions start on it */
@@ -32,10 +37,6 @@ struct server {
     /* the `devices` history (device_stats.h); NULL: out of memory, not kept */
     struct device_stats_keeper *devstats;
     struct upstream_pools *pools; /* upstream connections per account (upstream_pool.h) */
-    /* the spool and its runner (queue.h); opened by main.c once it is not just --check (the
-     * spool's lock belongs to the running daemon), NULL before */
-    struct queue *queue;
-    struct spool_committer *committer; /* commits off the loop (spool_commit.h), with queue */
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

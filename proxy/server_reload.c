@@ -173,10 +173,11 @@ int server_reload(struct server *s, const char *path, char **errors)
              "token_caches_kept=%zu",
              g->id, s->nlisteners, g->cfg->naccounts, g->cfg->ndevices, g->tokens_kept);
     device_stats_keeper_retain(s->devstats, g->cfg); /* it borrowed the old config */
+    /* the queue borrows the current generation: it gets the new one before the old may go */
+    queue_reconfigured(s->dctx.queue, g); /* an account that came back delivers at once */
     s->gen->retired = 1;
     server_gen_unref(s->gen); /* freed once its last session closes */
     s->gen = g;
-    queue_reconfigured(s->queue); /* an account that came back delivers at once */
     return 0;
 fail:
     server_gen_unref(g);

@@ -666,6 +666,40 @@ static void test_damaged_body_never_completed(void **state)
     fx_free(f);
 }
 
+/* A stored line longer than any the DATA decoder lets through is damage, even within one read
+ * chunk: refused whole, never sent cut short. */
+static void test_overlong_stored_line_is_damage(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    char body[2048 + 64];
+    size_t len = (size_t)snprintf(body, sizeof(body), "Subject: long\r\n\r\n");
+    memset(body + len, 'a', 1500);
+    len += 1500;
+    memcpy(body + len, "\r\n", 2);
+    len += 2;
+    char mail[128];
+    snprintf(mail, sizeof(mail), "MAIL FROM:<scan@example.org> SIZE=%zu", len);
+    fx_step(f, mail, "250 2.1.0 Sender OK\r\n", ACT_NONE);
+    fx_step(f, "RCPT TO:<a@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
+    fx_step(f, "RCPT TO:<b@example.org>", "250 2.1.5 OK\r\n", ACT_NONE);
+    fx_step(f, "DATA", "354 Go ahead\r\n", ACT_DATA);
+    fx_open(f);
+    fx_write(f, body, len, 1);
+    struct spool_body *b = fx_open_body(f);
+    fx_deliver(f, b);
+    assert_int_equal(f->out.res.status, TXN_PERM);
+    assert_string_equal(f->out.res.reply, "554 5.3.0 The queued message is damaged on disk");
+    assert_false(f->conn.reusable);
+    run_for(f->base, 100);
+    char *got = received(f);
+    assert_null(strstr(got, "aaaa\r\n"));
+    assert_null(strstr(got, "DATA\r\n.\r\n"));
+    free(got);
+    spool_body_free(b);
+    fx_free(f);
+}
+
 static void test_sender_rewrite_envelope(void **state)
 {
     (void)state;
@@ -997,6 +1031,7 @@ int main(void)
         cmocka_unit_test(test_rcpt_421_is_conn_failure),
         cmocka_unit_test(test_connection_dropped_mid_body),
         cmocka_unit_test(test_damaged_body_never_completed),
+        cmocka_unit_test(test_overlong_stored_line_is_damage),
         cmocka_unit_test(test_sender_rewrite_envelope),
         cmocka_unit_test(test_sender_rewrite_header),
         cmocka_unit_test(test_null_sender_stays_null),

@@ -20,7 +20,7 @@
 #include "proxy/deliver.h"
 #include "proxy/dsn.h"
 #include "proxy/queue.h"
-#include "proxy/server.h"
+#include "proxy/delivery_ctx.h"
 #include "proxy/server_gen.h"
 #include "store/spool.h"
 
@@ -31,7 +31,7 @@ static struct {
     struct config cfg;
     struct cfg_account acct;
     struct server_gen gen;
-    struct server srv;
+    struct delivery_ctx ctx;
     struct queue *q;
 } fx;
 
@@ -54,9 +54,8 @@ static int setup(void **state)
     fx.cfg.naccounts = 1;
     fx.gen.refs = 1;
     fx.gen.cfg = &fx.cfg;
-    fx.srv.base = fx.base;
-    fx.srv.gen = &fx.gen;
-    fx.q = queue_new(&fx.srv, dir, 0, err, sizeof(err));
+    fx.ctx.base = fx.base;
+    fx.q = queue_new(&fx.ctx, &fx.gen, dir, 0, err, sizeof(err));
     if (!fx.q)
         fail_msg("queue_new: %s", err);
     return 0;

@@ -20,7 +20,7 @@
 #include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/queue.h"
-#include "proxy/server.h"
+#include "proxy/delivery_ctx.h"
 #include "proxy/server_gen.h"
 #include "store/spool.h"
 
@@ -31,7 +31,7 @@ struct fixture {
     struct config cfg;
     struct cfg_account acct;
     struct server_gen gen;
-    struct server srv;
+    struct delivery_ctx ctx;
     struct queue *q;
 };
 
@@ -40,7 +40,7 @@ static struct fixture fx;
 static struct queue *open_queue(void)
 {
     char err[512] = "";
-    struct queue *q = queue_new(&fx.srv, dir, 0, err, sizeof(err));
+    struct queue *q = queue_new(&fx.ctx, &fx.gen, dir, 0, err, sizeof(err));
     if (!q)
         fail_msg("queue_new: %s", err);
     return q;
@@ -62,8 +62,7 @@ static int setup(void **state)
     fx.cfg.naccounts = 1;
     fx.gen.refs = 1;
     fx.gen.cfg = &fx.cfg;
-    fx.srv.base = fx.base;
-    fx.srv.gen = &fx.gen;
+    fx.ctx.base = fx.base;
     fx.q = open_queue();
     return 0;
 }
@@ -273,7 +272,7 @@ static void test_recover(void **state)
     add("gone", "copier@example.org", "y@example.org", now - 20, b); /* no such account now */
     assert_int_equal(queue_hold(fx.q, a, err, sizeof(err)), 0);
     /* one process per spool */
-    assert_null(queue_new(&fx.srv, dir, 0, err, sizeof(err)));
+    assert_null(queue_new(&fx.ctx, &fx.gen, dir, 0, err, sizeof(err)));
     queue_free(fx.q);
 
     fx.q = open_queue();
@@ -384,7 +383,7 @@ static void test_no_account_kept_until_reload(void **state)
     accts[1].name = "gone";
     fx.cfg.accounts = accts;
     fx.cfg.naccounts = 2;
-    queue_reconfigured(fx.q);
+    queue_reconfigured(fx.q, &fx.gen);
     for (int i = 0; i < 3; i++)
         event_base_loop(fx.base, EVLOOP_NONBLOCK);
     /* expired now that its account is known: bounced (a DSN of account "gone") and removed */
@@ -394,7 +393,7 @@ static void test_no_account_kept_until_reload(void **state)
     assert_string_equal(str(item(list, 0), "from"), "");
     assert_string_equal(str(item(list, 0), "account"), "gone");
     cJSON_Delete(list);
-    queue_reconfigured(NULL);
+    queue_reconfigured(NULL, NULL);
     fx.cfg.accounts = &fx.acct;
     fx.cfg.naccounts = 1;
     fx.cfg.max_queue_lifetime = 0;

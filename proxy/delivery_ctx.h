@@ -1,0 +1,24 @@
+/* What the delivery side (the backends, the queue, the message log) works with: the event loop
+ * and its collaborators, made by the daemon (server.c; the queue and the committer by main.c
+ * once the spool is open) and borrowed by each delivery module when it is made. Delivery never
+ * sees the daemon itself, so it cannot reach back into it. */
+#ifndef SOP_DELIVERY_CTX_H
+#define SOP_DELIVERY_CTX_H
+
+struct event_base;
+struct metrics;
+struct device_stats_keeper;
+struct upstream_pools;
+struct queue;
+struct spool_committer;
+
+struct delivery_ctx {
+    struct event_base *base;
+    struct metrics *metrics;              /* counters (always there) */
+    struct device_stats_keeper *devstats; /* the `devices` history; NULL: not kept */
+    struct upstream_pools *pools;         /* upstream connections per account */
+    struct queue *queue;                  /* the spool and its runner; NULL until opened */
+    struct spool_committer *committer;    /* commits off the loop; with queue */
+};
+
+#endif

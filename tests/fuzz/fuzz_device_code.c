@@ -138,7 +138,7 @@ static void fuzz_auth(const char *body, size_t len)
                 break;
         if (i == sizeof(reasons) / sizeof(reasons[0]))
             abort();
-        /* Never the device code (or a piece of it a redaction would catch). */
+        /* Never the device code, after the reason either. */
         if (dc && strlen(dc) >= 16 && strstr(err, dc))
             abort();
     } else {

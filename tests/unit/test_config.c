@@ -1335,6 +1335,82 @@ static void test_http_proxy(void **state)
                   "expected http://HOST:PORT\n");
 }
 
+/* The examples for issue 11's upstreams load as they are, and resolve as their comments say. */
+static void test_kind_examples(void **state)
+{
+    static const char *const files[][2] = {{"acs.password", "0600"},
+                                           {"hve.secret", "0600"},
+                                           {"scanners.secret", "0600"},
+                                           {"relay.contoso.com.pem", "0644"},
+                                           {"relay.contoso.com.key", "0600"}};
+    char path[512];
+    (void)state;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        write_file(files[i][0], "example-value\n", strcmp(files[i][1], "0600") == 0 ? 0600 : 0644);
+
+    char *text = example_text("m365-direct-send.conf");
+    assert_non_null(text);
+    struct config *cfg = expect_ok(text);
+    const struct cfg_account *a = &cfg->accounts[0];
+    assert_string_equal(a->provider, "none");
+    assert_string_equal(a->upstream.host, "contoso-com.mail.protection.outlook.com");
+    assert_int_equal(a->upstream.port, 25);
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_NONE);
+    assert_int_equal(a->upstream.tls, UPSTREAM_TLS_STARTTLS);
+    assert_int_equal(a->sender_rewrite, SENDER_REWRITE_ENVELOPE);
+    config_free(cfg);
+    free(text);
+
+    text = example_text("m365-connector-relay.conf");
+    assert_non_null(text);
+    cfg = expect_ok(text);
+    a = &cfg->accounts[0];
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_NONE);
+    assert_non_null(strstr(a->upstream.client_certificate, "/relay.contoso.com.pem"));
+    assert_non_null(strstr(a->upstream.client_key, "/relay.contoso.com.key"));
+    config_free(cfg);
+    free(text);
+
+    text = example_text("azure-communication-services.conf");
+    assert_non_null(text);
+    cfg = expect_ok(text);
+    a = &cfg->accounts[0];
+    assert_string_equal(a->provider, "none");
+    assert_string_equal(a->upstream.host, "smtp.azurecomm.net");
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_LOGIN);
+    assert_string_equal(a->upstream.password, "example-value");
+    assert_int_equal(a->rate_limit, 30);
+    config_free(cfg);
+    free(text);
+
+    text = example_text("m365-high-volume-email.conf");
+    assert_non_null(text);
+    cfg = expect_ok(text);
+    a = &cfg->accounts[0];
+    assert_string_equal(a->upstream.host, "smtp.hve.mx.microsoft");
+    assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_XOAUTH2);
+    assert_string_equal(a->scope, "https://outlook.office365.com/.default");
+    assert_int_equal(a->rate_limit, 0);
+    config_free(cfg);
+    free(text);
+
+    text = example_text("m365-national-cloud.conf");
+    assert_non_null(text);
+    cfg = expect_ok(text);
+    a = &cfg->accounts[0];
+    assert_int_equal(a->cloud, MS_CLOUD_USGOV);
+    assert_string_equal(a->upstream.host, "smtp.office365.us");
+    assert_string_equal(
+        a->token_url, "https://login.microsoftonline.us/contoso.onmicrosoft.us/oauth2/v2.0/token");
+    config_free(cfg);
+    free(text);
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", test_dir, files[i][0]);
+        unlink(path);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1366,6 +1442,7 @@ int main(void)
         cmocka_unit_test(test_upstream_kinds),
         cmocka_unit_test(test_clouds),
         cmocka_unit_test(test_http_proxy),
+        cmocka_unit_test(test_kind_examples),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -74,7 +74,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->http = http_new(base);
     s->metrics = metrics_new(cfg);
     s->devstats = device_stats_keeper_new(base, cfg); /* loads STATE_DIR/devices.state */
-    s->pools = upstream_pools_new(s);
+    s->pools = upstream_pools_new(base, s->dns, s->metrics);
     s->dctx = (struct delivery_ctx){
         .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
     if (!s->dns || !s->http || !s->metrics || !s->pools) {

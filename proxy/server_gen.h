@@ -29,7 +29,7 @@ struct server_gen {
     SSL_CTX **tls_clients;      /* upstream TLS, one per cfg->accounts[i] (its own ca_file) */
     struct gen_tokens **tokens; /* one per cfg->accounts[i], shared with other generations */
     size_t tokens_kept;         /* how many came from prev (server_gen_new) */
-    int retired;                /* a reload replaced it: logged when it is freed */
+    int retired; /* a reload replaced it: its idle connections close; logged when it is freed */
 };
 
 /* Builds a generation from a validated config (takes ownership of cfg, also on failure), with

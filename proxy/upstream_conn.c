@@ -21,7 +21,6 @@
 #include "proxy/config.h"
 #include "proxy/exchange_explain.h"
 #include "proxy/metrics.h"
-#include "proxy/server.h"
 #include "proxy/server_gen.h"
 
 #define CONN_REPLY_MAX 4096
@@ -36,13 +35,16 @@ int64_t upstream_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct upstream_conn *upstream_conn_new(struct server *srv, struct server_gen *gen,
+struct upstream_conn *upstream_conn_new(struct event_base *base, struct evdns_base *dns,
+                                        struct metrics *m, struct server_gen *gen,
                                         const struct cfg_account *acct, const char *log_id)
 {
     struct upstream_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->srv = srv;
+    c->base = base;
+    c->dns = dns;
+    c->metrics = m;
     c->gen = server_gen_ref(gen);
     c->acct = acct;
     c->tokens = server_gen_account_tokens(gen, acct);
@@ -167,7 +169,7 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
                   NULL, NULL);
         return;
     }
-    metrics_upstream_reply(c->srv->metrics, METRICS_CMD_AUTH, rep->code, rep->enhanced);
+    metrics_upstream_reply(c->metrics, METRICS_CMD_AUTH, rep->code, rep->enhanced);
     if (rep->code == 235) {
         drop_token(c);
         c->authed = 1;
@@ -362,7 +364,7 @@ void upstream_conn_open(struct upstream_conn *c)
     upstream_client_cfg(c->gen->cfg, c->acct, server_gen_tls_client(c->gen, c->acct), c->log_id,
                         &cc);
     c->auth_retried = 0;
-    c->cs = client_session_new(c->srv->base, c->srv->dns, &cc);
+    c->cs = client_session_new(c->base, c->dns, &cc);
     if (!c->cs) {
         conn_fail(c, "451 4.3.0 Cannot start upstream session", "client_session_new failed", NULL,
                   NULL);

@@ -14,7 +14,6 @@
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/rate_limit.h"
-#include "proxy/server.h"
 #include "proxy/server_gen.h"
 
 struct upstream_lease {
@@ -47,7 +46,9 @@ struct upstream_pool {
 };
 
 struct upstream_pools {
-    struct server *srv;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct metrics *metrics;
     struct upstream_pool *head;
 };
 
@@ -68,11 +69,15 @@ static void pool_kick(struct upstream_pool *p)
 
 /* ---- the set of pools ---- */
 
-struct upstream_pools *upstream_pools_new(struct server *srv)
+struct upstream_pools *upstream_pools_new(struct event_base *base, struct evdns_base *dns,
+                                          struct metrics *m)
 {
     struct upstream_pools *ps = calloc(1, sizeof(*ps));
-    if (ps)
-        ps->srv = srv;
+    if (ps) {
+        ps->base = base;
+        ps->dns = dns;
+        ps->metrics = m;
+    }
     return ps;
 }
 
@@ -162,8 +167,8 @@ struct upstream_pool *upstream_pools_get(struct upstream_pools *ps, const char *
         return NULL;
     p->ps = ps;
     p->name = strdup(account);
-    p->kick = event_new(ps->srv->base, -1, 0, kick_cb, p);
-    p->rate_timer = evtimer_new(ps->srv->base, rate_timer_cb, p);
+    p->kick = event_new(ps->base, -1, 0, kick_cb, p);
+    p->rate_timer = evtimer_new(ps->base, rate_timer_cb, p);
     if (!p->name || !p->kick || !p->rate_timer) {
         pool_free(p);
         return NULL;
@@ -210,8 +215,8 @@ static const char *conn_unfit(const struct upstream_conn *c, int64_t now)
         return "dead";
     if (token_expiring(c, now))
         return "token_expiring";
-    if (c->gen != c->srv->gen)
-        return "reload"; /* opened on a replaced configuration */
+    if (c->gen->retired)
+        return "reload"; /* opened on a configuration a reload replaced */
     return NULL;
 }
 
@@ -236,7 +241,7 @@ static void conn_park(struct upstream_pool *p, struct upstream_conn *c)
     p->nidle++;
     if (idle_timeout(c)) {
         if (!c->idle_timer)
-            c->idle_timer = evtimer_new(c->srv->base, idle_timer_cb, c);
+            c->idle_timer = evtimer_new(c->base, idle_timer_cb, c);
         struct timeval tv = {.tv_sec = (time_t)idle_timeout(c), .tv_usec = 0};
         if (!c->idle_timer || evtimer_add(c->idle_timer, &tv) != 0) {
             pool_drop(p, c, 1, "out_of_memory");
@@ -272,7 +277,8 @@ static void conn_grant(struct upstream_conn *c)
 
 static void pool_open(struct upstream_pool *p, struct upstream_lease *l)
 {
-    struct upstream_conn *c = upstream_conn_new(p->ps->srv, l->gen, l->acct, l->log_id);
+    struct upstream_conn *c =
+        upstream_conn_new(p->ps->base, p->ps->dns, p->ps->metrics, l->gen, l->acct, l->log_id);
     if (!c) {
         struct upstream_failure f = {.reply = "451 4.3.0 Out of memory", .why = "out of memory"};
         lease_finish(l, NULL, &f);
@@ -283,7 +289,7 @@ static void pool_open(struct upstream_pool *p, struct upstream_lease *l)
     c->lease = l;
     l->c = c;
     p->opened++;
-    metrics_upstream_conn(p->ps->srv->metrics, l->acct, 0);
+    metrics_upstream_conn(p->ps->metrics, l->acct, 0);
     upstream_conn_open(c); /* may finish (and free c) before returning */
 }
 
@@ -345,7 +351,7 @@ static void pool_reuse(struct upstream_pool *p, struct upstream_conn *c, struct 
     c->lease = l;
     l->c = c;
     p->reused++;
-    metrics_upstream_conn(p->ps->srv->metrics, l->acct, 1);
+    metrics_upstream_conn(p->ps->metrics, l->acct, 1);
     if (c->idle_timer)
         evtimer_del(c->idle_timer);
     if (c->handoff) {

@@ -25,7 +25,9 @@
 #include "proxy/client_session.h"
 #include "proxy/config.h"
 
-struct server;
+struct event_base;
+struct evdns_base;
+struct metrics;
 struct server_gen;
 struct cfg_account;
 struct client_session;
@@ -50,8 +52,10 @@ struct upstream_failure {
 typedef void (*upstream_lease_cb)(void *arg, struct upstream_conn *c,
                                   const struct upstream_failure *f);
 
-/* Every account's pool, by account name; owned by the server, lives as long as it. */
-struct upstream_pools *upstream_pools_new(struct server *srv);
+/* Every account's pool, by account name; owned by the daemon, lives as long as it. base, dns
+ * (NULL: only IP literals) and m (counters) are borrowed and outlive it. */
+struct upstream_pools *upstream_pools_new(struct event_base *base, struct evdns_base *dns,
+                                          struct metrics *m);
 /* Closes every connection (QUIT if idle), drops waiting leases without callback. Accepts NULL. */
 void upstream_pools_free(struct upstream_pools *ps);
 /* The pool of account name (created on first use). NULL only when out of memory. */

@@ -30,7 +30,9 @@ struct upstream_conn {
     struct upstream_pool *pool; /* NULL: the pool is gone, release closes it */
     struct upstream_conn *next, *prev;
     enum upstream_conn_state state;
-    struct server *srv;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct metrics *metrics;
     struct server_gen *gen; /* a reference: the configuration it was opened with */
     const struct cfg_account *acct;
     struct client_session *cs;
@@ -61,7 +63,8 @@ int64_t upstream_now_ms(void);
 /* ---- upstream_conn.c ---- */
 
 /* A new connection for gen/acct (not yet opened); NULL when out of memory. */
-struct upstream_conn *upstream_conn_new(struct server *srv, struct server_gen *gen,
+struct upstream_conn *upstream_conn_new(struct event_base *base, struct evdns_base *dns,
+                                        struct metrics *m, struct server_gen *gen,
                                         const struct cfg_account *acct, const char *log_id);
 /* Connect and authenticate; upstream_pool_conn_opened() runs once with the outcome (perhaps
  * before this returns, always from the event loop as the pool only calls this from there). */

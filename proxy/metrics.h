@@ -61,10 +61,17 @@ typedef int (*metrics_token_stats_fn)(void *arg, size_t account, struct token_ca
  * epoch, for the tokens' remaining lifetime. 0 ok; -1 out of memory. */
 int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_stats_fn stats,
                    void *arg, int64_t now_wall);
-/* The queue's figures (proxy/queue.h's queue_stats, read live), appended after metrics_render's:
- * messages, held, the oldest message's age, and delivered / deferred / bounced since start. st
- * NULL: nothing (no queue). 0 ok; -1 out of memory. */
-struct queue_stats;
+/* The queue's figures, as queue_stats (proxy/queue.h) fills them. */
+struct queue_stats {
+    size_t messages; /* in the queue, held included */
+    size_t held;
+    size_t sending;                             /* attempts in flight */
+    int64_t oldest_created;                     /* wall clock seconds; 0: the queue is empty */
+    unsigned long delivered, bounced, deferred; /* since start */
+};
+/* The queue's figures (read live), appended after metrics_render's: messages, held, the oldest
+ * message's age, and delivered / deferred / bounced since start. st NULL: nothing (no queue).
+ * 0 ok; -1 out of memory. */
 int metrics_render_queue(struct evbuffer *out, const struct queue_stats *st, int64_t now_wall);
 /* A label value escaped per the exposition format (\\, \", \n); truncated to fit dst. */
 const char *metrics_escape(char *dst, size_t dstlen, const char *src);

@@ -10,7 +10,6 @@
 
 #include "oauth/token_cache.h"
 #include "proxy/config.h"
-#include "proxy/queue.h"
 
 #define P "smtp_oauth_proxy_"
 

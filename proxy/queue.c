@@ -12,7 +12,7 @@
 
 #include "common/log.h"
 #include "proxy/config.h"
-#include "proxy/server.h"
+#include "proxy/delivery_ctx.h"
 #include "proxy/server_gen.h"
 #include "store/spool.h"
 

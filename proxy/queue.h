@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "proxy/dsn.h"
+#include "proxy/metrics.h"
 #include "store/spool_envelope.h"
 
 struct delivery_ctx;
@@ -110,13 +111,7 @@ int queue_release(struct queue *q, const char *id, char *err, size_t errlen);
  * 0 ok; -1 with err. */
 int queue_delete(struct queue *q, const char *id, char *err, size_t errlen);
 
-struct queue_stats {
-    size_t messages; /* in the queue, held included */
-    size_t held;
-    size_t sending;                             /* attempts in flight */
-    int64_t oldest_created;                     /* wall clock seconds; 0: the queue is empty */
-    unsigned long delivered, bounced, deferred; /* since start */
-};
+/* struct queue_stats is in metrics.h, which renders it. */
 void queue_stats(const struct queue *q, struct queue_stats *st);
 
 #endif

@@ -10,7 +10,6 @@
 #include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/deliver.h"
-#include "proxy/server.h"
 #include "proxy/server_gen.h"
 #include "store/spool.h"
 

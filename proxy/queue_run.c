@@ -9,7 +9,7 @@
 #include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/deliver.h"
-#include "proxy/server.h"
+#include "proxy/delivery_ctx.h"
 #include "proxy/server_gen.h"
 #include "proxy/upstream_pool.h"
 #include "store/spool.h"

@@ -198,10 +198,10 @@ int client_open_on_reply(struct client_session *c, const struct smtp_reply *r)
         if (r->code != 220 && c->tls_mode == CLIENT_TLS_OPPORTUNISTIC && r->code / 100 != 2) {
             /* A refused STARTTLS leaves the session as it was (RFC 3207 4): say hello again
              * and go on in plain text. */
-            char safe[300];
-            const char *text = r->nlines ? r->lines[0] : "";
-            log_info("event=upstream_starttls_refused session=%s host=%s reply=\"%d %s\"",
-                     c->log_id, c->host, r->code, log_safe(safe, sizeof(safe), text, strlen(text)));
+            char text[300], safe[400];
+            snprintf(text, sizeof(text), "%d %s", r->code, r->nlines ? r->lines[0] : "");
+            log_info("event=upstream_starttls_refused session=%s host=%s reply=%s", c->log_id,
+                     c->host, log_safe(safe, sizeof(safe), text, strlen(text)));
             c->starttls_refused = 1;
             return client_open_send_ehlo(c, CLIENT_SESSION_EHLO);
         }

@@ -1798,6 +1798,54 @@ static void test_connect_all_fail(void **state)
     fx_free(f);
 }
 
+/* Opportunistic, STARTTLS offered but refused: EHLO again (RFC 3207 4) and go on in plain text. */
+static void test_opportunistic_starttls_refused(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        {"STARTTLS", "454 4.7.0 TLS not available due to temporary reason\r\n", ACT_NONE},
+        {"EHLO proxy.test", "250-mx.test\r\n250 SIZE 1000\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    f->cfg.tls = CLIENT_TLS_OPPORTUNISTIC;
+    log_capture_start();
+    fx_open(f, &res);
+    char *log = log_capture_end();
+    assert_int_equal(res.code, 250);
+    assert_false(client_session_tls_active(f->c));
+    assert_true(client_session_usable(f->c));
+    assert_non_null(strstr(log, "event=upstream_starttls_refused session=t1 host=127.0.0.1 "
+                                "reply=\"454 4.7.0 TLS not available"));
+    assert_non_null(strstr(log, "tls=none reason=\"STARTTLS refused\""));
+    char *got = srv_received(f->srv);
+    assert_string_equal(got, "EHLO proxy.test\r\nSTARTTLS\r\nEHLO proxy.test\r\n");
+    free(got);
+    assert_false(f->srv->handshake_done);
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
+/* The same refusal without opportunistic: the session fails with the upstream's reply. */
+static void test_starttls_refused_fails(void **state)
+{
+    (void)state;
+    static const struct step steps[] = {
+        S_GREET,
+        S_EHLO1,
+        {"STARTTLS", "454 4.7.0 TLS not available due to temporary reason\r\n", ACT_NONE},
+    };
+    struct fixture *f = fx_new(steps, N(steps), good_cert, good_key, good_cert);
+    struct result res = {0};
+    fx_open(f, &res);
+    assert_int_equal(res.code, 454);
+    assert_false(client_session_usable(f->c));
+    assert_server_ok(f->srv);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1841,6 +1889,8 @@ int main(void)
         cmocka_unit_test(test_opportunistic_tls),
         cmocka_unit_test(test_connect_every_address),
         cmocka_unit_test(test_connect_all_fail),
+        cmocka_unit_test(test_opportunistic_starttls_refused),
+        cmocka_unit_test(test_starttls_refused_fails),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

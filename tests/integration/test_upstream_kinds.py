@@ -685,7 +685,10 @@ class TestHttpProxy(KindsCase):
 def unshare_works():
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("mount"):
         return False
-    r = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /etc/hostname /etc/hostname"],
+    if not os.path.isfile("/etc/resolv.conf"):
+        return False
+    r = subprocess.run(["unshare", "-m", "sh", "-c",
+                        "mount --bind /etc/resolv.conf /etc/resolv.conf"],
                        capture_output=True, timeout=20)
     return r.returncode == 0
 
@@ -697,8 +700,9 @@ class TestEveryAddress(KindsCase):
         super().setUp()
         self.need_postfix()
         if not unshare_works():
-            self.skipTest("needs root and a private mount namespace (unshare -m) to give the "
-                          "proxy its own /etc/resolv.conf")
+            self.skipTest("needs root, /etc/resolv.conf and a private mount namespace "
+                          "(unshare -m, mount: util-linux, mount) to give the proxy its own "
+                          "/etc/resolv.conf")
         self.dns = DnsStandin({"dual.sop.test": ["::1", "127.0.0.1"]})
         self.addCleanup(self.dns.stop)
         self.resolv = os.path.join(self.tmp, "resolv.conf")

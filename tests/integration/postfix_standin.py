@@ -13,7 +13,7 @@ certificate-based connector (relays to any domain only for a client certificate 
     pf.stop()
 
 Its own config_directory, queue_directory and data_directory under DIR, run in the foreground
-(`postfix -c DIR/conf start-fg`), logging to DIR/postfix.log; mail is delivered to sink_port (the
+(what `postfix -c DIR/conf start-fg` does, the master our child), logging to DIR/postfix.log; mail is delivered to sink_port (the
 rig's aiosmtpd sink) for every domain. Replies are worded like Exchange Online's where the proxy
 explains them: an outside recipient at the MX gets 550 5.7.54, at the connector without a
 trusted certificate 550 5.7.64. Needs root (Postfix's master insists) and the postfix package.
@@ -33,6 +33,7 @@ OUTSIDE_DOMAIN = "outside.example"
 MX_REFUSAL = "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain"
 CONNECTOR_REFUSAL = "550 5.7.64 TenantAttribution; Relay Access Denied"
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+MASTER = "/usr/lib/postfix/sbin/master"
 
 MAIN_CF = """\
 compatibility_level = 3.6
@@ -148,7 +149,14 @@ class Postfix:
 
     def start(self, timeout=30.0):
         self.stdio = open(os.path.join(self.dir, "postfix.stdio"), "ab")
-        self.proc = subprocess.Popen([POSTFIX, "-c", self.conf, "start-fg"],
+        # What `postfix start-fg` does, with the master as our own child: the integrity check
+        # (it also makes the queue's directories), then the master in the foreground (-s), so
+        # that PR_SET_PDEATHSIG reaches the master itself if this process dies.
+        r = subprocess.run([POSTFIX, "-c", self.conf, "check"], stdin=subprocess.DEVNULL,
+                           stdout=self.stdio, stderr=subprocess.STDOUT, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("postfix check failed:\n%s" % self.log_text()[-3000:])
+        self.proc = subprocess.Popen([MASTER, "-c", self.conf, "-s"],
                                      stdin=subprocess.DEVNULL, stdout=self.stdio,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=sop_rig._die_with_parent)

@@ -1,6 +1,6 @@
 /* What Entra ID's token endpoint refusals (AADSTS codes) mean and what an admin changes: one
  * table, a pure lookup, and the grant explain hook (oauth/grant.h) that puts it in
- * event=token_failed's hint=. Exchange's SMTP refusals are proxy/exchange_explain.h's. */
+ * event=token_failed's hint=. Exchange's SMTP refusals are proxy/smtp/exchange_explain.h's. */
 #ifndef SOP_ENTRA_EXPLAIN_H
 #define SOP_ENTRA_EXPLAIN_H
 

@@ -13,14 +13,14 @@
 #include <systemd/sd-daemon.h>
 
 #include "common/log.h"
-#include "proxy/cli.h"
-#include "proxy/config.h"
-#include "proxy/control.h"
-#include "proxy/metrics_http.h"
-#include "proxy/queue.h"
-#include "proxy/spool_commit.h"
-#include "proxy/server.h"
-#include "proxy/server_gen.h"
+#include "proxy/admin/cli.h"
+#include "proxy/config/config.h"
+#include "proxy/admin/control.h"
+#include "proxy/admin/metrics_http.h"
+#include "proxy/delivery/queue.h"
+#include "proxy/delivery/spool_commit.h"
+#include "proxy/server/server.h"
+#include "proxy/runtime/server_gen.h"
 
 #define DEFAULT_CONFIG "/etc/smtp-oauth-proxy/smtp-oauth-proxy.conf"
 #define SHUTDOWN_GRACE_SECONDS 30

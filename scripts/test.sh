@@ -9,11 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 
-echo "== lint: clang-format and cppcheck"
+echo "== lint: clang-format, cppcheck, layers"
 mapfile -t csrc < <(git ls-files '*.c' '*.h' 2>/dev/null || find common proxy oauth store tests -name '*.[ch]')
 clang-format --dry-run --Werror "${csrc[@]}"
 cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
     --inline-suppr -I . common proxy oauth store
+./scripts/check-layers.sh
 
 jobs=$(nproc)
 for variant in plain asan; do

@@ -1,6 +1,6 @@
-/* libFuzzer target for proxy/control_proto.c, fed as the two ends feed it. The daemon: the first
- * line (up to the first \n, as evbuffer_readln gives it: NUL-terminated, embedded NULs kept) to
- * control_split, the line after it to control_payload_ok. The command: the whole input, as a
+/* libFuzzer target for proxy/admin/control_proto.c, fed as the two ends feed it. The daemon: the
+ * first line (up to the first \n, as evbuffer_readln gives it: NUL-terminated, embedded NULs kept)
+ * to control_split, the line after it to control_payload_ok. The command: the whole input, as a
  * reply read to the end of the stream, to control_reply_parse. Each gets a heap copy of exactly
  * len + 1 bytes, so ASan sees any read past the terminator. Every result is checked against the
  * contract in control_proto.h, computed here independently. */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/control_proto.h"
+#include "proxy/admin/control_proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

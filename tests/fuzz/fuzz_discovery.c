@@ -10,7 +10,7 @@
 #include <strings.h>
 
 #include "oauth/discovery.h"
-#include "proxy/config.h"
+#include "proxy/config/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

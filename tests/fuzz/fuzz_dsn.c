@@ -1,4 +1,4 @@
-/* libFuzzer target for proxy/dsn.c. The input is split at NUL bytes into the hostile fields
+/* libFuzzer target for proxy/smtp/dsn.c. The input is split at NUL bytes into the hostile fields
  * (addresses, diagnostic, remote MTA, account, device, queue id, sender, bounce_to, status) and
  * the original message; the first byte picks the action, reason and number of recipients. Any
  * DSN built must pass dsn_check (CRLF only, lines <= 998, 7-bit, balanced boundary, a complete
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/dsn.h"
+#include "proxy/smtp/dsn.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,7 +1,7 @@
-/* libFuzzer target for proxy/exchange_explain.c: Exchange's refusals (code, enhanced code, text:
- * all the upstream's bytes) looked up and explained. Input: byte 0 the output buffer's size (0..63,
- * then up to 1014 in steps of 5; 255: 4096); bytes 1-2 the code (0..999); byte 3: bits 0-4 the
- * phases for exchange_phase_names, 0x20 a 1199-byte mailbox, 0x40 a client_id with a quote, a
+/* libFuzzer target for proxy/smtp/exchange_explain.c: Exchange's refusals (code, enhanced code,
+ * text: all the upstream's bytes) looked up and explained. Input: byte 0 the output buffer's size
+ * (0..63, then up to 1014 in steps of 5; 255: 4096); bytes 1-2 the code (0..999); byte 3: bits 0-4
+ * the phases for exchange_phase_names, 0x20 a 1199-byte mailbox, 0x40 a client_id with a quote, a
  * backslash, a tab and the placeholders' names, 0x80 with bits 0-3 makes mailbox, client_id,
  * enhanced, text NULL; then the enhanced code up to the first \n, the text after it.
  *
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/exchange_explain.h"
+#include "proxy/smtp/exchange_explain.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
-/* libFuzzer target for proxy/header_rewrite.c, driven as relay.c drives it: the device's DATA
- * bytes go through the DATA decoder (bare_lf = normalize), each decoded line to
+/* libFuzzer target for proxy/smtp/header_rewrite.c, driven as backend_direct.c drives it: the
+ * device's DATA bytes go through the DATA decoder (bare_lf = normalize), each decoded line to
  * header_rewrite_line, nothing more once it refuses, header_rewrite_finish at the end.
  *
  * The first byte: bits 0-1 == 3 first fill the header section to 406 bytes short of
@@ -16,8 +16,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "proxy/header_rewrite.h"
-#include "proxy/smtp_data.h"
+#include "proxy/smtp/header_rewrite.h"
+#include "proxy/smtp/smtp_data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -129,7 +129,7 @@ static void fuzz_emit(void *arg, const char *line, size_t len)
 static void fuzz_feed(struct fuzz_msg *m, const char *line, size_t len)
 {
     if (m->failed)
-        return; /* relay.c stops here: fail_reply is set */
+        return; /* backend_direct.c stops here: fail_reply is set */
     fuzz_lines_add(&m->in, line, len);
     if (header_rewrite_line(m->h, line, len) != 0) {
         m->failed = 1;

@@ -1,4 +1,4 @@
-/* libFuzzer target for proxy/sasl.c. The input is tried as base64 by every decoder, its base64
+/* libFuzzer target for proxy/smtp/sasl.c. The input is tried as base64 by every decoder, its base64
  * encoding is fed to the decoders too (to reach what lies behind the base64 check), and the
  * first byte picks a split point that cuts it into a user and a token for the encoders, whose
  * output must decode back to the same fields. */
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/secret.h"
-#include "proxy/sasl.h"
+#include "proxy/smtp/sasl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

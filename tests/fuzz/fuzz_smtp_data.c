@@ -1,13 +1,13 @@
-/* libFuzzer target for proxy/smtp_data.c. The first byte picks the bare LF policy, a size limit
- * and a split point; the rest is fed whole and then in two pieces, and both runs must give the
- * same lines, result and consumed count. Then the smuggling property: the decoded lines,
+/* libFuzzer target for proxy/smtp/smtp_data.c. The first byte picks the bare LF policy, a size
+ * limit and a split point; the rest is fed whole and then in two pieces, and both runs must give
+ * the same lines, result and consumed count. Then the smuggling property: the decoded lines,
  * re-encoded and terminated, must decode (in the strict reject mode) to exactly the same lines,
  * ending exactly at the terminator. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/smtp_data.h"
+#include "proxy/smtp/smtp_data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

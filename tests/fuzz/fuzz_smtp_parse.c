@@ -1,11 +1,11 @@
-/* libFuzzer target for proxy/smtp_parse.c. The first byte picks the mode and a split point; the
- * rest is fed whole and then in two pieces, and both runs must produce exactly the same
+/* libFuzzer target for proxy/smtp/smtp_parse.c. The first byte picks the mode and a split point;
+ * the rest is fed whole and then in two pieces, and both runs must produce exactly the same
  * commands (a resumable parser must not care where reads end). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/smtp_parse.h"
+#include "proxy/smtp/smtp_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

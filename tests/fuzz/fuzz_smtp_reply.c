@@ -1,11 +1,11 @@
-/* libFuzzer target for proxy/smtp_reply.c. The first byte picks a split point; the rest is fed
+/* libFuzzer target for proxy/smtp/smtp_reply.c. The first byte picks a split point; the rest is fed
  * whole and then in two pieces, and both runs must see exactly the same replies. Capabilities
  * are parsed from every reply. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/smtp_reply.h"
+#include "proxy/smtp/smtp_reply.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
-/* libFuzzer target for proxy/token_claims.c, which reads a JWT's payload without verifying it.
- * The first byte holds flags; the rest is used twice: as the token string itself (cut at its
+/* libFuzzer target for proxy/admin/token_claims.c, which reads a JWT's payload without verifying
+ * it. The first byte holds flags; the rest is used twice: as the token string itself (cut at its
  * first NUL), and as the payload of a token built around it (header "." base64url(rest) "."
  * signature), so that cJSON sees the fuzzer's bytes. The result is NULL or a JSON object; a
  * built token decodes to exactly what cJSON makes of the bytes, unless the flags spoil its shape
@@ -10,7 +10,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "proxy/token_claims.h"
+#include "proxy/admin/token_claims.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The device side of delivery = spool and direct-then-spool (proxy/relay_store.c), with the
+"""The device side of delivery = spool and direct-then-spool (proxy/delivery/backend_store.c), with the
 rig's real Dovecot upstream: what the device hears, what reaches the upstream byte for byte, and
 what stays on disk.
 - direct-then-spool, upstream fine: the device hears the upstream's own 250; nothing stays in

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Upstream connection reuse (proxy/upstream_pool.c), seen from the upstream: the scripted
+"""Upstream connection reuse (proxy/upstream/upstream_pool.c), seen from the upstream: the scripted
 Exchange stand-in (exchange_standin.py) counts connections (each one a TLS handshake and an
 AUTH), connections open at once and every command, so these tests assert what went over the
 wire: one connection for many messages with an RSET before each reused one, never more than

@@ -22,7 +22,7 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
-#include "proxy/tls.h"
+#include "proxy/runtime/tls.h"
 
 enum srv_action {
     ACT_NONE = 0,

@@ -13,8 +13,8 @@
 
 #include <event2/event.h>
 
-#include "proxy/auth_worker.h"
-#include "proxy/device.h"
+#include "proxy/runtime/auth_worker.h"
+#include "proxy/runtime/device.h"
 
 /* mkpasswd -m yescrypt copier-pw (the cost a real device hash has: ~20 ms a check) */
 #define HASH_COPIER "$y$j9T$OhhI1Xf3T8K5XTJfmEJmM.$HXC1bBYRo8SrXcE/2ypDcJjLldisbPD8T/qrHCPw.59"

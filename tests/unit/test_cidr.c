@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/cidr.h"
+#include "proxy/config/cidr.h"
 
 static struct sockaddr_storage cidr_test_sa(const char *ip)
 {

@@ -14,8 +14,8 @@
 #include <cmocka.h>
 
 #include "common/secret.h"
-#include "proxy/cli_rtfile.h"
-#include "proxy/control_proto.h"
+#include "proxy/admin/cli_rtfile.h"
+#include "proxy/admin/control_proto.h"
 
 #define RT "0.AXoAbC-def_ghi.jkl~mno"
 

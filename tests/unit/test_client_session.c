@@ -28,8 +28,8 @@
 #include <openssl/ssl.h>
 
 #include "common/log.h"
-#include "proxy/client_session.h"
-#include "proxy/tls.h"
+#include "proxy/upstream/client_session.h"
+#include "proxy/runtime/tls.h"
 #include "cert_fixture.h"
 #include "scripted_upstream.h"
 

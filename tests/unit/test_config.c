@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <openssl/ssl.h>
 
-#include "proxy/config.h"
+#include "proxy/config/config.h"
 
 #define HASH_YESCRYPT "$y$j9T$Mn9kUlTWyccgQle3yqbGA1$mM9.Vqpz4CKClA05nLnkeHjaNaQgJRcXFA6/ePxapm0"
 #define HASH_SHA512                                                                                \

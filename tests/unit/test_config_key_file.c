@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/config.h"
+#include "proxy/config/config.h"
 
 static char dir[] = "/tmp/test_config_key_file.XXXXXX";
 static char conf[300], keyp[300], secret[300];

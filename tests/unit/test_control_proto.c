@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/control_proto.h"
+#include "proxy/admin/control_proto.h"
 
 static int split(const char *text, const char **cmd, const char **arg)
 {

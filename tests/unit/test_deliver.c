@@ -1,4 +1,4 @@
-/* One delivery attempt (proxy/deliver.c) against the in-process scripted upstream
+/* One delivery attempt (proxy/delivery/deliver.c) against the in-process scripted upstream
  * (scripted_upstream.h) over a real client_session on loopback TLS, with the message in a real
  * spool (committed, or still being written). The pool's connection is a test double behind
  * deliver_int.h's seam: it records how the connection was given back, and closes it when it is
@@ -27,12 +27,12 @@
 #include <openssl/ssl.h>
 
 #include "common/log.h"
-#include "proxy/client_session.h"
-#include "proxy/config.h"
-#include "proxy/deliver.h"
-#include "proxy/metrics.h"
-#include "proxy/smtp_data.h"
-#include "proxy/tls.h"
+#include "proxy/upstream/client_session.h"
+#include "proxy/config/config.h"
+#include "proxy/delivery/deliver.h"
+#include "proxy/runtime/metrics.h"
+#include "proxy/smtp/smtp_data.h"
+#include "proxy/runtime/tls.h"
 #include "store/spool.h"
 #include "cert_fixture.h"
 #include "scripted_upstream.h"
@@ -432,7 +432,7 @@ static void test_one_refused_one_accepted_is_partial(void **state)
     f->metrics = metrics_new(&cfg);
     assert_non_null(f->metrics);
     fx_deliver(f, b);
-    /* every reply to MAIL, RCPT and the end of DATA counted, as relay.c counts them */
+    /* every reply to MAIL, RCPT and the end of DATA counted, as backend_direct.c counts them */
     struct evbuffer *prom = evbuffer_new();
     assert_int_equal(metrics_render(f->metrics, prom, NULL, NULL, 0), 0);
     evbuffer_add(prom, "", 1);

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/device.h"
+#include "proxy/runtime/device.h"
 
 /* mkpasswd -m yescrypt copier-pw */
 #define HASH_COPIER "$y$j9T$OhhI1Xf3T8K5XTJfmEJmM.$HXC1bBYRo8SrXcE/2ypDcJjLldisbPD8T/qrHCPw.59"

@@ -16,8 +16,8 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
-#include "proxy/config.h"
-#include "proxy/device_stats.h"
+#include "proxy/config/config.h"
+#include "proxy/runtime/device_stats.h"
 
 #define HOUR 3600
 #define DAY 86400

@@ -21,7 +21,7 @@
 #include <cmocka.h>
 
 #include "oauth/discovery.h"
-#include "proxy/config.h"
+#include "proxy/config/config.h"
 
 /* ---- a scripted HTTP server: one canned answer to every request, in its own thread ---- */
 

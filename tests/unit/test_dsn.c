@@ -1,4 +1,4 @@
-/* The bounce (proxy/dsn.h): exact bytes for a fixed input, the recipient it goes to, no bounce
+/* The bounce (proxy/smtp/dsn.h): exact bytes for a fixed input, the recipient it goes to, no bounce
  * for the null sender, and hostile input that must stay inside its field or part. Every message
  * built is read back with dsn_check and with the small MIME reader below. */
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/dsn.h"
+#include "proxy/smtp/dsn.h"
 
 #define NOW INT64_C(1800000000)     /* Fri, 15 Jan 2027 08:00:00 +0000 */
 #define ARRIVAL INT64_C(1799990000) /* 2 h 46 min 40 s earlier */

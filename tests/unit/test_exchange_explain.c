@@ -12,8 +12,8 @@
 
 #include "oauth/entra_explain.h"
 #include "oauth/token_response.h"
-#include "proxy/exchange_explain.h"
-#include "proxy/token_claims.h"
+#include "proxy/smtp/exchange_explain.h"
+#include "proxy/admin/token_claims.h"
 
 /* Replies as Exchange Online words them. */
 static void test_exchange_known(void **state)

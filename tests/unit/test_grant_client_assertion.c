@@ -31,7 +31,7 @@
 
 #include "oauth/http.h"
 #include "oauth/provider.h"
-#include "proxy/config.h"
+#include "proxy/config/config.h"
 #include "token_endpoint_fixture.h"
 
 #define CLIENT_ID "11111111-2222-3333-4444-555555555555"

@@ -28,7 +28,7 @@
 
 #include "oauth/http.h"
 #include "oauth/provider.h"
-#include "proxy/config.h"
+#include "proxy/config/config.h"
 #include "token_endpoint_fixture.h"
 
 #define EMAIL "smtp-relay@contoso-mail.iam.gserviceaccount.com"

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/header_rewrite.h"
+#include "proxy/smtp/header_rewrite.h"
 
 struct out {
     char buf[1 << 20];

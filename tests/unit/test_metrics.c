@@ -14,9 +14,9 @@
 #include <event2/http.h>
 
 #include "oauth/token_cache.h"
-#include "proxy/config.h"
-#include "proxy/metrics.h"
-#include "proxy/metrics_http.h"
+#include "proxy/config/config.h"
+#include "proxy/runtime/metrics.h"
+#include "proxy/admin/metrics_http.h"
 
 struct fixture {
     struct config cfg;

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/queue_backoff.h"
+#include "proxy/delivery/queue_backoff.h"
 
 #define NOW INT64_C(1800000000)
 

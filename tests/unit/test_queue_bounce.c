@@ -16,12 +16,12 @@
 #include <event2/event.h>
 
 #include "common/log.h"
-#include "proxy/config.h"
-#include "proxy/deliver.h"
-#include "proxy/dsn.h"
-#include "proxy/queue.h"
-#include "proxy/delivery_ctx.h"
-#include "proxy/server_gen.h"
+#include "proxy/config/config.h"
+#include "proxy/delivery/deliver.h"
+#include "proxy/smtp/dsn.h"
+#include "proxy/delivery/queue.h"
+#include "proxy/delivery/delivery_ctx.h"
+#include "proxy/runtime/server_gen.h"
 #include "store/spool.h"
 
 static char dir[] = "/tmp/test_queue_bounce.XXXXXX";

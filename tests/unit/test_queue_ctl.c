@@ -18,10 +18,10 @@
 #include <event2/event.h>
 
 #include "common/log.h"
-#include "proxy/config.h"
-#include "proxy/queue.h"
-#include "proxy/delivery_ctx.h"
-#include "proxy/server_gen.h"
+#include "proxy/config/config.h"
+#include "proxy/delivery/queue.h"
+#include "proxy/delivery/delivery_ctx.h"
+#include "proxy/runtime/server_gen.h"
 #include "store/spool.h"
 
 static char dir[] = "/tmp/test_queue_ctl.XXXXXX";

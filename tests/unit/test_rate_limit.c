@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/rate_limit.h"
+#include "proxy/upstream/rate_limit.h"
 
 #define T0 INT64_C(5000000)
 

@@ -1,5 +1,5 @@
-/* Unit tests for proxy/sasl.c: strict base64, XOAUTH2/OAUTHBEARER encoders, PLAIN/LOGIN/XOAUTH2
- * decoders, with hostile input. */
+/* Unit tests for proxy/smtp/sasl.c: strict base64, XOAUTH2/OAUTHBEARER encoders,
+ * PLAIN/LOGIN/XOAUTH2 decoders, with hostile input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "common/secret.h"
-#include "proxy/sasl.h"
+#include "proxy/smtp/sasl.h"
 
 static void dec_ok(const char *in, const char *expect, size_t expect_len)
 {

@@ -10,10 +10,10 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 
-#include "proxy/config.h"
-#include "proxy/metrics.h"
-#include "proxy/server_gen.h"
-#include "proxy/server_int.h"
+#include "proxy/config/config.h"
+#include "proxy/runtime/metrics.h"
+#include "proxy/runtime/server_gen.h"
+#include "proxy/server/server_int.h"
 
 static void test_listen_diff(void **state)
 {

@@ -1,4 +1,4 @@
-/* Unit tests for proxy/smtp_data.c. Every decoder case runs fed whole, one byte at a time and
+/* Unit tests for proxy/smtp/smtp_data.c. Every decoder case runs fed whole, one byte at a time and
  * in 7-byte pieces; all must give the same exact lines, result, consumed count and size. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/smtp_data.h"
+#include "proxy/smtp/smtp_data.h"
 
 #define OUT_MAX 65536
 

@@ -1,4 +1,4 @@
-/* Unit tests for proxy/smtp_parse.c. Every case runs fed whole, one byte at a time, and in
+/* Unit tests for proxy/smtp/smtp_parse.c. Every case runs fed whole, one byte at a time, and in
  * 7-byte pieces; all must give the same exact result. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "proxy/smtp_parse.h"
+#include "proxy/smtp/smtp_parse.h"
 
 #define OUT_MAX 65536
 

@@ -17,7 +17,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "proxy/tls.h"
+#include "proxy/runtime/tls.h"
 #include "cert_fixture.h"
 
 static char tmpdir[] = "/tmp/test_tls.XXXXXX";

@@ -21,10 +21,10 @@
 #include <event2/http.h>
 
 #include "common/log.h"
-#include "proxy/config.h"
-#include "proxy/server.h"
-#include "proxy/server_gen.h"
-#include "proxy/upstream_pool.h"
+#include "proxy/config/config.h"
+#include "proxy/server/server.h"
+#include "proxy/runtime/server_gen.h"
+#include "proxy/upstream/upstream_pool.h"
 
 #include "cert_fixture.h"
 #include "scripted_upstream.h"

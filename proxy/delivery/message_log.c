@@ -1,0 +1,49 @@
+#include "proxy/delivery/message_log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proxy/config/config.h"
+#include "proxy/runtime/device_stats.h"
+#include "proxy/smtp/exchange_explain.h"
+#include "proxy/delivery/delivery_ctx.h"
+#include "proxy/smtp/smtp_reply.h"
+
+const char *message_result_name(enum metrics_result r)
+{
+    static const char *const names[] = {"delivered", "refused", "deferred", "queued"};
+    return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "refused";
+}
+
+static double elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e)
+{
+    char from[300], up[300], explain[900], extra[96] = "";
+    const char *result = message_result_name(e->result);
+    const struct smtp_reply *rep = e->rep;
+    size_t o = 0;
+
+    log_safe(from, sizeof(from), e->from ? e->from : "", e->from ? strlen(e->from) : 0);
+    /* only the first line of a multi-line reply */
+    log_safe(up, sizeof(up), e->reply, strcspn(e->reply, "\r\n"));
+    if (e->delivery)
+        o += (size_t)snprintf(extra, sizeof(extra), " delivery=%s", e->delivery);
+    if (e->queue_id && o < sizeof(extra))
+        snprintf(extra + o, sizeof(extra) - o, " queue_id=%s", e->queue_id);
+    log_info("event=message session=%s device=%s account=%s from=%s rcpts=%zu size=%llu "
+             "result=%s upstream=%s duration_ms=%.0f%s%s",
+             e->log_id, e->device, e->acct->name, from, e->rcpts, (unsigned long long)e->size,
+             result, up, elapsed_ms(e->t_start), extra,
+             exchange_explain_kv(rep ? rep->code : 0, rep ? rep->enhanced : NULL, e->reply,
+                                 e->acct->mailbox, e->acct->client_id, explain, sizeof(explain)));
+    metrics_message(ctx->metrics, e->acct, e->result, e->result == METRICS_DELIVERED ? e->size : 0);
+    device_stats_message(device_stats_keeper_stats(ctx->devstats), e->device, result, e->reply,
+                         (int64_t)time(NULL));
+}

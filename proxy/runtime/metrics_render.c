@@ -1,0 +1,205 @@
+/* The registry in Prometheus' text exposition format, version 0.0.4: a HELP and a TYPE line per
+ * metric, then one line per series. Token figures come live from the caches, not counted twice. */
+#include "proxy/runtime/metrics_int.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include <event2/buffer.h>
+
+#include "oauth/token_cache.h"
+#include "proxy/config/config.h"
+
+#define P "smtp_oauth_proxy_"
+
+const char *metrics_escape(char *dst, size_t dstlen, const char *src)
+{
+    size_t o = 0;
+    if (dstlen == 0)
+        return dst;
+    for (; *src; src++) {
+        const char *rep = NULL;
+        char one[2] = {*src, '\0'};
+        if (*src == '\\')
+            rep = "\\\\";
+        else if (*src == '"')
+            rep = "\\\"";
+        else if (*src == '\n')
+            rep = "\\n";
+        else
+            rep = one;
+        size_t n = rep[1] ? 2 : 1;
+        if (o + n >= dstlen)
+            break; /* never half an escape */
+        for (size_t i = 0; i < n; i++)
+            dst[o++] = rep[i];
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
+struct out {
+    struct evbuffer *buf;
+    int failed;
+};
+
+static void emit(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (!o->failed && evbuffer_add_vprintf(o->buf, fmt, ap) < 0)
+        o->failed = 1;
+    va_end(ap);
+}
+
+static void head(struct out *o, const char *name, const char *type, const char *help)
+{
+    emit(o, "# HELP " P "%s %s\n# TYPE " P "%s %s\n", name, help, name, type);
+}
+
+static void render_sessions(const struct metrics *m, struct out *o)
+{
+    char l[200];
+    head(o, "sessions_open", "gauge", "Device sessions open now, by listener.");
+    for (size_t i = 0; i < m->nlisteners; i++)
+        emit(o, P "sessions_open{listener=\"%s\"} %lu\n",
+             metrics_escape(l, sizeof(l), m->listeners[i].name), m->listeners[i].open);
+    head(o, "sessions_total", "counter", "Device sessions accepted, by listener.");
+    for (size_t i = 0; i < m->nlisteners; i++)
+        emit(o, P "sessions_total{listener=\"%s\"} %lu\n",
+             metrics_escape(l, sizeof(l), m->listeners[i].name), m->listeners[i].total);
+}
+
+static void render_messages(const struct metrics *m, struct out *o)
+{
+    char a[200];
+    head(o, "messages_total", "counter",
+         "Messages by account and the result the device heard (delivered: upstream 2xx; "
+         "refused: 5xx; deferred: 4xx; queued: 250 once committed to the spool).");
+    for (size_t i = 0; i < m->cfg->naccounts; i++) {
+        metrics_escape(a, sizeof(a), m->cfg->accounts[i].name);
+        for (size_t r = 0; r < METRICS_NRESULTS; r++)
+            emit(o, P "messages_total{account=\"%s\",result=\"%s\"} %lu\n", a,
+                 metrics_result_names[r], m->accounts[i].messages[r]);
+    }
+    head(o, "relayed_bytes_total", "counter",
+         "Message body bytes the upstream accepted, by account.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(o, P "relayed_bytes_total{account=\"%s\"} %" PRIu64 "\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name), m->accounts[i].bytes);
+    head(o, "upstream_connections_opened_total", "counter",
+         "Upstream connections opened (each one a TLS handshake and an AUTH), by account.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(o, P "upstream_connections_opened_total{account=\"%s\"} %lu\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name), m->accounts[i].conns_opened);
+    head(o, "upstream_connection_reuses_total", "counter",
+         "Messages sent over an already open upstream connection, by account.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(o, P "upstream_connection_reuses_total{account=\"%s\"} %lu\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name), m->accounts[i].conns_reused);
+}
+
+static void render_replies(const struct metrics *m, struct out *o)
+{
+    head(o, "upstream_replies_total", "counter",
+         "Upstream replies to AUTH, MAIL, RCPT and the end of DATA, by class and enhanced "
+         "status code.");
+    for (size_t i = 0; i < m->nreplies; i++) {
+        const struct metrics_reply *r = &m->replies[i];
+        char klass[8];
+        if (r->klass)
+            snprintf(klass, sizeof(klass), "%dxx", r->klass);
+        else
+            snprintf(klass, sizeof(klass), "other");
+        emit(o, P "upstream_replies_total{command=\"%s\",class=\"%s\",code=\"%s\"} %lu\n",
+             metrics_cmd_names[r->cmd], klass, r->code, r->count);
+    }
+}
+
+static void render_tokens(const struct metrics *m, struct out *o, metrics_token_stats_fn stats,
+                          void *arg, int64_t now)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } defs[] = {
+        {"token_requests_total", "counter", "Token requests to the identity provider."},
+        {"token_failures_total", "counter", "Token requests that failed."},
+        {"token_expiry_seconds", "gauge",
+         "Seconds until the account's access token expires (0: it holds none)."},
+        {"token_reauthorize_required", "gauge",
+         "1 when a person must run `smtp-oauth-proxy authorize` for the account."},
+    };
+    char a[200];
+    for (size_t d = 0; d < sizeof(defs) / sizeof(defs[0]); d++) {
+        head(o, defs[d].name, defs[d].type, defs[d].help);
+        for (size_t i = 0; stats && i < m->cfg->naccounts; i++) {
+            struct token_cache_stats st;
+            if (stats(arg, i, &st) != 0)
+                continue;
+            int64_t v;
+            if (d == 0)
+                v = (int64_t)st.requests;
+            else if (d == 1)
+                v = (int64_t)st.failures;
+            else if (d == 2)
+                v = st.expires_at_wall > now ? st.expires_at_wall - now : 0;
+            else
+                v = st.reauthorize ? 1 : 0;
+            emit(o, P "%s{account=\"%s\"} %" PRId64 "\n", defs[d].name,
+                 metrics_escape(a, sizeof(a), m->cfg->accounts[i].name), v);
+        }
+    }
+}
+
+static void render_auth(const struct metrics *m, struct out *o)
+{
+    char d[200];
+    head(o, "auth_failures_total", "counter",
+         "Failed device logins, by the device the username belongs to (unknown: no such "
+         "username).");
+    for (size_t i = 0; i < m->cfg->ndevices; i++)
+        if (m->cfg->devices[i].username)
+            emit(o, P "auth_failures_total{device=\"%s\"} %lu\n",
+                 metrics_escape(d, sizeof(d), m->cfg->devices[i].name), m->auth_failures[i]);
+    emit(o, P "auth_failures_total{device=\"unknown\"} %lu\n", m->auth_failures[m->cfg->ndevices]);
+}
+
+int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_stats_fn stats,
+                   void *arg, int64_t now_wall)
+{
+    struct out o = {.buf = out};
+    render_sessions(m, &o);
+    render_messages(m, &o);
+    render_replies(m, &o);
+    render_tokens(m, &o, stats, arg, now_wall);
+    render_auth(m, &o);
+    return o.failed ? -1 : 0;
+}
+
+int metrics_render_queue(struct evbuffer *out, const struct queue_stats *st, int64_t now_wall)
+{
+    struct out o = {.buf = out};
+    if (!st)
+        return 0;
+    head(&o, "queue_messages", "gauge",
+         "Messages in the spool waiting for delivery (held included).");
+    emit(&o, P "queue_messages %zu\n", st->messages);
+    head(&o, "queue_held", "gauge", "Queued messages held by an admin (queue hold).");
+    emit(&o, P "queue_held %zu\n", st->held);
+    head(&o, "queue_oldest_age_seconds", "gauge",
+         "Age of the oldest queued message (0: the queue is empty).");
+    emit(&o, P "queue_oldest_age_seconds %" PRId64 "\n",
+         st->oldest_created && now_wall > st->oldest_created ? now_wall - st->oldest_created : 0);
+    head(&o, "queue_delivered_total", "counter",
+         "Queued messages the upstream accepted (for some or all recipients).");
+    emit(&o, P "queue_delivered_total %lu\n", st->delivered);
+    head(&o, "queue_deferred_total", "counter",
+         "Delivery attempts from the queue that failed temporarily (a retry was scheduled).");
+    emit(&o, P "queue_deferred_total %lu\n", st->deferred);
+    head(&o, "queue_bounced_total", "counter",
+         "Bounces (delivery status notifications) queued for refused or expired messages.");
+    emit(&o, P "queue_bounced_total %lu\n", st->bounced);
+    return o.failed ? -1 : 0;
+}

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -505,6 +506,10 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
         evutil_closesocket(fd);
         return NULL;
     }
+    /* Replies to pipelined commands go out as they are ready: Nagle would hold each one back
+     * until the device's delayed ACK of the previous one. */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->srv = srv;
     s->gen = server_gen_ref(srv->gen); /* kept across reloads until the session ends */
     s->next = srv->sessions;

@@ -62,10 +62,47 @@ void ss_enter_state(struct server_session *s, enum ss_state st)
     log_debug("event=state session=%s from=%s to=%s", s->id, ss_state_str(s->state),
               ss_state_str(st));
     s->state = st;
-    unsigned t = st == SS_DATA ? s->gen->cfg->data_timeout : s->gen->cfg->command_timeout;
-    struct timeval rt = {.tv_sec = t}, wt = {.tv_sec = SS_WRITE_TIMEOUT};
-    bufferevent_set_timeouts(s->bev, &rt, &wt);
+    /* No read timeout: the per-record deadline (deadline_restart) takes its place. */
+    struct timeval wt = {.tv_sec = SS_WRITE_TIMEOUT};
+    bufferevent_set_timeouts(s->bev, NULL, &wt);
     smtp_parse_set_mode(s->parser, st >= SS_AUTH_PLAIN ? SMTP_PARSE_LINE : SMTP_PARSE_COMMAND);
+}
+
+/* The per-record deadline (Postfix's smtpd_per_record_deadline): a command line (or an AUTH
+ * response) must be complete within command_timeout, a body line within data_timeout, counted
+ * from the start of the wait for it: the reply before it, or the end of the line before it (a
+ * pipelined line that arrives with its predecessor starts its wait then). Bytes of a line
+ * extend nothing, so a client that trickles one byte every few seconds is cut like a silent
+ * one. While the session waits for the upstream (busy), for the body to drain (paused) or for
+ * its last reply to leave (closing), no deadline runs against the device. */
+static void deadline_restart(struct server_session *s)
+{
+    if (s->busy || s->paused || s->closing) {
+        event_del(s->deadline_ev);
+        return;
+    }
+    unsigned t = s->state == SS_DATA ? s->gen->cfg->data_timeout : s->gen->cfg->command_timeout;
+    struct timeval tv = {.tv_sec = t};
+    event_add(s->deadline_ev, &tv);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_session *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->busy || s->paused || s->closing)
+        return;
+    size_t pending = evbuffer_get_length(bufferevent_get_input(s->bev));
+    log_info("event=timeout session=%s ip=%s state=%s partial_bytes=%zu", s->id, s->ip,
+             ss_state_str(s->state), pending);
+    if (s->state == SS_DATA && s->backend) {
+        /* nothing of a half-sent body goes anywhere */
+        s->backend->ops->data_abort(s->backend, "421 4.4.2 Timeout, closing connection");
+        ss_reset_transaction(s);
+    }
+    ss_reply(s, "421 4.4.2 Timeout, closing connection");
+    ss_close_after_flush(s);
 }
 
 /* The one place replies are written. */
@@ -115,6 +152,7 @@ void ss_close_after_flush(struct server_session *s)
     if (!s->closing)
         clock_gettime(CLOCK_MONOTONIC, &s->t_closing);
     s->closing = 1;
+    event_del(s->deadline_ev);
     bufferevent_disable(s->bev, EV_READ);
     event_active(s->resume_ev, 0, 0);
 }
@@ -183,6 +221,7 @@ void ss_set_busy(struct server_session *s, int busy)
         bufferevent_disable(s->bev, EV_READ);
     else if (!s->closing)
         bufferevent_enable(s->bev, EV_READ);
+    deadline_restart(s); /* a reply was just given (or the upstream took over): wait afresh */
     if (!busy)
         resume_later(s);
 }
@@ -369,17 +408,26 @@ static void dispatch(struct server_session *s, const struct smtp_cmd *cmd)
     ss_reply_error(s, "500 5.5.1 Command unrecognized");
 }
 
+/* Did these bytes end a line? A lone CR ends one too under bare_lf = normalize; counting a
+ * CRLF's CR a moment early only starts the next line's deadline a moment early. */
+static int ends_a_line(const void *p, size_t n)
+{
+    return n > 0 && (memchr(p, '\n', n) != NULL || memchr(p, '\r', n) != NULL);
+}
+
 static void process_input(struct server_session *s)
 {
+    int line_done = 0; /* a line ended: the next one's deadline starts now */
     while (!s->busy && !s->paused && !s->closing) {
         struct evbuffer *in = bufferevent_get_input(s->bev);
         struct evbuffer_iovec v;
         if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            return;
+            break;
         size_t consumed = 0;
         const char *err = NULL;
         if (s->state == SS_DATA) {
             int rc = smtp_data_dec_feed(s->dec, v.iov_base, v.iov_len, &consumed, &err);
+            line_done |= ends_a_line(v.iov_base, consumed);
             evbuffer_drain(in, consumed);
             if (rc != 0) {
                 server_tx_data_finished(s, rc, err);
@@ -387,12 +435,14 @@ static void process_input(struct server_session *s)
             }
             if (s->backend->ops->data_flush(s->backend) > SS_BODY_HIGH_MARK) {
                 s->paused = 1;
+                event_del(s->deadline_ev);
                 bufferevent_disable(s->bev, EV_READ);
             }
             continue;
         }
         struct smtp_cmd cmd;
         int rc = smtp_parse_next(s->parser, v.iov_base, v.iov_len, &consumed, &cmd, &err);
+        line_done |= rc != 0 || memchr(v.iov_base, '\n', consumed) != NULL;
         evbuffer_drain(in, consumed);
         if (rc < 0) {
             if (s->state >= SS_AUTH_PLAIN) { /* a broken AUTH response ends the exchange */
@@ -405,6 +455,8 @@ static void process_input(struct server_session *s)
             dispatch(s, &cmd);
         }
     }
+    if (line_done)
+        deadline_restart(s);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
@@ -478,6 +530,8 @@ static void session_free(struct server_session *s)
         bufferevent_free(s->bev);
     if (s->resume_ev)
         event_free(s->resume_ev);
+    if (s->deadline_ev)
+        event_free(s->deadline_ev);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -536,6 +590,7 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     s->dec = smtp_data_dec_new(s->gen->cfg->bare_lf, s->gen->cfg->max_message_size,
                                server_tx_data_line, s);
     s->resume_ev = event_new(srv->base, -1, 0, on_resume, s);
+    s->deadline_ev = evtimer_new(srv->base, on_deadline, s);
     if (tls) {
         ssl = SSL_new(s->gen->tls_server);
         if (ssl)
@@ -544,7 +599,7 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     } else {
         s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
-    if (!s->parser || !s->dec || !s->resume_ev || !s->bev) {
+    if (!s->parser || !s->dec || !s->resume_ev || !s->deadline_ev || !s->bev) {
         log_error("event=session_failed ip=%s reason=\"out of memory\"", s->ip);
         if (!s->bev) {
             if (ssl)
@@ -576,5 +631,6 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
         return s;
     }
     ss_reply(s, "220 %s ESMTP smtp-oauth-proxy", cfg->hostname);
+    deadline_restart(s); /* the wait for EHLO (and an implicit TLS handshake) starts now */
     return s;
 }

@@ -49,6 +49,7 @@ struct server_session {
     struct server_session *next, *prev; /* the server's list of open sessions */
     struct bufferevent *bev;
     struct event *resume_ev;
+    struct event *deadline_ev; /* the per-record deadline (command_timeout / data_timeout) */
     struct sockaddr_storage peer;
     char ip[INET6_ADDRSTRLEN];
     char id[17];
@@ -86,7 +87,8 @@ void ss_reply_error(struct server_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Every state change goes through here: timeouts and parser mode follow the state. */
 void ss_enter_state(struct server_session *s, enum ss_state st);
-/* busy = waiting for the upstream: stop reading; not busy: go on with pipelined input. */
+/* busy = waiting for the upstream: stop reading; not busy: go on with pipelined input. Also
+ * runs the per-record deadline: off while busy, started afresh when the wait ends. */
 void ss_set_busy(struct server_session *s, int busy);
 /* Forget the current transaction (back to HELO state). */
 void ss_reset_transaction(struct server_session *s);

@@ -2,9 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,6 +62,110 @@ static int open_checked(const char *path, struct stat *st, char *err, size_t err
     return fd;
 }
 
+/* Secret memory. Each block is whole pages from posix_memalign (page-aligned, a multiple of the
+ * page size, so no other allocation shares its pages and madvise/mlock cover exactly it), with a
+ * header in front of what the caller gets. posix_memalign rather than mmap: free() takes it back
+ * and LeakSanitizer still sees a secret that was never freed. Live blocks are in one list, so
+ * secret_free can tell a block from a string malloc'd elsewhere without reading before it. */
+struct secret_block {
+    struct secret_block *next, *prev;
+    size_t size; /* the whole block, header included */
+    int locked;  /* mlock succeeded */
+};
+
+/* The header's room: a multiple of 64 keeps what follows aligned for any type. */
+#define SECRET_HDR ((sizeof(struct secret_block) + 63) / 64 * 64)
+
+static pthread_mutex_t secret_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct secret_block secret_live = {&secret_live, &secret_live, 0, 0};
+static void (*secret_release_hook)(const void *mem, size_t size);
+
+void secret_set_release_hook(void (*fn)(const void *mem, size_t size))
+{
+    secret_release_hook = fn;
+}
+
+static size_t secret_page(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    return pg > 0 ? (size_t)pg : 4096;
+}
+
+void *secret_alloc(size_t n)
+{
+    size_t pg = secret_page();
+    if (n > SIZE_MAX - SECRET_HDR - pg)
+        return NULL;
+    size_t size = (SECRET_HDR + n + pg - 1) / pg * pg;
+    void *mem = NULL;
+    if (posix_memalign(&mem, pg, size) != 0)
+        return NULL;
+    memset(mem, 0, size);
+    /* Best effort: a kernel without MADV_DONTDUMP, or mlock over RLIMIT_MEMLOCK, still gives
+     * the memory; the process is non-dumpable anyway (main.c), this is the second line. */
+    (void)madvise(mem, size, MADV_DONTDUMP);
+    struct secret_block *b = mem;
+    b->size = size;
+    b->locked = mlock(mem, size) == 0;
+    pthread_mutex_lock(&secret_mu);
+    b->next = secret_live.next;
+    b->prev = &secret_live;
+    secret_live.next->prev = b;
+    secret_live.next = b;
+    pthread_mutex_unlock(&secret_mu);
+    return (char *)mem + SECRET_HDR;
+}
+
+/* The live block whose memory starts at p - SECRET_HDR, taken off the list when unlink; NULL
+ * when p is not one (nothing before p is read). */
+static struct secret_block *secret_find(const void *p, int unlink)
+{
+    struct secret_block *found = NULL;
+    pthread_mutex_lock(&secret_mu);
+    for (struct secret_block *b = secret_live.next; b != &secret_live; b = b->next) {
+        if ((const char *)b + SECRET_HDR == (const char *)p) {
+            found = b;
+            if (unlink) {
+                b->prev->next = b->next;
+                b->next->prev = b->prev;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&secret_mu);
+    return found;
+}
+
+static void secret_release(struct secret_block *b)
+{
+    size_t size = b->size;
+    int locked = b->locked;
+    OPENSSL_cleanse(b, size);
+    if (secret_release_hook)
+        secret_release_hook(b, size);
+    if (locked)
+        (void)munlock(b, size);
+    /* the pages go back to malloc, which may hand them to anything: dumpable again */
+    (void)madvise(b, size, MADV_DODUMP);
+    free(b);
+}
+
+void secret_free_mem(void *p)
+{
+    if (!p)
+        return;
+    struct secret_block *b = secret_find(p, 1);
+    if (b)
+        secret_release(b);
+    else
+        free(p); /* not ours: nothing is known of its size to wipe */
+}
+
+int secret_is_guarded(const void *p)
+{
+    return p && secret_find(p, 0) != NULL;
+}
+
 /* Read until EOF or cap bytes. 0 and *len, or -1 with a message in err. */
 static int read_up_to(int fd, char *buf, size_t cap, size_t *len, const char *path, char *err,
                       size_t errlen)
@@ -105,7 +212,7 @@ int secret_read_file(const char *path, char **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: larger than %d bytes", path, SECRET_MAX);
         goto out;
     }
-    buf = calloc(1, (size_t)st.st_size + 1);
+    buf = secret_alloc((size_t)st.st_size + 1);
     if (!buf) {
         snprintf(err, errlen, "%s: out of memory", path);
         goto out;
@@ -126,23 +233,31 @@ int secret_read_file(const char *path, char **out, char *err, size_t errlen)
     buf = NULL;
     ret = 0;
 out:
-    if (buf) {
-        OPENSSL_cleanse(buf, (size_t)st.st_size + 1);
-        free(buf);
-    }
+    secret_free_mem(buf);
     close(fd);
     return ret;
 }
 
 char *secret_dup(const char *s)
 {
-    return s ? strdup(s) : NULL;
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    char *d = secret_alloc(n + 1);
+    if (d)
+        memcpy(d, s, n + 1);
+    return d;
 }
 
 void secret_free(char *s)
 {
     if (!s)
         return;
+    struct secret_block *b = secret_find(s, 1);
+    if (b) {
+        secret_release(b);
+        return;
+    }
     OPENSSL_cleanse(s, strlen(s));
     free(s);
 }

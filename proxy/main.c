@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -325,6 +326,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* Before anything reads a secret (config_load reads the client secret and password files;
+     * the daemon and every command then hold tokens): a non-dumpable process leaves no core
+     * file, whatever `ulimit -c` or the unit says, so a crash cannot put the client secret or a
+     * token on disk. It also keeps other non-root users, even with our uid, from attaching with
+     * ptrace or reading /proc/PID/mem and environ. Secret buffers are MADV_DONTDUMP too
+     * (common/secret.c), for a core taken anyway (a kernel or admin that forces one). */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        fprintf(stderr, "smtp-oauth-proxy: warning: cannot mark the process non-dumpable\n");
     char *errors = NULL;
     struct config *cfg = config_load(config_path, &errors);
     if (!cfg) {

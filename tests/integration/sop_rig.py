@@ -482,7 +482,7 @@ mail_location = maildir:~/Maildir
 submission_relay_host = 127.0.0.1
 submission_relay_port = {sink_port}
 submission_relay_ssl = no
-submission_relay_connect_timeout = 5s
+submission_relay_connect_timeout = 30s
 # Exchange Online advertises SIZE 157286400.
 submission_max_mail_size = 157286400
 submission_max_recipients = 0

@@ -23,6 +23,7 @@ PKGS=(
     python3 python3-aiosmtpd python3-cryptography python3-jwt
     # the service tests: systemd-analyze, journald, journalctl; the man pages rendered
     systemd groff-base man-db
+    fail2ban                         # fail2ban-regex: test_auth_throttle checks examples/fail2ban's filter
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -155,9 +155,12 @@ struct config {
     uint64_t max_message_size;
     unsigned max_recipients;
     unsigned max_connections;
-    unsigned max_errors;      /* bad commands before the session is closed */
-    unsigned command_timeout; /* seconds */
-    unsigned data_timeout;    /* seconds */
+    unsigned max_errors;             /* bad commands before the session is closed */
+    unsigned max_connections_per_ip; /* from one address at once (server_listen.c) */
+    unsigned auth_fail_limit;        /* failed AUTH from a source in 10 minutes: blocked */
+    unsigned auth_block_time;        /* seconds a blocked source hears 421 */
+    unsigned command_timeout;        /* seconds */
+    unsigned data_timeout;           /* seconds */
     enum log_level log_level;
     char *state_dir;
     char *key_file; /* the token store's key (32 bytes); NULL: tokens are not persisted */

@@ -214,3 +214,12 @@ void metrics_auth_failed(struct metrics *m, int device)
     size_t i = device >= 0 && (size_t)device < m->cfg->ndevices ? (size_t)device : m->cfg->ndevices;
     m->auth_failures[i]++;
 }
+
+const char *const metrics_refusal_names[METRICS_NREFUSALS] = {"per_ip", "auth_blocked",
+                                                              "max_connections"};
+
+void metrics_connection_refused(struct metrics *m, enum metrics_refusal why)
+{
+    if (m && (unsigned)why < METRICS_NREFUSALS)
+        m->refused[why]++;
+}

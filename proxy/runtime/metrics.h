@@ -53,6 +53,15 @@ int metrics_device_by_user(const struct metrics *m, const char *user);
 /* A failed AUTH: device is metrics_device_by_user's answer (-1 counts as device="unknown"). */
 void metrics_auth_failed(struct metrics *m, int device);
 
+/* Why a device connection was refused at once (connections_refused_total's reason). */
+enum metrics_refusal {
+    METRICS_REFUSED_PER_IP,          /* max_connections_per_ip from its address */
+    METRICS_REFUSED_AUTH_BLOCKED,    /* its address is blocked after failed logins */
+    METRICS_REFUSED_MAX_CONNECTIONS, /* max_connections in all */
+};
+#define METRICS_NREFUSALS 3
+void metrics_connection_refused(struct metrics *m, enum metrics_refusal why);
+
 /* Token figures are read live from the caches: stats(arg, i, st) fills st for
  * cfg->accounts[i] and returns 0, or -1 when the account has no cache. */
 typedef int (*metrics_token_stats_fn)(void *arg, size_t account, struct token_cache_stats *st);

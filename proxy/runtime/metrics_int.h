@@ -37,8 +37,9 @@ struct metrics {
     const struct config *cfg;
     struct metrics_listener listeners[METRICS_LISTENERS_MAX];
     size_t nlisteners;
-    struct metrics_account *accounts; /* cfg->naccounts */
-    unsigned long *auth_failures;     /* cfg->ndevices, then one for "unknown" */
+    struct metrics_account *accounts;         /* cfg->naccounts */
+    unsigned long *auth_failures;             /* cfg->ndevices, then one for "unknown" */
+    unsigned long refused[METRICS_NREFUSALS]; /* by enum metrics_refusal */
     /* "other" rows never need a free well-formed slot: room for one per command and class */
     struct metrics_reply replies[METRICS_REPLIES_MAX + METRICS_NCMDS * METRICS_NCLASSES];
     size_t nreplies, nreplies_coded;
@@ -46,5 +47,6 @@ struct metrics {
 
 extern const char *const metrics_cmd_names[METRICS_NCMDS];
 extern const char *const metrics_result_names[METRICS_NRESULTS];
+extern const char *const metrics_refusal_names[METRICS_NREFUSALS];
 
 #endif

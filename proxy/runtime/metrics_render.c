@@ -166,6 +166,17 @@ static void render_auth(const struct metrics *m, struct out *o)
     emit(o, P "auth_failures_total{device=\"unknown\"} %lu\n", m->auth_failures[m->cfg->ndevices]);
 }
 
+static void render_refused(const struct metrics *m, struct out *o)
+{
+    head(o, "connections_refused_total", "counter",
+         "Device connections refused at once with 421, by reason (per_ip: "
+         "max_connections_per_ip; auth_blocked: the address failed auth_fail_limit logins; "
+         "max_connections: the daemon is full).");
+    for (size_t i = 0; i < METRICS_NREFUSALS; i++)
+        emit(o, P "connections_refused_total{reason=\"%s\"} %lu\n", metrics_refusal_names[i],
+             m->refused[i]);
+}
+
 int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_stats_fn stats,
                    void *arg, int64_t now_wall)
 {
@@ -175,6 +186,7 @@ int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_
     render_replies(m, &o);
     render_tokens(m, &o, stats, arg, now_wall);
     render_auth(m, &o);
+    render_refused(m, &o);
     return o.failed ? -1 : 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "oauth/http.h"
+#include "proxy/runtime/auth_throttle.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/delivery/queue.h"
@@ -75,9 +76,10 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->metrics = metrics_new(cfg);
     s->devstats = device_stats_keeper_new(base, cfg); /* loads STATE_DIR/devices.state */
     s->pools = upstream_pools_new(base, s->dns, s->metrics);
+    s->throttle = auth_throttle_new(SERVER_AUTH_TRACKED_MAX, NULL, NULL);
     s->dctx = (struct delivery_ctx){
         .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
-    if (!s->dns || !s->http || !s->metrics || !s->pools) {
+    if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         config_free(cfg);
         goto fail;
@@ -109,6 +111,9 @@ void server_free(struct server *s)
     server_stop_listening(s);
     while (s->sessions)
         server_session_abort(s->sessions);
+    server_auth_delays_free(s);
+    auth_throttle_free(s->throttle);
+    s->throttle = NULL;
     /* after the sessions (their spool writers), before the pools its attempts lease from:
      * attempts in flight are cancelled, their messages stay spooled */
     spool_committer_free(s->dctx.committer); /* joins: commits in flight end before the queue */

@@ -21,6 +21,8 @@ struct device_stats_keeper;
 struct upstream_pools;
 struct queue;
 struct spool_committer;
+struct auth_throttle;
+struct auth_delay;
 
 struct server {
     /* what the delivery side borrows: the loop, counters, pools, the queue and its committer
@@ -37,6 +39,10 @@ struct server {
     /* the `devices` history (device_stats.h); NULL: out of memory, not kept */
     struct device_stats_keeper *devstats;
     struct upstream_pools *pools; /* upstream connections per account (upstream_pool.h) */
+    /* failed AUTH per source address (auth_throttle.h), and
+     * the failure replies waiting out their delay (server_auth.c) */
+    struct auth_throttle *throttle;
+    struct auth_delay *auth_delays;
     struct server_listener **listeners;
     size_t nlisteners;
     unsigned sessions_open;

@@ -35,4 +35,17 @@ void server_listener_free(struct server_listener *l);
 void server_listen_diff(const struct listen_key *old, size_t nold, const struct listen_key *nw,
                         size_t nnew, int *old_kept, int *new_added);
 
+struct sockaddr;
+struct auth_throttle;
+
+/* How many tracked sources of failed logins at most (oldest forgotten first). */
+#define SERVER_AUTH_TRACKED_MAX 4096
+
+/* server_auth.c: the open sessions whose peer is sa's address (per-IP limit). */
+unsigned server_sessions_from(const struct server *s, const struct sockaddr *sa);
+/* The throttle with the current generation's limits applied (NULL: none kept). */
+struct auth_throttle *server_auth_throttle(struct server *s);
+/* Shutdown: forget the failure replies still waiting out their delay. */
+void server_auth_delays_free(struct server *s);
+
 #endif

@@ -1,28 +1,70 @@
 /* The listening sockets: bound at start-up, compared and adjusted by a reload. */
 #include "proxy/server/server_int.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
 
 #include "common/log.h"
+#include "proxy/runtime/auth_throttle.h"
+#include "proxy/runtime/metrics.h"
+#include "proxy/runtime/server_gen.h"
 #include "proxy/server/server_session.h"
+
+/* Refuse a connection before any session exists: one line and close. A TLS listener's peer
+ * expects a handshake, not text: it is just closed. */
+static void refuse(struct server_listener *l, evutil_socket_t fd, const char *ip,
+                   enum metrics_refusal why, const char *reason, const char *reply)
+{
+    log_warn("event=refused ip=%s listener=%s reason=\"%s\"", ip, l->name, reason);
+    metrics_connection_refused(l->srv->metrics, why);
+    if (!l->tls)
+        (void)send(fd, reply, strlen(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
+    evutil_closesocket(fd);
+}
 
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     struct server_listener *l = arg;
+    struct server *srv = l->srv;
     (void)lev;
-    if (l->srv->stopping) {
+    if (srv->stopping) {
         evutil_closesocket(fd);
         return;
     }
-    server_session_start(l->srv, fd, sa, (socklen_t)salen, l->tls, l->name);
+    const struct config *cfg = srv->gen->cfg; /* the current generation: a reload applies */
+    if (srv->sessions_open >= cfg->max_connections) {
+        /* the session says 421 itself (over TLS too); counted here, where all refusals are */
+        metrics_connection_refused(srv->metrics, METRICS_REFUSED_MAX_CONNECTIONS);
+    } else {
+        char ip[INET6_ADDRSTRLEN] = "?";
+        struct auth_throttle_key k;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr, ip, sizeof(ip));
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr, ip, sizeof(ip));
+        if (auth_throttle_key_of(sa, &k) == 0 &&
+            auth_throttle_blocked(server_auth_throttle(srv), &k, NULL)) {
+            refuse(l, fd, ip, METRICS_REFUSED_AUTH_BLOCKED, "auth_blocked",
+                   "421 4.7.0 Too many failed logins from your address, try again later\r\n");
+            return;
+        }
+        if (server_sessions_from(srv, sa) >= cfg->max_connections_per_ip) {
+            refuse(l, fd, ip, METRICS_REFUSED_PER_IP, "max_connections_per_ip reached",
+                   "421 4.7.0 Too many connections from your address\r\n");
+            return;
+        }
+    }
+    server_session_start(srv, fd, sa, (socklen_t)salen, l->tls, l->name);
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)

@@ -195,6 +195,9 @@ class TestMetrics(ProxyCase):
         self.assertEqual(self.value(m, "auth_failures_total", device="unknown"), 1)
         # copier logs in by address only: no username, no series
         self.assertIsNone(self.value(m, "auth_failures_total", device="copier"))
+        # nothing was refused at connect
+        for reason in ("per_ip", "auth_blocked", "max_connections"):
+            self.assertEqual(self.value(m, "connections_refused_total", reason=reason), 0)
 
         # only GET/HEAD on two paths
         self.assertEqual(self.get("/")[0], 404)

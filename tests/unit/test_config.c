@@ -323,6 +323,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->max_recipients, 500);
     assert_int_equal(cfg->max_connections, 1000);
     assert_int_equal(cfg->max_errors, 10);
+    assert_int_equal(cfg->max_connections_per_ip, 20);
+    assert_int_equal(cfg->auth_fail_limit, 5);
+    assert_int_equal(cfg->auth_block_time, 900);
     assert_int_equal(cfg->command_timeout, 300);
     assert_int_equal(cfg->data_timeout, 600);
     assert_int_equal(cfg->log_level, LOGL_INFO);
@@ -387,7 +390,8 @@ static void test_unknown_key(void **state)
     expect_errors(MIN_PROXY "max_size = 10M\n" MIN_ACCOUNT MIN_DEVICE "colour = blue\n",
                   "@DIR@/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
                   "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
-                  "max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
+                  "max_recipients, max_connections, max_errors, max_connections_per_ip, "
+                  "auth_fail_limit, auth_block_time, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
                   "stale_after, max_queue_lifetime, spool_commit_threads, direct_attempt_timeout, "
                   "http_proxy\n"
@@ -657,6 +661,26 @@ static void test_bad_size_duration(void **state)
     config_free(cfg);
     expect_errors("[proxy]\nlisten = 127.0.0.1:25\nstale_after = 3651d\n" MIN_ACCOUNT MIN_DEVICE,
                   "@DIR@/c.conf:3: stale_after: 3651d is out of range; valid: 1s..3650d\n");
+}
+
+static void test_throttle_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok("[proxy]\nlisten = 127.0.0.1:25\n"
+                                   "max_connections_per_ip = 7\n"
+                                   "auth_fail_limit = 9\n"
+                                   "auth_block_time = 2m\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->max_connections_per_ip, 7);
+    assert_int_equal(cfg->auth_fail_limit, 9);
+    assert_int_equal(cfg->auth_block_time, 120);
+    config_free(cfg);
+    expect_errors("[proxy]\nlisten = 127.0.0.1:25\n"
+                  "max_connections_per_ip = 0\n"
+                  "auth_fail_limit = 1001\n"
+                  "auth_block_time = 2d\n" MIN_ACCOUNT MIN_DEVICE,
+                  "@DIR@/c.conf:3: max_connections_per_ip: 0 is out of range; valid: 1..100000\n"
+                  "@DIR@/c.conf:4: auth_fail_limit: 1001 is out of range; valid: 1..1000\n"
+                  "@DIR@/c.conf:5: auth_block_time: 2d is out of range; valid: 1s..1d\n");
 }
 
 static void test_out_of_range(void **state)
@@ -1419,6 +1443,7 @@ int main(void)
         cmocka_unit_test(test_log_level_warning),
         cmocka_unit_test(test_lexical),
         cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_throttle_keys),
         cmocka_unit_test(test_unknown_section),
         cmocka_unit_test(test_bad_listen),
         cmocka_unit_test(test_bad_cidr),

@@ -95,6 +95,9 @@ static void test_render_exact(void **state)
     metrics_auth_failed(m, metrics_device_by_user(m, "copier"));
     metrics_auth_failed(m, metrics_device_by_user(m, "nobody"));
     metrics_auth_failed(m, metrics_device_by_user(m, "lab")); /* lab has no username */
+    metrics_connection_refused(m, METRICS_REFUSED_PER_IP);
+    metrics_connection_refused(m, METRICS_REFUSED_PER_IP);
+    metrics_connection_refused(m, METRICS_REFUSED_AUTH_BLOCKED);
 
     char *s = render(m, stats_fn, NULL, 1000);
     const char *want =
@@ -158,7 +161,14 @@ static void test_render_exact(void **state)
         "# TYPE smtp_oauth_proxy_auth_failures_total counter\n"
         "smtp_oauth_proxy_auth_failures_total{device=\"copier-1\"} 1\n"
         "smtp_oauth_proxy_auth_failures_total{device=\"printer\"} 0\n"
-        "smtp_oauth_proxy_auth_failures_total{device=\"unknown\"} 2\n";
+        "smtp_oauth_proxy_auth_failures_total{device=\"unknown\"} 2\n"
+        "# HELP smtp_oauth_proxy_connections_refused_total Device connections refused at once "
+        "with 421, by reason (per_ip: max_connections_per_ip; auth_blocked: the address failed "
+        "auth_fail_limit logins; max_connections: the daemon is full).\n"
+        "# TYPE smtp_oauth_proxy_connections_refused_total counter\n"
+        "smtp_oauth_proxy_connections_refused_total{reason=\"per_ip\"} 2\n"
+        "smtp_oauth_proxy_connections_refused_total{reason=\"auth_blocked\"} 1\n"
+        "smtp_oauth_proxy_connections_refused_total{reason=\"max_connections\"} 0\n";
     assert_string_equal(s, want);
     free(s);
     metrics_free(m);

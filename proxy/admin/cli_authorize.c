@@ -85,6 +85,11 @@ static int device_flow(const struct cfg_account *a, char **rt, char *err, size_t
     int ret = -1;
     st.base = event_base_new();
     http = st.base ? http_new(st.base) : NULL;
+    /* the device code and token requests go where every other request of the account goes */
+    if (http && a->http_proxy && http_set_proxy(http, a->http_proxy) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
     struct timeval tv = {.tv_sec = DEVICE_FLOW_MAX_SECONDS};
     t = http ? evtimer_new(st.base, on_flow_timeout, st.base) : NULL;
     if (!t || evtimer_add(t, &tv) != 0) {

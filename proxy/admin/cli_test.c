@@ -1,11 +1,14 @@
 /* `test ACCOUNT [--to ADDR] [--from ADDR]`: the whole path of one account, step by step, as an
  * admin debugging a tenant wants to see it: the token (and the claims that matter, never the
- * token), then the upstream with the daemon's own client code (connect, STARTTLS, EHLO, AUTH) and
- * with --to a short test message, sent by the daemon's own transaction engine (deliver.h, with
- * the account's sender_rewrite), every command and reply shown. Each refusal comes with what it
- * means and what to change (proxy/smtp/exchange_explain.h, oauth/entra_explain.h). It never asks
- * the daemon: it gets its own token (or the stored one), so it tests what this host and this config
- * file can do. */
+ * token) when the upstream takes one, then the upstream opened exactly as the daemon's pool opens
+ * it (upstream_client_cfg: STARTTLS, TLS from the first byte or opportunistic STARTTLS, the client
+ * certificate of a connector), AUTH as upstream_auth and upstream_auth_policy say (a token, the
+ * password, or none), and with --to a short test message, sent by the daemon's own transaction
+ * engine (deliver.h, with the account's sender_rewrite), every command and reply shown. Each
+ * refusal comes with what it means and what to change (proxy/smtp/exchange_explain.h,
+ * oauth/entra_explain.h). It never asks the daemon for a client-credentials token: it gets its
+ * own (or the stored one), so it tests what this host and this config file can do. No password
+ * or token is ever printed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +30,7 @@
 #include "proxy/smtp/exchange_explain.h"
 #include "proxy/runtime/tls.h"
 #include "proxy/admin/token_claims.h"
+#include "proxy/upstream/upstream_pool.h"
 
 #define TEST_ADDR_MAX 254
 #define TEST_SHOW_LINES 8
@@ -49,7 +53,9 @@ struct test_run {
     const char *from, *to;
     enum test_step step;
     enum client_auth_mech mech;
-    int ok; /* every step so far worked */
+    struct exchange_ctx xctx; /* what the account authenticates with, for the explanations */
+    int authed;               /* AUTH was sent and taken (0: the session went on without) */
+    int ok;                   /* every step so far worked */
     /* the test message, for the engine */
     char msg[2048];
     size_t msg_len, msg_off;
@@ -172,11 +178,15 @@ static void show_claims(const struct cfg_account *a, const char *token, int64_t 
     cJSON_Delete(j);
 }
 
-static void print_reply(const struct smtp_reply *r)
+/* A reply as the admin sees it; the account's password, should the upstream echo it, never. */
+static void print_reply(const struct test_run *t, const struct smtp_reply *r)
 {
+    char line[TEST_SHOW_WIDTH + 2];
     for (size_t i = 0; i < r->nlines && i < TEST_SHOW_LINES; i++) {
         printf("  <- %03d%c", r->code, i + 1 == r->nlines ? ' ' : '-');
-        put_safe(r->lines[i], TEST_SHOW_WIDTH);
+        snprintf(line, sizeof(line), "%s", r->lines[i]);
+        secret_redact(line, t->a->upstream.password);
+        put_safe(line, TEST_SHOW_WIDTH);
         putchar('\n');
     }
     if (r->nlines > TEST_SHOW_LINES)
@@ -203,7 +213,7 @@ static void explain_reply(const struct test_run *t, int code, const char *enhanc
                           const char *text)
 {
     char buf[1024];
-    const struct exchange_explanation *e = exchange_explain(code, enhanced, text);
+    const struct exchange_explanation *e = exchange_explain_ctx(code, enhanced, text, &t->xctx);
     if (!e) {
         printf("  (no explanation known for %03d %s)\n", code, enhanced);
         return;
@@ -221,6 +231,7 @@ static void explain_reply(const struct test_run *t, int code, const char *enhanc
 }
 
 static void on_step(void *arg, const struct smtp_reply *r, const char *err);
+static void next(struct test_run *t);
 
 static void finish(struct test_run *t)
 {
@@ -233,20 +244,6 @@ static void finish(struct test_run *t)
     client_session_free(t->c);
     t->c = NULL;
     event_base_loopbreak(t->base);
-}
-
-static int pick_mech(struct test_run *t, unsigned offered)
-{
-    enum upstream_auth want = t->a->upstream.auth;
-    if (want != UPSTREAM_AUTH_OAUTHBEARER && (offered & SMTP_AUTH_XOAUTH2)) {
-        t->mech = CLIENT_AUTH_XOAUTH2;
-        return 0;
-    }
-    if (want != UPSTREAM_AUTH_XOAUTH2 && (offered & SMTP_AUTH_OAUTHBEARER)) {
-        t->mech = CLIENT_AUTH_OAUTHBEARER;
-        return 0;
-    }
-    return -1;
 }
 
 static void make_message(struct test_run *t)
@@ -310,7 +307,7 @@ static void conn_trace(struct upstream_conn *c, const char *line, const struct s
         printf("-> %s\n", line);
         return;
     }
-    print_reply(r);
+    print_reply(t, r);
     int want = t->step == STEP_DATA ? 354 : 0;
     if ((want ? r->code != want : r->code / 100 != 2) && !t->refused_code) {
         t->refused_code = r->code;
@@ -362,26 +359,95 @@ static void send_message(struct test_run *t)
     }
 }
 
+/* The SASL mechanisms an EHLO offered, space-separated ("none" if none). */
+static const char *offered_mechs(unsigned bits, char *buf, size_t len)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } mechs[] = {{SMTP_AUTH_PLAIN, "PLAIN"},
+                 {SMTP_AUTH_LOGIN, "LOGIN"},
+                 {SMTP_AUTH_XOAUTH2, "XOAUTH2"},
+                 {SMTP_AUTH_OAUTHBEARER, "OAUTHBEARER"}};
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
+        if (!(bits & mechs[i].bit))
+            continue;
+        int w = snprintf(buf + o, len - o, "%s%s", o ? " " : "", mechs[i].name);
+        if (w < 0 || (size_t)w >= len - o)
+            break;
+        o += (size_t)w;
+    }
+    if (o == 0)
+        snprintf(buf, len, "none");
+    return buf;
+}
+
+/* The session is open (EHLO after any TLS): say how it is protected, then AUTH as
+ * upstream_auth and upstream_auth_policy say, the way the daemon's pool does (upstream_conn.c). */
+static void open_done(struct test_run *t)
+{
+    const struct cfg_upstream *u = &t->a->upstream;
+    const struct smtp_caps *caps = client_session_caps(t->c);
+    unsigned offered = caps ? caps->auth : 0;
+    char offered_s[64];
+
+    if (u->tls == UPSTREAM_TLS_OPPORTUNISTIC)
+        fputs(client_session_tls_active(t->c)
+                  ? "  (STARTTLS offered and done: the session is encrypted)\n"
+                  : "  (no STARTTLS offered: the session goes on in plain text, as upstream_tls "
+                    "= opportunistic allows)\n",
+              stdout);
+    t->step = STEP_AUTH;
+    if (u->auth == UPSTREAM_AUTH_NONE || u->policy == UPSTREAM_POLICY_DISABLED) {
+        printf("-> no AUTH (%s)\n", u->auth == UPSTREAM_AUTH_NONE
+                                        ? "upstream_auth = none"
+                                        : "upstream_auth_policy = disabled");
+        next(t);
+        return;
+    }
+    if (upstream_pick_mech(u->auth, offered, &t->mech) < 0) {
+        offered_mechs(offered, offered_s, sizeof(offered_s));
+        if (u->policy == UPSTREAM_POLICY_ENABLED) {
+            printf("-> no AUTH: upstream_auth = %s but the upstream offers AUTH %s; "
+                   "upstream_auth_policy = enabled goes on without it\n",
+                   config_upstream_auth_name(u->auth), offered_s);
+            next(t);
+            return;
+        }
+        printf("FAILED at AUTH: upstream_auth = %s but the upstream offers AUTH %s\n",
+               config_upstream_auth_name(u->auth), offered_s);
+        t->ok = 0;
+        finish(t);
+        return;
+    }
+    t->authed = 1;
+    if (t->mech == CLIENT_AUTH_PLAIN || t->mech == CLIENT_AUTH_LOGIN) {
+        printf("-> AUTH %s as ", client_auth_mech_name(t->mech));
+        put_safe(u->username, TEST_SHOW_WIDTH);
+        printf(" (password not shown)\n");
+        client_session_auth(t->c, t->mech, u->username, u->password, on_step, t);
+        return;
+    }
+    if (!t->token) { /* policy enabled: the token step was left for an upstream that takes one */
+        printf("FAILED at AUTH: no token\n");
+        t->ok = 0;
+        finish(t);
+        return;
+    }
+    printf("-> AUTH %s as %s (token not shown)\n", client_auth_mech_name(t->mech), t->a->mailbox);
+    client_session_auth(t->c, t->mech, t->a->mailbox, t->token, on_step, t);
+    secret_free(t->token); /* not kept by the session either */
+    t->token = NULL;
+}
+
 static void next(struct test_run *t)
 {
     switch (t->step) {
-    case STEP_OPEN: {
-        const struct smtp_caps *caps = client_session_caps(t->c);
-        if (pick_mech(t, caps ? caps->auth : 0) != 0) {
-            printf("FAILED: the upstream offers neither XOAUTH2 nor OAUTHBEARER as allowed by "
-                   "upstream_auth\n");
-            t->ok = 0;
-            finish(t);
-            return;
-        }
-        t->step = STEP_AUTH;
-        printf("-> AUTH %s as %s (token not shown)\n", client_auth_mech_name(t->mech),
-               t->a->mailbox);
-        client_session_auth(t->c, t->mech, t->a->mailbox, t->token, on_step, t);
-        secret_free(t->token); /* not kept by the session either */
-        t->token = NULL;
+    case STEP_OPEN:
+        open_done(t);
         return;
-    }
     case STEP_AUTH:
         if (!t->to)
             finish(t);
@@ -401,7 +467,7 @@ static void on_step(void *arg, const struct smtp_reply *r, const char *err)
                                         "DATA",    "message", "QUIT"};
     if (t->step == STEP_QUIT) {
         if (r)
-            print_reply(r);
+            print_reply(t, r);
         client_session_free(t->c);
         t->c = NULL;
         event_base_loopbreak(t->base);
@@ -415,7 +481,7 @@ static void on_step(void *arg, const struct smtp_reply *r, const char *err)
         finish(t);
         return;
     }
-    print_reply(r);
+    print_reply(t, r);
     int good = t->step == STEP_AUTH ? r->code == 235 : r->code / 100 == 2;
     if (!good) {
         char text[2048];
@@ -429,37 +495,41 @@ static void on_step(void *arg, const struct smtp_reply *r, const char *err)
     next(t);
 }
 
-/* Connect and go through the steps on o's event loop. 0 when every step worked. */
-static int run_upstream(struct test_run *t, struct cli_offline *o)
+/* Connect and go through the steps on base. The TLS context and the session's settings are the
+ * daemon's (server_gen.c, upstream_client_cfg): its TLS mode, CA and client certificate. 0 when
+ * every step worked. */
+static int run_upstream(struct test_run *t, struct event_base *base)
 {
     const struct cfg_account *a = t->a;
-    char err[512];
-    SSL_CTX *ctx = tls_client_ctx_new(a->upstream.ca_file, err, sizeof(err));
+    char err[768];
+    SSL_CTX *ctx = tls_client_ctx_new_cert(a->upstream.ca_file, a->upstream.client_certificate,
+                                           a->upstream.client_key, err, sizeof(err));
     if (!ctx) {
         printf("FAILED: upstream TLS: %s\n", err);
         return -1;
     }
-    struct evdns_base *dns = evdns_base_new(o->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    struct client_cfg cc = {
-        .host = a->upstream.host,
-        .port = a->upstream.port,
-        .helo = t->cfg->hostname,
-        .ssl_ctx = ctx,
-        .connect_timeout = t->cfg->upstream_connect_timeout,
-        .reply_timeout = t->cfg->upstream_timeout,
-        .log_id = "test",
-    };
-    t->base = o->base;
-    t->c = client_session_new(o->base, dns, &cc);
+    struct evdns_base *dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    struct client_cfg cc;
+    upstream_client_cfg(t->cfg, a, ctx, "test", &cc);
+    t->base = base;
+    t->c = client_session_new(base, dns, &cc);
     if (!t->c) {
         printf("FAILED: cannot start the upstream session\n");
         t->ok = 0;
     } else {
-        printf("-> connect %s port %u, EHLO, STARTTLS, EHLO\n", a->upstream.host,
-               (unsigned)a->upstream.port);
+        printf("-> connect %s port %u, %s", a->upstream.host, (unsigned)a->upstream.port,
+               cc.tls == CLIENT_TLS_IMPLICIT        ? "TLS, EHLO (upstream_tls = implicit)"
+               : cc.tls == CLIENT_TLS_OPPORTUNISTIC ? "EHLO, STARTTLS if offered, EHLO "
+                                                      "(upstream_tls = opportunistic)"
+                                                    : "EHLO, STARTTLS, EHLO");
+        if (a->upstream.client_certificate) {
+            printf(", client certificate ");
+            put_safe(a->upstream.client_certificate, TEST_SHOW_WIDTH);
+        }
+        putchar('\n');
         t->step = STEP_OPEN;
         client_session_open(t->c, on_step, t);
-        event_base_dispatch(o->base);
+        event_base_dispatch(base);
         client_session_free(t->c); /* only if the loop ended early */
         t->c = NULL;
     }
@@ -562,26 +632,64 @@ int cli_test(struct config *cfg, int argc, char **argv)
                         "(user@domain, no spaces or <>)\n");
         return 2;
     }
-    printf("account %s: provider %s, grant %s, mailbox %s, upstream %s:%u\n", a->name, a->provider,
-           a->grant, a->mailbox, a->upstream.host, (unsigned)a->upstream.port);
+    const struct cfg_upstream *u = &a->upstream;
+    int token = config_upstream_needs_token(u);
+    if (token) {
+        printf("account %s: provider %s, grant %s, mailbox %s, upstream %s:%u\n", a->name,
+               a->provider, a->grant, a->mailbox, a->upstream.host, (unsigned)a->upstream.port);
+    } else {
+        printf("account %s: upstream_auth %s, mailbox %s, upstream %s:%u\n", a->name,
+               config_upstream_auth_name(u->auth), a->mailbox, a->upstream.host,
+               (unsigned)a->upstream.port);
+    }
     fflush(stdout);
 
-    char err[1024];
-    struct cli_offline o;
-    if (cli_offline_open(&o, cfg, a, 0, err, sizeof(err)) != 0) {
-        printf("FAILED: %s\n", err);
-        return 1;
-    }
     struct test_run t = {.cfg = cfg, .a = a, .from = from, .to = to, .ok = 1};
-    int rc = get_token(&t, &o);
-    fflush(stdout);
-    if (rc == 0)
-        rc = run_upstream(&t, &o);
-    secret_free(t.token);
-    cli_offline_close(&o);
-    printf("%s\n", rc == 0 ? (to ? "ok: token, AUTH and the test message all worked"
-                                 : "ok: token and AUTH worked (add --to ADDR to send a message)")
-                           : "test FAILED");
+    t.xctx.cred = token                               ? EXCHANGE_CRED_TOKEN
+                  : config_upstream_needs_password(u) ? EXCHANGE_CRED_PASSWORD
+                                                      : EXCHANGE_CRED_NONE;
+    t.xctx.hve = exchange_host_is_hve(u->host);
+    int rc;
+    if (token) {
+        char err[1024];
+        struct cli_offline o;
+        if (cli_offline_open(&o, cfg, a, 0, err, sizeof(err)) != 0) {
+            printf("FAILED: %s\n", err);
+            return 1;
+        }
+        rc = get_token(&t, &o);
+        fflush(stdout);
+        if (rc == 0)
+            rc = run_upstream(&t, o.base);
+        secret_free(t.token);
+        cli_offline_close(&o);
+    } else {
+        /* no provider, no token store, no discovery: only the upstream */
+        if (u->auth == UPSTREAM_AUTH_NONE)
+            printf("token: none needed (upstream_auth = none: no AUTH)\n");
+        else if (u->policy == UPSTREAM_POLICY_DISABLED)
+            printf("token: none needed (upstream_auth_policy = disabled: no AUTH)\n");
+        else
+            printf("token: none needed (upstream_auth = %s: upstream_username and the password "
+                   "in upstream_password_file)\n",
+                   config_upstream_auth_name(u->auth));
+        fflush(stdout);
+        struct event_base *base = event_base_new();
+        if (!base) {
+            printf("FAILED: cannot create the event loop\n");
+            return 1;
+        }
+        rc = run_upstream(&t, base);
+        event_base_free(base);
+    }
+    if (rc != 0)
+        printf("test FAILED\n");
+    else if (token && t.authed)
+        printf("%s\n", to ? "ok: token, AUTH and the test message all worked"
+                          : "ok: token and AUTH worked (add --to ADDR to send a message)");
+    else
+        printf("ok: %s%s\n", t.authed ? "AUTH" : "the connection (without AUTH)",
+               to ? " and the test message worked" : " worked (add --to ADDR to send a message)");
     fflush(stdout);
     return rc == 0 ? 0 : 1;
 }

@@ -120,12 +120,24 @@ static void log_lost(struct direct_backend *r, const struct txn_reply *x)
              explain_kv(r, x, explain, sizeof(explain)));
 }
 
+/* The upstream refused a recipient for good: the device hears it, the log says it (and what it
+ * means: direct send's 550 5.7.54, a connector's 5.7.64, ...), as on_mail does for MAIL. */
+static void log_rcpt_refused(const struct direct_backend *r, const struct txn_reply *x)
+{
+    char safe[300], explain[900];
+    log_info("event=rcpt_refused session=%s account=%s upstream=%s%s", r->log_id, r->acct->name,
+             log_safe(safe, sizeof(safe), x->text, strcspn(x->text, "\r\n")),
+             explain_kv(r, x, explain, sizeof(explain)));
+}
+
 /* A step's reply: the connection lost or closing ends the transaction with it. */
 static void on_step(void *arg, const struct txn_reply *x)
 {
     struct direct_backend *r = arg;
     if (x->err)
         log_lost(r, x);
+    else if (r->op == OP_RCPT && x->code / 100 == 5 && x->rep)
+        log_rcpt_refused(r, x);
     if (r->op == OP_RCPT && x->code / 100 == 2)
         r->rcpts_ok++;
     if (!txn_usable(r->t))

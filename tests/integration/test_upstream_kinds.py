@@ -13,8 +13,13 @@
     client certificate it trusts (permit_tls_clientcerts); without it 550 5.7.64, explained;
     --check refuses a key that does not match its certificate;
   * http_proxy: a forward-proxy stand-in that every token (and discovery) request goes through,
-    loopback IdP included; the account's own http_proxy wins over [proxy]'s; without one the
-    environment's http_proxy still never applies to a loopback IdP;
+    loopback IdP included, and `authorize`'s device code flow too; the account's own http_proxy
+    wins over [proxy]'s; without one the environment's http_proxy still never applies to a
+    loopback IdP;
+  * `test ACCOUNT [--to ADDR]` on each kind: a password account (AUTH PLAIN, the password never
+    shown), direct send (an outside recipient's 550 5.7.54 explained), the connector with its
+    certificate, opportunistic TLS to a server without STARTTLS; and delivery = direct logs a
+    refused recipient with its explanation (event=rcpt_refused);
   * every address: a name whose first address ([::1], where nothing listens) refuses: the
     proxy, in a private mount namespace whose /etc/resolv.conf points at a DNS stand-in on
     127.0.0.1 (dns_standin.py) answering AAAA ::1 and A 127.0.0.1, logs that address and
@@ -41,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sop_rig  # noqa: E402
 import postfix_standin  # noqa: E402
 from dns_standin import DnsStandin  # noqa: E402
+from exchange_standin import ExchangeStandin  # noqa: E402
 from http_proxy_standin import HttpProxy  # noqa: E402
 
 BINARY = os.environ.get("SOP_BINARY", "")
@@ -303,6 +309,21 @@ class KindsCase(unittest.TestCase):
     def log(self):
         return self.proxy.log() if self.proxy else ""
 
+    def run_cmd(self, *args, timeout=T * 3):
+        """A command on the config written last: (rc, stdout, stderr); no secret and no sanitizer
+        report in its output."""
+        r = subprocess.run([BINARY, "--config", self.cfg] + list(args), capture_output=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+        self.assert_no_secrets(out + err)
+        self.assertNotRegex(err, r"(Sanitizer|runtime error:)", "sanitizer report")
+        return r.returncode, out, err
+
+    def run_test_cmd(self, account, *args):
+        """`test kinds [args]` on a config with account (no daemon)."""
+        self.write_config(self.config_text(account))
+        return self.run_cmd("test", "kinds", *args)
+
     def wait_log(self, pattern, timeout=10):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -445,6 +466,56 @@ class TestPassword(KindsCase):
         rc, out = self.check(self.config_text(self.account("plain")))
         self.assertEqual((rc, out.strip()), (0, "ok"))
 
+    def test_test_command(self):
+        rc, out, err = self.run_test_cmd(self.account("plain"))
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("account kinds: upstream_auth plain, mailbox copier@contoso.test, upstream "
+                      "localhost:%d\n" % PWD.port, out)
+        self.assertIn("token: none needed (upstream_auth = plain: upstream_username and the "
+                      "password in upstream_password_file)\n", out)
+        self.assertIn("-> connect localhost port %d, EHLO, STARTTLS, EHLO\n" % PWD.port, out)
+        self.assertIn("-> AUTH PLAIN as %s (password not shown)\n" % USER, out)
+        self.assertRegex(out, r"\n  <- 235 ")
+        self.assertIn("ok: AUTH worked (add --to ADDR to send a message)", out)
+        self.assertNotIn("claims", out)
+        self.assertEqual(self.rig.idp_stats()["total"], 0, "a password account asked the IdP")
+        # and a message, over TLS from the first byte with LOGIN
+        rc, out, err = self.run_test_cmd(self.account("login", port=PWD.smtps_port,
+                                                      tls="implicit"),
+                                         "--to", "carol@contoso.test")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("-> connect localhost port %d, TLS, EHLO (upstream_tls = implicit)\n"
+                      % PWD.smtps_port, out)
+        self.assertIn("-> AUTH LOGIN as %s (password not shown)\n" % USER, out)
+        self.assertIn("the upstream accepted the test message for carol@contoso.test", out)
+        self.assertIn("ok: AUTH and the test message worked", out)
+        m = self.one_arrival()
+        self.assertEqual(m["rcpt_tos"], ["carol@contoso.test"])
+        self.assertIn(b"\r\nSubject: smtp-oauth-proxy test\r\n", m["data"])
+
+    def test_test_command_wrong_password(self):
+        bad = os.path.join(self.tmp, "wrong.password")
+        write_secret(bad, WRONG_PASSWORD)
+        rc, out, err = self.run_test_cmd(self.account("plain", pw_file=bad))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("-> AUTH PLAIN as %s (password not shown)\n" % USER, out)
+        self.assertRegex(out, r"\n  <- 535 5\.7\.8 .*\nFAILED at AUTH\n")
+        self.assertIn("test FAILED", out)
+
+    def test_test_command_explains_for_a_password(self):
+        # Exchange's 535 5.7.3 means something else for a password than for a token
+        ex = ExchangeStandin(sop_rig.free_port(), self.rig.cert_file, self.rig.key_file).start()
+        self.addCleanup(ex.stop)
+        ex.script = {"AUTH": "535 5.7.3 Authentication unsuccessful [DB8PR04CA0011]"}
+        rc, out, err = self.run_test_cmd(self.account("login", port=ex.port))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("  <- 535 5.7.3 Authentication unsuccessful [DB8PR04CA0011]\n"
+                      "FAILED at AUTH\n", out)
+        m = re.search(r"\n  meaning: (.*)\n  fix: +(.*)\n", out)
+        self.assertIsNotNone(m, out)
+        self.assertIn("refused upstream_username and the password", m.group(1))
+        self.assertNotIn("New-ServicePrincipal", out)
+
 
 class TestDirectSend(KindsCase):
     """upstream_auth = none to the tenant's MX endpoint (Postfix standing in)."""
@@ -482,6 +553,63 @@ class TestDirectSend(KindsCase):
                       r" explain=\"Exchange Online relays nothing to this recipient: its domain "
                       r"is not an accepted domain of the tenant")
         self.assertIn("Mail flow > Connectors", self.log())
+
+    def test_direct_mode_logs_a_refused_recipient(self):
+        # delivery = direct: the device hears the 550 at RCPT, and the log says what it means
+        self.start_proxy(self.account() + "delivery = direct\n")
+        replies, final, body = self.send(["bob@outside.example"])
+        self.assertEqual(replies[1][0], 550, replies)
+        self.assertIn(b"5.7.54", replies[1][1])
+        self.assertIsNone(final)
+        self.nothing_arrived()
+        self.wait_log(r"event=rcpt_refused session=\S+ account=kinds upstream=\"550 5\.7\.54 "
+                      r"[^\"]*\" explain=\"Exchange Online relays nothing to this recipient: its "
+                      r"domain is not an accepted domain of the tenant[^\n]*; fix: send to the "
+                      r"tenant's own domains only")
+
+    def test_test_command_outside_recipient(self):
+        rc, out, err = self.run_test_cmd(self.account(), "--to", "bob@outside.example")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("token: none needed (upstream_auth = none: no AUTH)\n", out)
+        self.assertIn("-> no AUTH (upstream_auth = none)\n", out)
+        self.assertIn("-> RCPT TO:<bob@outside.example>\n", out)
+        self.assertIn("  <- 550 5.7.54 ", out)
+        self.assertIn("FAILED at RCPT\n", out)
+        m = re.search(r"\n  meaning: (.*)\n  fix: +(.*)\n", out)
+        self.assertIsNotNone(m, out)
+        self.assertIn("Exchange Online relays nothing to this recipient", m.group(1))
+        self.assertIn("send to the tenant's own domains only", m.group(2))
+        self.assertIn("test FAILED", out)
+        self.nothing_arrived()
+
+    def test_test_command_accepted_domain(self):
+        rc, out, err = self.run_test_cmd(self.account(), "--to", "alice@contoso.test")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("-> connect localhost port %d, EHLO, STARTTLS, EHLO\n" % PF.ports["mx"], out)
+        self.assertNotIn("-> AUTH", out)
+        self.assertIn("ok: the connection (without AUTH) and the test message worked", out)
+        self.assertRegex(self.one_arrival()["data"], rb"\(using TLSv1\.[23] with cipher ")
+
+    def test_test_command_opportunistic_without_starttls(self):
+        rc, out, err = self.run_test_cmd(self.account("mx_plain", tls="opportunistic"),
+                                         "--to", "alice@contoso.test")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("-> connect localhost port %d, EHLO, STARTTLS if offered, EHLO "
+                      "(upstream_tls = opportunistic)\n" % PF.ports["mx_plain"], out)
+        self.assertIn("  (no STARTTLS offered: the session goes on in plain text, as upstream_tls "
+                      "= opportunistic allows)\n", out)
+        self.assertIn("ok: the connection (without AUTH) and the test message worked", out)
+        self.assertNotIn(b"using TLS", self.one_arrival()["data"])
+
+    def test_test_command_policy_enabled_without_auth(self):
+        rc, out, err = self.run_test_cmd(self.password_account("enabled"))
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("-> no AUTH: upstream_auth = plain but the upstream offers AUTH none; "
+                      "upstream_auth_policy = enabled goes on without it\n", out)
+        rc, out, err = self.run_test_cmd(self.password_account("required"))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("FAILED at AUTH: upstream_auth = plain but the upstream offers AUTH none\n",
+                      out)
 
     def test_opportunistic_with_starttls(self):
         self.start_proxy(self.account(tls="opportunistic") + "delivery = direct\n")
@@ -595,6 +723,26 @@ class TestConnector(KindsCase):
                       r"explain=\"relay access denied \(TenantAttribution\)")
         self.assertIn("TlsSenderCertificateName", self.log())
 
+    def test_test_command(self):
+        rc, out, err = self.run_test_cmd(self.account(CONNECTOR_CERT, CONNECTOR_KEY),
+                                         "--to", "partner@outside.example")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("-> connect localhost port %d, EHLO, STARTTLS, EHLO, client certificate "
+                      "%s\n" % (PF.ports["connector"], CONNECTOR_CERT), out)
+        self.assertIn("the upstream accepted the test message for partner@outside.example", out)
+        m = self.one_arrival()
+        self.assertEqual(m["rcpt_tos"], ["partner@outside.example"])
+        # without the certificate: refused, and explained
+        self.rig.sink_clear()
+        rc, out, err = self.run_test_cmd(self.account(), "--to", "partner@outside.example")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("FAILED at RCPT\n", out)
+        m = re.search(r"\n  meaning: (.*)\n  fix: +(.*)\n", out)
+        self.assertIsNotNone(m, out)
+        self.assertIn("relay access denied (TenantAttribution)", m.group(1))
+        self.assertIn("TlsSenderCertificateName", m.group(2))
+        self.nothing_arrived()
+
     def test_refused_with_another_certificate(self):
         self.start_proxy(self.account(self.rig.other_cert_file, self.rig.other_key_file)
                          + "delivery = direct\n")
@@ -671,6 +819,41 @@ class TestHttpProxy(KindsCase):
         replies, final, body = self.send(["alice@contoso.test"])
         self.assertEqual(final[0], 250, final)
         self.assertEqual(len(self.token_posts()), 1, self.px.requests)
+
+    def test_authorize_through_the_proxy(self):
+        key = os.path.join(self.tmp, "store.key")
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+        device_url = "%s/%s/oauth2/v2.0/devicecode" % (self.rig.idp_base, self.rig.tenant)
+        account = ("provider = microsoft\ntenant = %s\nclient_id = %s\ngrant = refresh_token\n"
+                   "token_url = %s\ndevice_authorization_url = %s\nhttp_proxy = %s\n"
+                   "upstream_host = localhost\nupstream_port = %d\n"
+                   % (self.rig.tenant, self.rig.public_client_id, self.rig.token_url, device_url,
+                      self.px.url, self.rig.dovecot_port))
+        self.write_config(self.config_text(account, proxy_extra="key_file = %s" % key))
+        p = subprocess.Popen([BINARY, "--config", self.cfg, "authorize", "kinds"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        line = p.stderr.readline().decode()
+        m = re.search(r"open the page (\S+) and enter the code ([A-Z]+)", line)
+        self.assertIsNotNone(m, line)
+        self.assertEqual(self.px.requests[0], ("POST", device_url), self.px.requests)
+        self.rig._idp_req("POST", "/_device", {"user_code": m.group(2), "action": "approve",
+                                                "mailbox": self.rig.mailbox})
+        out, err = p.communicate(timeout=T * 3)
+        out, err = out.decode(errors="replace"), line + err.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertRegex(out, r"^account kinds authorized: refresh token stored")
+        self.assertTrue(all(r[0] == "POST" and r[1] in (device_url, self.rig.token_url)
+                            for r in self.px.requests), self.px.requests)
+        self.assertTrue(self.token_posts(), self.px.requests)
+        refresh = self.rig.idp_stats()["refresh"]["issued"]
+        self.assertTrue(refresh, "no refresh token was issued")
+        for rt in refresh:
+            self.assertNotIn(rt, out + err)
+        self.assert_no_secrets(out + err)
 
     def test_environment_proxy_not_for_loopback(self):
         env = dict(os.environ, http_proxy=self.px.url, https_proxy=self.px.url,

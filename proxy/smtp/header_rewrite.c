@@ -87,8 +87,77 @@ static void emit_field(struct header_rewrite *h, const char *p, const char *end)
     }
 }
 
-/* Emit the held section with every From: replaced; the first original From: becomes Reply-To
- * unless the message has a Reply-To of its own. */
+/* A From: field (its first line at field, first_len bytes, continuation lines up to fend) whose
+ * value can go into Reply-To: something other than white space, and no NUL (the DATA decoder
+ * refuses a NUL before it gets here; this module does not rely on it). field starts "From:". */
+static int from_usable(const char *field, const char *fend)
+{
+    int text = 0;
+    for (const char *c = field + 5; c < fend; c++) {
+        if (*c == '\0')
+            return 0;
+        if (*c != ' ' && *c != '\t' && *c != '\n')
+            text = 1;
+    }
+    return text;
+}
+
+/* The first usable From: value as "Reply-To:" + the value, continuation lines kept as they were.
+ * A From: line near the 998-byte limit would overflow with the longer name: fold it. The value is
+ * copied byte for byte. */
+static void emit_reply_to_first(struct header_rewrite *h, const char *field, size_t first_len,
+                                const char *fend)
+{
+    char line[SMTP_TEXT_LINE_MAX];
+    const char *value = field + 5;
+    size_t vlen = first_len - 5, o = 0;
+    if (9 + vlen <= SMTP_TEXT_LINE_MAX - 2) {
+        memcpy(line, "Reply-To:", 9);
+        memcpy(line + 9, value, vlen);
+        h->emit(h->arg, line, 9 + vlen);
+    } else {
+        h->emit(h->arg, "Reply-To:", 9);
+        if (value[0] != ' ' && value[0] != '\t')
+            line[o++] = ' ';
+        if (vlen > SMTP_TEXT_LINE_MAX - 2 - o) /* longer than any decoded line */
+            vlen = SMTP_TEXT_LINE_MAX - 2 - o;
+        memcpy(line + o, value, vlen);
+        h->emit(h->arg, line, o + vlen);
+    }
+    emit_field(h, field + first_len + 1, fend);
+}
+
+/* A later usable From: value: one more address of the same Reply-To:, on a continuation line
+ * " ," + the value (5 + 993 bytes at most in, 2 + 993 out: it fits), its own continuation lines
+ * kept. */
+static void emit_reply_to_more(struct header_rewrite *h, const char *field, size_t first_len,
+                               const char *fend)
+{
+    char line[SMTP_TEXT_LINE_MAX];
+    size_t vlen = first_len - 5;
+    if (vlen > SMTP_TEXT_LINE_MAX - 4)
+        vlen = SMTP_TEXT_LINE_MAX - 4;
+    line[0] = ' ';
+    line[1] = ',';
+    memcpy(line + 2, field + 5, vlen);
+    h->emit(h->arg, line, 2 + vlen);
+    emit_field(h, field + first_len + 1, fend);
+}
+
+/* The end of the field that starts at p (its continuation lines included); *first_len the length
+ * of its first line. */
+static const char *field_end(const char *p, const char *end, size_t *first_len)
+{
+    size_t n;
+    const char *fend = next_line(p, end, first_len);
+    while (fend < end && (*fend == ' ' || *fend == '\t'))
+        fend = next_line(fend, end, &n);
+    return fend;
+}
+
+/* Emit the held section as header_rewrite.h decides: exactly one From: (the mailbox), where the
+ * first From: was; unless the message has a Reply-To: of its own, one Reply-To: after it holding
+ * every From: value that is usable, in order; the other From: fields are dropped. */
 static void flush(struct header_rewrite *h)
 {
     if (h->len == 0) { /* nothing held (buf may still be NULL: no arithmetic on it) */
@@ -96,7 +165,7 @@ static void flush(struct header_rewrite *h)
         return;
     }
     const char *end = h->buf + h->len;
-    int has_reply_to = 0, reply_to_done = 0;
+    int has_reply_to = 0, from_done = 0;
     size_t n;
     for (const char *q = h->buf; q < end;) {
         const char *next = next_line(q, end, &n);
@@ -109,43 +178,35 @@ static void flush(struct header_rewrite *h)
         /* one field: its first line and the continuation lines after it */
         const char *field = p;
         size_t first_len;
-        const char *fend = next_line(p, end, &first_len);
-        while (fend < end && (*fend == ' ' || *fend == '\t'))
-            fend = next_line(fend, end, &n);
+        const char *fend = field_end(p, end, &first_len);
+        p = fend;
         if (!field_is(field, first_len, "From")) {
             emit_field(h, field, fend);
-            p = fend;
             continue;
         }
+        if (from_done)
+            continue; /* a second From: (RFC 5322 allows one): its value is in the Reply-To: */
+        from_done = 1;
         char line[SMTP_TEXT_LINE_MAX];
         /* cut to the 998 bytes a line may hold (a mailbox longer than any address could be) */
         int w = snprintf(line, sizeof(line), "From: <%s>", h->mailbox);
         h->emit(h->arg, line,
                 (size_t)w < SMTP_TEXT_LINE_MAX - 2 ? (size_t)w : SMTP_TEXT_LINE_MAX - 2);
-        if (!has_reply_to && !reply_to_done) {
-            /* "Reply-To:" + the original value, continuation lines kept as they were. A From:
-             * line near the 998-byte limit would overflow with the longer name: fold it. The
-             * value is copied byte for byte (a NUL in it must not cut it short). */
-            const char *value = field + 5;
-            size_t vlen = first_len - 5, o = 0;
-            if (9 + vlen <= SMTP_TEXT_LINE_MAX - 2) {
-                memcpy(line, "Reply-To:", 9);
-                memcpy(line + 9, value, vlen);
-                h->emit(h->arg, line, 9 + vlen);
-            } else {
-                h->emit(h->arg, "Reply-To:", 9);
-                if (value[0] != ' ' && value[0] != '\t')
-                    line[o++] = ' ';
-                if (vlen > SMTP_TEXT_LINE_MAX - 2 - o) /* longer than any decoded line */
-                    vlen = SMTP_TEXT_LINE_MAX - 2 - o;
-                memcpy(line + o, value, vlen);
-                h->emit(h->arg, line, o + vlen);
+        if (has_reply_to)
+            continue;
+        int first = 1;
+        for (const char *f = field; f < end;) {
+            size_t flen;
+            const char *fe = field_end(f, end, &flen);
+            if (field_is(f, flen, "From") && from_usable(f, fe)) {
+                if (first)
+                    emit_reply_to_first(h, f, flen, fe);
+                else
+                    emit_reply_to_more(h, f, flen, fe);
+                first = 0;
             }
-            const char *cont = field + first_len + 1;
-            emit_field(h, cont, fend);
-            reply_to_done = 1;
+            f = fe;
         }
-        p = fend;
     }
     h->len = 0;
     h->in_headers = 0;

@@ -1,6 +1,20 @@
 /* sender_rewrite = header: the message's From: becomes the account's mailbox and the original
  * From: is kept as Reply-To (unless the message has one), so replies still reach the person.
- * Pure: body lines in (decoded, no terminators), lines out through a callback. */
+ * Pure: body lines in (decoded, no terminators), lines out through a callback.
+ *
+ * The edge cases (docs/header-rewrite.md), decided so that the sender Exchange sees is always the
+ * account's mailbox, and exactly once, and the message still goes out (a device cannot fix what
+ * it sends; a refusal would only lose its mail):
+ * - two or more From: fields (RFC 5322 allows exactly one; a reader might show either): one
+ *   From: <mailbox> where the first was; the others are dropped; their values join the first's
+ *   in the one Reply-To:, in order, each later one on a continuation line " ," + value.
+ * - an empty From: (nothing but white space in the value, continuation lines included): still
+ *   replaced by the mailbox; it adds nothing to Reply-To: (an empty Reply-To: is invalid), so a
+ *   message whose only From: is empty gets no Reply-To:.
+ * - a From: holding a NUL: replaced by the mailbox, its value not copied into Reply-To:. The
+ *   daemon never gets here with one: the DATA decoder refuses any message with a NUL (554 5.6.0).
+ * - a message with a Reply-To: of its own keeps it, and the From: values are dropped.
+ * - a message with no From: at all is passed as it is (no From: is added). */
 #ifndef SOP_HEADER_REWRITE_H
 #define SOP_HEADER_REWRITE_H
 

@@ -38,6 +38,7 @@ static const char smtp_data_err_size[] = "552 5.3.4 Message size exceeds fixed l
 static const char smtp_data_err_long[] = "554 5.6.0 Message refused: line longer than 1000 octets";
 static const char smtp_data_err_lf[] =
     "554 5.6.0 Message refused: bare LF in message (bare_lf = reject)";
+static const char smtp_data_err_nul[] = "554 5.6.0 Message refused: NUL byte in message";
 static const char smtp_data_err_cr[] =
     "554 5.6.0 Message refused: bare CR in message (bare_lf = reject)";
 
@@ -92,6 +93,11 @@ static void smtp_data_fail(struct smtp_data_dec *d, const char *err)
 
 static void smtp_data_add(struct smtp_data_dec *d, char c)
 {
+    /* A NUL is not text (RFC 5322 2.1, RFC 5321 2.4): readers cut a line or a header at it, so
+     * one message would mean different things to different readers. Refused, whatever the
+     * policy; found here, at once, so the caller can abort upstream early. */
+    if (c == '\0')
+        smtp_data_fail(d, smtp_data_err_nul);
     if (d->too_long)
         return;
     if (d->len == SMTP_DATA_LINE_MAX) {

@@ -34,7 +34,8 @@ void smtp_data_dec_free(struct smtp_data_dec *d);
  *  0: need more; all consumed.
  * -1: end of data seen but the message is refused; *err is the reply for the client, e.g.
  *     "552 5.3.4 Message size exceeds fixed limit", "554 5.6.0 Message refused: line longer than
- *     1000 octets", "554 5.6.0 Message refused: bare LF in message (bare_lf = reject)". Once an
+ *     1000 octets", "554 5.6.0 Message refused: bare LF in message (bare_lf = reject)",
+ *     "554 5.6.0 Message refused: NUL byte in message" (a NUL anywhere, any policy). Once an
  *     error is found no more lines are passed to cb; the rest is read and dropped up to the end of
  *     data, found by the same rule.
  * After 1 or -1 the decoder must be reset before the next message. */

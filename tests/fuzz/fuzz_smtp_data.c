@@ -1,6 +1,7 @@
 /* libFuzzer target for proxy/smtp/smtp_data.c. The first byte picks the bare LF policy, a size
  * limit and a split point; the rest is fed whole and then in two pieces, and both runs must give
- * the same lines, result and consumed count. Then the smuggling property: the decoded lines,
+ * the same lines, result and consumed count; no decoded line holds a NUL (it refuses the message).
+ * Then the smuggling property: the decoded lines,
  * re-encoded and terminated, must decode (in the strict reject mode) to exactly the same lines,
  * ending exactly at the terminator. */
 #include <stdint.h>
@@ -19,7 +20,9 @@ struct fuzz_lines {
 static void fuzz_line(void *arg, const char *line, size_t len)
 {
     struct fuzz_lines *l = arg;
-    if (len > SMTP_TEXT_LINE_MAX - 2 || memchr(line, '\n', len) || memchr(line, '\r', len))
+    /* no NUL either: a message holding one is refused, none of its lines from there on pass */
+    if (len > SMTP_TEXT_LINE_MAX - 2 || memchr(line, '\n', len) || memchr(line, '\r', len) ||
+        memchr(line, '\0', len))
         abort();
     if (l->len + len + 2 > l->cap) {
         l->cap = (l->len + len + 2) * 2;

@@ -201,6 +201,53 @@ class TestProtocol(ProxyCase):
         self.assertNotEqual(want, MSG)
         self.assertEqual(m["data"], want)
 
+    def test_sender_rewrite_header_two_froms_and_an_empty_one(self):
+        # docs/header-rewrite.md: exactly one From: (the mailbox) reaches the upstream; the
+        # usable original values share one Reply-To:; an empty From: adds nothing to it
+        self.start_proxy(upstream_port=self.rig.raw_port,
+                         edit=lambda t: t.replace("sender_rewrite = off",
+                                                  "sender_rewrite = header"))
+        r = self.greeted()
+        r.cmd(b"EHLO copier.test")
+        self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+        self.assertEqual(r.cmd(b"DATA")[0], 354)
+        r.send(b"From: Copier 3F <copier@contoso.test>\r\nFrom:\r\nSubject: two\r\n"
+               b"From: spoof@elsewhere.test\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        m = self.one_message(raw=True)
+        box = self.rig.mailbox.encode()
+        self.assertEqual(m["data"], b"From: <" + box + b">\r\n"
+                         b"Reply-To: Copier 3F <copier@contoso.test>\r\n"
+                         b" , spoof@elsewhere.test\r\nSubject: two\r\n\r\nbody\r\n")
+
+    def test_nul_in_message_is_refused_and_the_session_goes_on(self):
+        # a NUL anywhere in DATA: 554 5.6.0 at the final dot, nothing upstream (not even a
+        # spooled copy), and the next message on the same connection goes through
+        for delivery in ("direct", "direct-then-spool"):
+            with self.subTest(delivery=delivery):
+                self.rig.sink_clear()
+                self.start_proxy(upstream_port=self.rig.raw_port,
+                                 account_extra={"delivery": delivery})
+                r = self.greeted()
+                r.cmd(b"EHLO copier.test")
+                self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+                self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+                self.assertEqual(r.cmd(b"DATA")[0], 354)
+                r.send(b"From: copier@contoso.test\r\nSubject: nul\r\n\r\nbe\x00fore\r\n"
+                       b"after\r\n.\r\n")
+                self.assertEqual(r.reply(), (554, [b"554 5.6.0 Message refused: NUL byte in "
+                                                   b"message"]))
+                self.assert_nothing_relayed(wait=1.0)
+                self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+                self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+                self.assertEqual(r.cmd(b"DATA")[0], 354)
+                r.send(MSG + b".\r\n")
+                self.assertEqual(r.reply()[0], 250)
+                self.assertEqual(self.one_message(raw=True)["data"], MSG)
+                self.assertEqual(r.cmd(b"QUIT")[0], 221)
+                r.close()
+
     def test_null_sender_is_never_rewritten(self):
         self.start_proxy(upstream_port=self.rig.raw_port,
                          edit=lambda t: t.replace("sender_rewrite = off",

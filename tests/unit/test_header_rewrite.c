@@ -162,12 +162,13 @@ static void test_message_without_header_lines(void **state)
     check("not a header\nFrom: a@b\n", "not a header\nFrom: a@b\n");
 }
 
-static void test_reply_to_keeps_a_nul_in_the_from_value(void **state)
+static void test_from_with_a_nul_is_replaced_not_copied(void **state)
 {
     (void)state;
-    /* the decoder passes NUL bytes; the value was copied with %.*s, which stopped at the NUL
-     * (found by fuzz_header_rewrite) */
-    static const char from[] = "From: a\0b@c", want[] = "From: <m@x>\nReply-To: a\0b@c\n\nx\n";
+    /* The daemon's DATA decoder refuses a NUL (554 5.6.0) before this; here, on its own, the
+     * rewriter still makes the mailbox the sender and carries no NUL into a header it writes
+     * (it once copied the value byte for byte, NUL included). */
+    static const char from[] = "From: a\0b@c", want[] = "From: <m@x>\n\nx\n";
     struct out *o = calloc(1, sizeof(*o));
     struct header_rewrite *h = header_rewrite_new("m@x", collect, o);
     assert_non_null(h);
@@ -179,6 +180,71 @@ static void test_reply_to_keeps_a_nul_in_the_from_value(void **state)
     assert_memory_equal(o->buf, want, sizeof(want) - 1);
     header_rewrite_free(h);
     free(o);
+}
+
+static void test_nul_from_and_a_good_from(void **state)
+{
+    (void)state;
+    /* two From:, the first with a NUL: one From:, the good value alone in Reply-To: */
+    static const char in[] = "From: a\0b@c\nFrom: d@e\n\nx\n";
+    static const char want[] = "From: <m@x>\nReply-To: d@e\n\nx\n";
+    struct out *o = calloc(1, sizeof(*o));
+    struct header_rewrite *h = header_rewrite_new("m@x", collect, o);
+    assert_non_null(h);
+    const char *p = in, *end = in + sizeof(in) - 1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        assert_int_equal(header_rewrite_line(h, p, (size_t)(nl - p)), 0);
+        p = nl + 1;
+    }
+    header_rewrite_finish(h);
+    assert_int_equal(o->len, sizeof(want) - 1);
+    assert_memory_equal(o->buf, want, sizeof(want) - 1);
+    header_rewrite_free(h);
+    free(o);
+}
+
+static void test_empty_from_is_replaced_without_reply_to(void **state)
+{
+    (void)state;
+    /* Exchange must still see the mailbox; an empty Reply-To: would be invalid, so none */
+    check("From:\nSubject: s\n\nb\n", "From: <scanners@contoso.edu>\nSubject: s\n\nb\n");
+    check("From:   \t\nSubject: s\n\nb\n", "From: <scanners@contoso.edu>\nSubject: s\n\nb\n");
+    check("From: \n \nSubject: s\n\nb\n", "From: <scanners@contoso.edu>\nSubject: s\n\nb\n");
+    /* a value only on its continuation line is not empty */
+    check("From:\n a@b\n\nb\n", "From: <scanners@contoso.edu>\nReply-To:\n a@b\n\nb\n");
+}
+
+static void test_two_froms_become_one_and_one_reply_to(void **state)
+{
+    (void)state;
+    /* RFC 5322 allows one From:; a reader may show either: exactly one is left, the mailbox, and
+     * both values go into the one Reply-To:, in order */
+    check("From: a@b\nTo: t@u\nFrom: Second <c@d>\nSubject: s\n\nbody\nFrom: body\n",
+          "From: <scanners@contoso.edu>\nReply-To: a@b\n , Second <c@d>\nTo: t@u\nSubject: "
+          "s\n\nbody\nFrom: body\n");
+    /* folded ones keep their continuation lines; no space after the colon gets none added */
+    check("FROM: a@b\n\t(x)\nfrom:c@d\n (y)\n\nb\n",
+          "From: <scanners@contoso.edu>\nReply-To: a@b\n\t(x)\n ,c@d\n (y)\n\nb\n");
+    /* an empty one among them adds nothing */
+    check("From:\nFrom: c@d\nFrom: \n\nb\n", "From: <scanners@contoso.edu>\nReply-To: c@d\n\nb\n");
+    check("From:\nFrom:\n\nb\n", "From: <scanners@contoso.edu>\n\nb\n");
+    /* the message's own Reply-To: wins, the From: values are dropped */
+    check("From: a@b\nReply-To: r@s\nFrom: c@d\n\nb\n",
+          "From: <scanners@contoso.edu>\nReply-To: r@s\n\nb\n");
+}
+
+static void test_second_long_from_fits_its_line(void **state)
+{
+    (void)state;
+    /* a 998-byte second From: line: " ," + its 993-byte value is 995 bytes */
+    char in[2200], want[2400], value[994];
+    memset(value, 'x', sizeof(value) - 1);
+    value[0] = ' ';
+    value[sizeof(value) - 1] = '\0';
+    snprintf(in, sizeof(in), "From: a@b\nFrom:%s\n\nb\n", value);
+    snprintf(want, sizeof(want), "From: <scanners@contoso.edu>\nReply-To: a@b\n ,%s\n\nb\n", value);
+    check(in, want);
 }
 
 static void test_from_line_never_passes_998_bytes(void **state)
@@ -215,7 +281,11 @@ int main(void)
         cmocka_unit_test(test_long_from_folds_reply_to),
         cmocka_unit_test(test_oversized_header_section_is_refused),
         cmocka_unit_test(test_message_without_header_lines),
-        cmocka_unit_test(test_reply_to_keeps_a_nul_in_the_from_value),
+        cmocka_unit_test(test_from_with_a_nul_is_replaced_not_copied),
+        cmocka_unit_test(test_nul_from_and_a_good_from),
+        cmocka_unit_test(test_empty_from_is_replaced_without_reply_to),
+        cmocka_unit_test(test_two_froms_become_one_and_one_reply_to),
+        cmocka_unit_test(test_second_long_from_fits_its_line),
         cmocka_unit_test(test_from_line_never_passes_998_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

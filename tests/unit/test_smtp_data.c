@@ -94,6 +94,7 @@ static void check_both(const char *in, const char *expected)
 #define ERR_CR "554 5.6.0 Message refused: bare CR in message (bare_lf = reject)"
 #define ERR_LONG "554 5.6.0 Message refused: line longer than 1000 octets"
 #define ERR_SIZE "552 5.3.4 Message size exceeds fixed limit"
+#define ERR_NUL "554 5.6.0 Message refused: NUL byte in message"
 
 static void test_simple(void **state)
 {
@@ -176,6 +177,58 @@ static void test_reject(void **state)
     check_rej("a\rb\r\n.\r\n", "#-1|" ERR_CR "|8|6");
     /* The first reason wins. */
     check_rej("a\rb\nc\r\n.\r\n", "#-1|" ERR_CR "|10|9");
+}
+
+/* A NUL anywhere refuses the message in both modes: no line is passed on from the one holding
+ * it, the end of data is found as usual, and the decoder serves the next message after a reset
+ * (the session goes on). */
+static void check_nul(const char *in, size_t len, const char *expected)
+{
+    check_n(BARE_LF_NORMALIZE, 0, in, len, expected);
+    check_n(BARE_LF_REJECT, 0, in, len, expected);
+}
+
+static void test_nul_refuses_the_message(void **state)
+{
+    static const char mid[] = "a\r\nb\0c\r\nd\r\n.\r\nQUIT\r\n";
+    static const char first[] = "\0\r\n.\r\n";
+    static const char header[] = "From: x\0@y\r\n\r\nbody\r\n.\r\n";
+    static const char dot[] = "a\r\n.\0\r\nb\r\n.\r\n"; /* ".\0" is no end marker */
+    static const char last[] = "a\r\nb\0\r\n.\r\n";
+    (void)state;
+    check_nul(mid, sizeof(mid) - 1, "a\n#-1|" ERR_NUL "|14|11");
+    check_nul(first, sizeof(first) - 1, "#-1|" ERR_NUL "|6|3");
+    check_nul(header, sizeof(header) - 1, "#-1|" ERR_NUL "|23|20");
+    check_nul(dot, sizeof(dot) - 1, "a\n#-1|" ERR_NUL "|13|10");
+    check_nul(last, sizeof(last) - 1, "a\n#-1|" ERR_NUL "|10|7");
+
+    /* the first reason wins: a bare LF before the NUL in reject mode, the NUL before a long
+     * line */
+    static const char lf_first[] = "a\r\nb\nc\0\r\n.\r\n";
+    check_n(BARE_LF_REJECT, 0, lf_first, sizeof(lf_first) - 1, "a\n#-1|" ERR_LF "|12|10");
+    check_n(BARE_LF_NORMALIZE, 0, lf_first, sizeof(lf_first) - 1, "a\nb\n#-1|" ERR_NUL "|12|10");
+    static char longl[1200];
+    memset(longl, 'x', sizeof(longl));
+    longl[3] = '\0';
+    memcpy(longl + sizeof(longl) - 5, "\r\n.\r\n", 5);
+    check_nul(longl, sizeof(longl), "#-1|" ERR_NUL "|1200|0");
+
+    /* the same decoder, reset, takes the next message */
+    char out[256];
+    struct sink sk = {out, 0};
+    struct smtp_data_dec *d = smtp_data_dec_new(BARE_LF_NORMALIZE, 0, sink_line, &sk);
+    size_t consumed;
+    const char *err = NULL;
+    assert_non_null(d);
+    assert_int_equal(smtp_data_dec_feed(d, "x\0\r\n", 4, &consumed, &err), 0);
+    assert_true(smtp_data_dec_failed(d)); /* known at once: upstream can be aborted */
+    assert_int_equal(smtp_data_dec_feed(d, ".\r\n", 3, &consumed, &err), -1);
+    assert_string_equal(err, ERR_NUL);
+    smtp_data_dec_reset(d);
+    assert_int_equal(smtp_data_dec_feed(d, "ok\r\n.\r\n", 7, &consumed, &err), 1);
+    assert_int_equal(sk.len, 3);
+    assert_memory_equal(out, "ok\n", 3);
+    smtp_data_dec_free(d);
 }
 
 static void test_cr_at_feed_boundary(void **state)
@@ -329,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_dot_stuffing),
         cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_reject),
+        cmocka_unit_test(test_nul_refuses_the_message),
         cmocka_unit_test(test_cr_at_feed_boundary),
         cmocka_unit_test(test_line_length),
         cmocka_unit_test(test_huge_line_bounded),

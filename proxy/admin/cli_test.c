@@ -359,31 +359,6 @@ static void send_message(struct test_run *t)
     }
 }
 
-/* The SASL mechanisms an EHLO offered, space-separated ("none" if none). */
-static const char *offered_mechs(unsigned bits, char *buf, size_t len)
-{
-    static const struct {
-        unsigned bit;
-        const char *name;
-    } mechs[] = {{SMTP_AUTH_PLAIN, "PLAIN"},
-                 {SMTP_AUTH_LOGIN, "LOGIN"},
-                 {SMTP_AUTH_XOAUTH2, "XOAUTH2"},
-                 {SMTP_AUTH_OAUTHBEARER, "OAUTHBEARER"}};
-    size_t o = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
-        if (!(bits & mechs[i].bit))
-            continue;
-        int w = snprintf(buf + o, len - o, "%s%s", o ? " " : "", mechs[i].name);
-        if (w < 0 || (size_t)w >= len - o)
-            break;
-        o += (size_t)w;
-    }
-    if (o == 0)
-        snprintf(buf, len, "none");
-    return buf;
-}
-
 /* The session is open (EHLO after any TLS): say how it is protected, then AUTH as
  * upstream_auth and upstream_auth_policy say, the way the daemon's pool does (upstream_conn.c). */
 static void open_done(struct test_run *t)
@@ -408,7 +383,7 @@ static void open_done(struct test_run *t)
         return;
     }
     if (upstream_pick_mech(u->auth, offered, &t->mech) < 0) {
-        offered_mechs(offered, offered_s, sizeof(offered_s));
+        smtp_reply_auth_names(offered, offered_s, sizeof(offered_s));
         if (u->policy == UPSTREAM_POLICY_ENABLED) {
             printf("-> no AUTH: upstream_auth = %s but the upstream offers AUTH %s; "
                    "upstream_auth_policy = enabled goes on without it\n",

@@ -327,3 +327,29 @@ const char *smtp_reply_text(const struct smtp_reply *rep, char *out, size_t outl
         snprintf(out, outlen, "%03d ", rep->code);
     return out;
 }
+
+const char *smtp_reply_auth_names(unsigned auth, char *buf, size_t len)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } mechs[] = {{SMTP_AUTH_PLAIN, "PLAIN"},
+                 {SMTP_AUTH_LOGIN, "LOGIN"},
+                 {SMTP_AUTH_XOAUTH2, "XOAUTH2"},
+                 {SMTP_AUTH_OAUTHBEARER, "OAUTHBEARER"}};
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
+        if (!(auth & mechs[i].bit))
+            continue;
+        int w = snprintf(buf + o, len - o, "%s%s", o ? " " : "", mechs[i].name);
+        if (w < 0 || (size_t)w >= len - o) {
+            buf[o] = '\0'; /* whole names only */
+            break;
+        }
+        o += (size_t)w;
+    }
+    if (o == 0)
+        snprintf(buf, len, "none");
+    return buf;
+}

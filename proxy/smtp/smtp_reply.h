@@ -40,6 +40,9 @@ struct smtp_caps {
     unsigned auth;           /* enum smtp_auth_mech bits, from both "AUTH x" and "AUTH=x" lines */
 };
 void smtp_reply_caps(const struct smtp_reply *ehlo, struct smtp_caps *caps);
+/* The SASL mechanisms in auth (enum smtp_auth_mech bits), space-separated, "none" if none:
+ * for log lines and `test`. Returns buf. */
+const char *smtp_reply_auth_names(unsigned auth, char *buf, size_t len);
 /* The reply as text for a device or a log line: "250-a\r\n250 b", control characters replaced
  * by '?', cut to outlen. Returns out. */
 const char *smtp_reply_text(const struct smtp_reply *rep, char *out, size_t outlen);

@@ -210,31 +210,6 @@ static void on_auth(void *arg, const struct smtp_reply *rep, const char *err)
     conn_fail(c, REPLY_AUTH_TEMP, why, rep, text);
 }
 
-/* The SASL mechanisms an EHLO offered, space-separated ("none" if none). */
-static const char *offered_mechs(unsigned bits, char *buf, size_t len)
-{
-    static const struct {
-        unsigned bit;
-        const char *name;
-    } mechs[] = {{SMTP_AUTH_PLAIN, "PLAIN"},
-                 {SMTP_AUTH_LOGIN, "LOGIN"},
-                 {SMTP_AUTH_XOAUTH2, "XOAUTH2"},
-                 {SMTP_AUTH_OAUTHBEARER, "OAUTHBEARER"}};
-    size_t o = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
-        if (!(bits & mechs[i].bit))
-            continue;
-        int w = snprintf(buf + o, len - o, "%s%s", o ? " " : "", mechs[i].name);
-        if (w < 0 || (size_t)w >= len - o)
-            break;
-        o += (size_t)w;
-    }
-    if (o == 0)
-        snprintf(buf, len, "none");
-    return buf;
-}
-
 int upstream_pick_mech(enum upstream_auth want, unsigned offered, enum client_auth_mech *mech)
 {
     int x = (offered & SMTP_AUTH_XOAUTH2) != 0, o = (offered & SMTP_AUTH_OAUTHBEARER) != 0;
@@ -292,7 +267,7 @@ static void after_open(struct upstream_conn *c)
     if (upstream_pick_mech(u->auth, offered, &c->mech) < 0) {
         snprintf(why, sizeof(why), "upstream_auth = %s but the upstream offers AUTH %s",
                  config_upstream_auth_name(u->auth),
-                 offered_mechs(offered, offered_s, sizeof(offered_s)));
+                 smtp_reply_auth_names(offered, offered_s, sizeof(offered_s)));
         if (u->policy == UPSTREAM_POLICY_ENABLED) {
             /* Domino's "enabled": authenticate when the server can, else send without */
             log_info("event=upstream_unauthenticated session=%s account=%s host=%s reason=%s "

@@ -279,13 +279,24 @@ static void test_caps_variants(void **state)
     smtp_reply_free(p);
 }
 
+static void test_auth_names(void **state)
+{
+    char buf[64];
+    (void)state;
+    assert_string_equal(smtp_reply_auth_names(0, buf, sizeof(buf)), "none");
+    assert_string_equal(
+        smtp_reply_auth_names(SMTP_AUTH_PLAIN | SMTP_AUTH_OAUTHBEARER, buf, sizeof(buf)),
+        "PLAIN OAUTHBEARER");
+    assert_string_equal(smtp_reply_auth_names(SMTP_AUTH_PLAIN | SMTP_AUTH_LOGIN, buf, 8), "PLAIN");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single),        cmocka_unit_test(test_enhanced),
         cmocka_unit_test(test_multiline),     cmocka_unit_test(test_bad),
         cmocka_unit_test(test_limits),        cmocka_unit_test(test_caps_exchange),
-        cmocka_unit_test(test_caps_variants),
+        cmocka_unit_test(test_caps_variants), cmocka_unit_test(test_auth_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -127,10 +127,15 @@ class TestCoreSecrets(unittest.TestCase):
                 state_dir=os.path.join(self.tmp, "state"), upstream_port=RIG.raw_port))
         os.chmod(cfg, 0o600)
         log_path = os.path.join(self.tmp, "proxy.log")
+        # An AddressSanitizer build sets its own RLIMIT_CORE to 0 unless told not to: the
+        # daemon must run with cores allowed for its own reason to be what stops them.
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = ":".join(x for x in (env.get("ASAN_OPTIONS"), "disable_coredump=0")
+                                       if x)
         with open(log_path, "wb") as logf:
             p = subprocess.Popen([BINARY, "--config", cfg], cwd=run, preexec_fn=cores_allowed,
                                  stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                 start_new_session=True)
+                                 start_new_session=True, env=env)
         self.procs.append(p)
 
         def log():

@@ -199,7 +199,7 @@ static void test_nul_refuses_the_message(void **state)
     check_nul(mid, sizeof(mid) - 1, "a\n#-1|" ERR_NUL "|14|11");
     check_nul(first, sizeof(first) - 1, "#-1|" ERR_NUL "|6|3");
     check_nul(header, sizeof(header) - 1, "#-1|" ERR_NUL "|23|20");
-    check_nul(dot, sizeof(dot) - 1, "a\n#-1|" ERR_NUL "|13|10");
+    check_nul(dot, sizeof(dot) - 1, "a\n#-1|" ERR_NUL "|13|9");
     check_nul(last, sizeof(last) - 1, "a\n#-1|" ERR_NUL "|10|7");
 
     /* the first reason wins: a bare LF before the NUL in reject mode, the NUL before a long

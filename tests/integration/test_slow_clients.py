@@ -185,7 +185,9 @@ class TestSlowClients(ProxyCase):
         """max_connections = 50, 60 connections: 10 refused at once, the 50 that trickle are all
         cut within the 2 s deadline (+ slack), then a real device sends a message."""
         n, cap = 60, 50
-        self.start_proxy(edit=short_command_timeout, proxy_extra={"max_connections": str(cap)})
+        # all from 127.0.0.1: lift the per-address cap so that max_connections is what binds
+        self.start_proxy(edit=short_command_timeout,
+                         proxy_extra={"max_connections": str(cap), "max_connections_per_ip": "100"})
         socks, t_greet, refused = [], {}, 0
         # the start-up probe's session must be gone before the count starts
         self.wait_log(r"event=disconnect ")

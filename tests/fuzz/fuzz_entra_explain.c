@@ -15,6 +15,7 @@
 
 #include "oauth/entra_explain.h"
 #include "oauth/token_response.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -25,37 +26,6 @@ static void fuzz_text(const char *s)
     for (; *s; s++)
         if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e || *s == '"')
             abort();
-}
-
-/* out (size len) must hold a NUL-terminated prefix of full. */
-static void fuzz_prefix(const char *out, size_t len, const char *full)
-{
-    size_t n, fl = strlen(full);
-    if (len == 0)
-        return;
-    n = strnlen(out, len);
-    if (n == len || n != (fl < len - 1 ? fl : len - 1) || memcmp(out, full, n) != 0)
-        abort();
-}
-
-static char *fuzz_buf(size_t len)
-{
-    char *b = malloc(len ? len : 1);
-    if (!b)
-        abort();
-    memset(b, 0x55, len ? len : 1);
-    return b;
-}
-
-static char *fuzz_str(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s)
-        abort();
-    if (n)
-        memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
 }
 
 /* e formatted whole, checked, and again into len bytes. */

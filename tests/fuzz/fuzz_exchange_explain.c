@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "proxy/smtp/exchange_explain.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -45,37 +46,6 @@ static void fuzz_printable(const char *s)
     for (; *s; s++)
         if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
             abort();
-}
-
-/* out (size len) must hold a NUL-terminated prefix of full. */
-static void fuzz_prefix(const char *out, size_t len, const char *full)
-{
-    size_t n, fl = strlen(full);
-    if (len == 0)
-        return;
-    n = strnlen(out, len);
-    if (n == len || n != (fl < len - 1 ? fl : len - 1) || memcmp(out, full, n) != 0)
-        abort();
-}
-
-static char *fuzz_buf(size_t len)
-{
-    char *b = malloc(len ? len : 1);
-    if (!b)
-        abort();
-    memset(b, 0x55, len ? len : 1);
-    return b;
-}
-
-static char *fuzz_str(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s)
-        abort();
-    if (n)
-        memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
 }
 
 static const struct exchange_explanation *fuzz_lookup(int code, const char *enhanced,

@@ -525,7 +525,9 @@ void config_free(struct config *cfg)
         free(d->addrs);
         free(d->username);
         free(d->password_hash);
+        rcpt_policy_clear(&d->allow_own);
     }
+    rcpt_policy_clear(&cfg->allow_recipients);
     free(cfg->devices);
     free(cfg->path);
     free(cfg);

@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "proxy/config/cidr.h"
+#include "proxy/config/rcpt_policy.h"
 #include "proxy/smtp/smtp_data.h"
 
 struct cfg_endpoint {
@@ -138,6 +139,10 @@ struct cfg_device {
     char *username;      /* NULL: identified by address only */
     char *password_hash; /* crypt(3) hash, required with username */
     struct cfg_account *account;
+    /* allow_recipients as written in this section (empty: not set) and the list that applies:
+     * allow_own, or [proxy]'s (borrowed from struct config). Never NULL once loaded. */
+    struct rcpt_policy allow_own;
+    const struct rcpt_policy *allow_recipients;
     int line;
 };
 
@@ -187,6 +192,9 @@ struct config {
     /* direct-then-spool: a device waits at most this long for the upstream; then its message is
      * committed to the spool and it hears 250 (seconds) */
     unsigned direct_attempt_timeout;
+    /* who a device may send to unless its own allow_recipients says otherwise; default "*"
+     * (docs/recipient-policy.md) */
+    struct rcpt_policy allow_recipients;
     /* [account NAME], [device NAME] in file order */
     struct cfg_account *accounts;
     size_t naccounts;

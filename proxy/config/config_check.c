@@ -550,6 +550,9 @@ static void config_check_device(struct config_ctx *c, struct config_section *s)
             }
         }
     }
+    /* A device without allow_recipients of its own follows [proxy]'s (borrowed: cfg outlives it).
+     */
+    d->allow_recipients = d->allow_own.rules ? &d->allow_own : &cfg->allow_recipients;
     if (acct_line && s->account_ref) {
         d->account = config_account(cfg, s->account_ref);
         if (!d->account) {

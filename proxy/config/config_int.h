@@ -135,6 +135,7 @@ CONFIG_SETTER(config_value_set_listen_tls);  /* adds to cfg->listen_tls */
 CONFIG_SETTER(config_value_set_endpoint);    /* one IP:port into a struct cfg_endpoint */
 CONFIG_SETTER(config_value_set_addresses);   /* adds a device's addresses and CIDR blocks */
 CONFIG_SETTER(config_value_set_account_ref); /* the section's account_ref, resolved later */
+CONFIG_SETTER(config_value_set_recipients);  /* a struct rcpt_policy (allow_recipients) */
 
 /* The field at offset in the object of section s (struct config, cfg_account or cfg_device). */
 void *config_value_field(struct config_ctx *c, struct config_section *s, size_t offset);

@@ -103,6 +103,8 @@ static const struct config_key config_proxy_keys[] = {
      3600, NULL, 0, NULL},
     {"http_proxy", config_value_set_proxy_url, CF(http_proxy), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "http://HOST:PORT"},
+    {"allow_recipients", config_value_set_recipients, CF(allow_recipients), "*", 0, 0, NULL, 0,
+     "@domain, @.domain, local@domain or *"},
 };
 
 static const struct config_key config_upstream_keys[] = {
@@ -201,6 +203,9 @@ static const struct config_key config_device_keys[] = {
      "a crypt(3) hash"},
     {"account", config_value_set_account_ref, 0, NULL, 0, 0, NULL, KEY_REQUIRED,
      "the name of an [account NAME] section"},
+    /* No default here: [proxy]'s applies (config_check_device). */
+    {"allow_recipients", config_value_set_recipients, DF(allow_own), NULL, 0, 0, NULL, 0,
+     "@domain, @.domain, local@domain or *"},
 };
 
 #define CONFIG_NKEYS(a) (sizeof(a) / sizeof((a)[0]))

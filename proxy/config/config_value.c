@@ -666,3 +666,23 @@ void config_value_set_addresses(struct config_ctx *c, struct config_section *s,
         p += len + 1;
     }
 }
+
+/* "@upenn.edu, @.upenn.edu, alice@partner.org, *" (rcpt_policy.h): the first bad entry is
+ * reported with what would be valid. */
+void config_value_set_recipients(struct config_ctx *c, struct config_section *s,
+                                 const struct config_key *k, const char *value)
+{
+    struct rcpt_policy *field = config_value_field(c, s, k->offset), n;
+    char err[512];
+    int rc = rcpt_policy_parse(value, &n, err, sizeof(err));
+    if (rc == -2) {
+        c->oom = 1;
+        return;
+    }
+    if (rc < 0) {
+        config_err(c, c->lineno, "%s: %s", k->name, err);
+        return;
+    }
+    rcpt_policy_clear(field);
+    *field = n;
+}

@@ -394,9 +394,9 @@ static void test_unknown_key(void **state)
                   "auth_fail_limit, auth_block_time, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
                   "stale_after, max_queue_lifetime, spool_commit_threads, direct_attempt_timeout, "
-                  "http_proxy\n"
+                  "http_proxy, allow_recipients\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
-                  "username, password_hash, account\n");
+                  "username, password_hash, account, allow_recipients\n");
 }
 
 static void test_unknown_section(void **state)
@@ -1435,6 +1435,41 @@ static void test_kind_examples(void **state)
     }
 }
 
+#define RP_WHAT                                                                                    \
+    "expected @domain, @.domain (its subdomains), local@domain or * (anyone), comma-separated"
+
+/* Penn's two lines: [proxy] allows the campus, a registered device anyone. */
+static void test_allow_recipients(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_true(rcpt_policy_is_any(&cfg->allow_recipients));
+    assert_string_equal(cfg->allow_recipients.display, "*");
+    assert_ptr_equal(cfg->devices[0].allow_recipients, &cfg->allow_recipients);
+    config_free(cfg);
+
+    cfg = expect_ok(MIN_PROXY "allow_recipients = @upenn.edu, @.upenn.edu\n" MIN_ACCOUNT MIN_DEVICE
+                              "[device reg]\naddress = 10.0.0.2\naccount = a\n"
+                              "allow_recipients = *\n");
+    assert_string_equal(cfg->allow_recipients.display, "@upenn.edu, @.upenn.edu");
+    assert_ptr_equal(cfg->devices[0].allow_recipients, &cfg->allow_recipients);
+    assert_false(rcpt_policy_match(cfg->devices[0].allow_recipients, "x@gmail.com"));
+    assert_true(rcpt_policy_match(cfg->devices[0].allow_recipients, "x@isc.upenn.edu"));
+    assert_ptr_equal(cfg->devices[1].allow_recipients, &cfg->devices[1].allow_own);
+    assert_true(rcpt_policy_match(cfg->devices[1].allow_recipients, "x@gmail.com"));
+    config_free(cfg);
+
+    expect_errors(MIN_PROXY "allow_recipients = upenn.edu\n" MIN_ACCOUNT MIN_DEVICE
+                            "allow_recipients = @gmail..com, x\n"
+                            "[device e]\naddress = 10.0.0.2\naccount = a\n"
+                            "allow_recipients = @a.org,,@b.org\n",
+                  "@DIR@/c.conf:3: allow_recipients: 'upenn.edu' is not a recipient rule; " RP_WHAT
+                  "\n"
+                  "@DIR@/c.conf:13: allow_recipients: '@gmail..com': 'gmail..com' is not a domain "
+                  "name; " RP_WHAT "\n"
+                  "@DIR@/c.conf:17: allow_recipients: empty entry; " RP_WHAT "\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1453,6 +1488,7 @@ int main(void)
         cmocka_unit_test(test_metrics_listen),    cmocka_unit_test(test_delivery_keys),
         cmocka_unit_test(test_upstream_kinds),    cmocka_unit_test(test_clouds),
         cmocka_unit_test(test_http_proxy),        cmocka_unit_test(test_kind_examples),
+        cmocka_unit_test(test_allow_recipients),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,14 +1,24 @@
-/* The one place that knows which delivery mode is behind a device session. */
+/* The one place that knows which delivery mode is behind a device session, and whether the
+ * device's recipient policy stands in front of it. */
 #include "proxy/delivery/backend.h"
 
 #include "proxy/config/config.h"
+#include "proxy/config/rcpt_policy.h"
 #include "proxy/delivery/backend_direct.h"
+#include "proxy/delivery/backend_policy.h"
 #include "proxy/delivery/backend_store.h"
 
 struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *gen,
-                            const struct cfg_account *acct, const char *device, const char *log_id)
+                            const struct cfg_device *device, const char *log_id)
 {
+    const struct cfg_account *acct = device->account;
+    struct backend *b;
     if (acct->delivery == DELIVERY_DIRECT)
-        return backend_direct_new(ctx, gen, acct, device, log_id);
-    return backend_store_new(ctx, gen, acct, device, log_id); /* spool, direct-then-spool */
+        b = backend_direct_new(ctx, gen, acct, device->name, log_id);
+    else
+        b = backend_store_new(ctx, gen, acct, device->name, log_id); /* spool, direct-then-spool */
+    /* "*" (the default): no layer, nothing to check */
+    if (b && device->allow_recipients && !rcpt_policy_is_any(device->allow_recipients))
+        b = backend_policy_new(b, device, log_id);
+    return b;
 }

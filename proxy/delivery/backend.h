@@ -12,7 +12,7 @@
 
 struct delivery_ctx;
 struct server_gen;
-struct cfg_account;
+struct cfg_device;
 struct backend;
 
 /* reply: a complete SMTP reply for the device without the final CRLF (lines of a multi-line
@@ -51,11 +51,12 @@ struct backend {
     const struct backend_ops *ops;
 };
 
-/* The backend of acct's delivery mode, speaking for device in the log (log_id: session=). ctx:
- * what delivery works with (borrowed). gen: the session's generation, which the caller keeps
- * alive as long as the backend. NULL: out of memory. */
+/* The backend of device's account's delivery mode, speaking for the device in the log (log_id:
+ * session=), behind the device's recipient policy (backend_policy.h) when it has one. ctx: what
+ * delivery works with (borrowed). gen: the session's generation, which the caller keeps alive as
+ * long as the backend; device belongs to it. NULL: out of memory. */
 struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *gen,
-                            const struct cfg_account *acct, const char *device, const char *log_id);
+                            const struct cfg_device *device, const char *log_id);
 
 static inline void backend_free(struct backend *b)
 {

@@ -487,6 +487,7 @@ void config_free(struct config *cfg)
         return;
     config_free_endpoints(cfg->listen, cfg->nlisten);
     config_free_endpoints(cfg->listen_tls, cfg->nlisten_tls);
+    free(cfg->trusted_proxies);
     free(cfg->hostname);
     free(cfg->tls_cert);
     free(cfg->tls_key);

@@ -15,6 +15,9 @@ struct cfg_endpoint {
     char *host; /* "0.0.0.0", "::", "127.0.0.1", "*" (all); brackets of [v6] removed */
     char *port; /* numeric, 1..65535 */
     int line;
+    /* `listen = ADDR proxy_protocol`: every connection starts with a PROXY protocol v1/v2
+     * header from one of trusted_proxies, naming the device's address */
+    int proxy_protocol;
 };
 
 /* upstream_auth: how the proxy authenticates upstream. The first three send an OAuth token (the
@@ -153,6 +156,9 @@ struct config {
     size_t nlisten;
     struct cfg_endpoint *listen_tls;
     size_t nlisten_tls;
+    /* who may send a PROXY protocol header (listeners flagged proxy_protocol) */
+    struct cidr *trusted_proxies;
+    size_t ntrusted_proxies;
     char *hostname;
     char *tls_cert;
     char *tls_key;

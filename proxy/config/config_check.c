@@ -191,6 +191,19 @@ static void config_check_proxy(struct config_ctx *c, const struct config_section
             }
         }
     }
+    /* A proxy_protocol listener believes the header only from trusted_proxies: without any,
+     * it would refuse every connection. */
+    for (size_t i = 0; i < cfg->nlisten + cfg->nlisten_tls; i++) {
+        const struct cfg_endpoint *a =
+            i < cfg->nlisten ? &cfg->listen[i] : &cfg->listen_tls[i - cfg->nlisten];
+        if (a->proxy_protocol && cfg->ntrusted_proxies == 0) {
+            config_err(c, a->line,
+                       "%s:%s proxy_protocol needs trusted_proxies in [proxy] (the load "
+                       "balancers' addresses)",
+                       a->host, a->port);
+            break;
+        }
+    }
     if (!cfg->control_socket && cfg->state_dir)
         cfg->control_socket = config_check_fmt(c, "%s/control.sock", cfg->state_dir);
     /* sockaddr_un's sun_path holds 108 bytes with its NUL. */

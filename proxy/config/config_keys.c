@@ -6,6 +6,9 @@
 
 #include <openssl/ssl.h>
 
+/* config_value.c: [proxy] trusted_proxies, a list of addresses and CIDR blocks */
+CONFIG_SETTER(config_value_set_trusted_proxies);
+
 static const struct config_choice config_tls_versions[] = {{"1.0", TLS1_VERSION},
                                                            {"1.1", TLS1_1_VERSION},
                                                            {"1.2", TLS1_2_VERSION},
@@ -58,9 +61,11 @@ static const struct config_choice config_clouds[] = {{"global", MS_CLOUD_GLOBAL}
 
 static const struct config_key config_proxy_keys[] = {
     {"listen", config_value_set_listen, 0, NULL, 0, 0, NULL, KEY_REPEAT,
-     "IPv4:port, [IPv6]:port or *:port"},
+     "IPv4:port, [IPv6]:port or *:port, optionally followed by proxy_protocol"},
     {"listen_tls", config_value_set_listen_tls, 0, NULL, 0, 0, NULL, KEY_REPEAT,
-     "IPv4:port, [IPv6]:port or *:port"},
+     "IPv4:port, [IPv6]:port or *:port, optionally followed by proxy_protocol"},
+    {"trusted_proxies", config_value_set_trusted_proxies, 0, NULL, 0, 0, NULL, KEY_REPEAT,
+     "IPv4 or IPv6 addresses or CIDR blocks, comma-separated"},
     {"hostname", config_value_set_dns_name, CF(hostname), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "a DNS name"},
     {"tls_cert", config_secret_set_file, CF(tls_cert), NULL, 0, 0, NULL, KEY_EMPTY_OK,

@@ -583,10 +583,36 @@ static void config_value_add_endpoint(struct config_ctx *c, const struct config_
 {
     const char *why = NULL;
     struct cfg_endpoint ep = {.line = c->lineno}, *grown;
-    if (config_value_parse_endpoint(value, &ep.host, &ep.port, &why) != 0) {
+    char addr[128];
+    size_t alen = strcspn(value, " \t");
+    const char *opt = value + alen;
+    opt += strspn(opt, " \t");
+    if (*opt) {
+        /* "ADDR proxy_protocol": the one flag a listener takes */
+        size_t olen = strcspn(opt, " \t");
+        if (olen != strlen("proxy_protocol") || strncmp(opt, "proxy_protocol", olen) != 0 ||
+            opt[olen + strspn(opt + olen, " \t")]) {
+            config_err(c, c->lineno,
+                       "%s: unknown option after the address in '%s'; the only one is "
+                       "proxy_protocol",
+                       k->name, value);
+            return;
+        }
+        ep.proxy_protocol = 1;
+    }
+    if (alen >= sizeof(addr)) {
+        config_err(c, c->lineno,
+                   "%s: invalid address '%.40s...' (too long); expected IPv4:port, [IPv6]:port "
+                   "or *:port",
+                   k->name, value);
+        return;
+    }
+    memcpy(addr, value, alen);
+    addr[alen] = '\0';
+    if (config_value_parse_endpoint(addr, &ep.host, &ep.port, &why) != 0) {
         config_err(c, c->lineno,
                    "%s: invalid address '%s' (%s); expected IPv4:port, [IPv6]:port or *:port",
-                   k->name, value, why);
+                   k->name, addr, why);
         return;
     }
     grown = realloc(*list, (*n + 1) * sizeof(**list));
@@ -631,11 +657,11 @@ void config_value_set_endpoint(struct config_ctx *c, struct config_section *s,
     *ep = n;
 }
 
-/* "10.20.3.15, 10.20.4.0/24": every entry is checked and reported on its own. */
-void config_value_set_addresses(struct config_ctx *c, struct config_section *s,
-                                const struct config_key *k, const char *value)
+/* "10.20.3.15, 10.20.4.0/24" appended to *list: every entry is checked and reported on its
+ * own. */
+static void config_value_add_cidrs(struct config_ctx *c, const struct config_key *k,
+                                   const char *value, struct cidr **list, size_t *n)
 {
-    struct cfg_device *d = &c->cfg->devices[s->index];
     const char *p = value;
     for (;;) {
         size_t len = strcspn(p, ",");
@@ -652,19 +678,36 @@ void config_value_set_addresses(struct config_ctx *c, struct config_section *s,
             if (cidr_parse(item, &cidr, err, sizeof(err)) != 0) {
                 config_err(c, c->lineno, "%s: %s", k->name, err);
             } else {
-                grown = realloc(d->addrs, (d->naddrs + 1) * sizeof(*d->addrs));
+                grown = realloc(*list, (*n + 1) * sizeof(**list));
                 if (!grown) {
                     c->oom = 1;
                     return;
                 }
-                d->addrs = grown;
-                d->addrs[d->naddrs++] = cidr;
+                *list = grown;
+                (*list)[(*n)++] = cidr;
             }
         }
         if (p[len] != ',')
             break;
         p += len + 1;
     }
+}
+
+void config_value_set_addresses(struct config_ctx *c, struct config_section *s,
+                                const struct config_key *k, const char *value)
+{
+    struct cfg_device *d = &c->cfg->devices[s->index];
+    config_value_add_cidrs(c, k, value, &d->addrs, &d->naddrs);
+}
+
+/* [proxy] trusted_proxies: the balancers allowed to send a PROXY protocol header (named in
+ * config_keys.c's table, which declares it too). */
+CONFIG_SETTER(config_value_set_trusted_proxies);
+void config_value_set_trusted_proxies(struct config_ctx *c, struct config_section *s,
+                                      const struct config_key *k, const char *value)
+{
+    (void)s;
+    config_value_add_cidrs(c, k, value, &c->cfg->trusted_proxies, &c->cfg->ntrusted_proxies);
 }
 
 /* "@upenn.edu, @.upenn.edu, alice@partner.org, *" (rcpt_policy.h): the first bad entry is

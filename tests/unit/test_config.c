@@ -389,7 +389,8 @@ static void test_unknown_key(void **state)
     (void)state;
     expect_errors(MIN_PROXY "max_size = 10M\n" MIN_ACCOUNT MIN_DEVICE "colour = blue\n",
                   "@DIR@/c.conf:3: unknown key 'max_size' in [proxy]; valid keys: listen, "
-                  "listen_tls, hostname, tls_cert, tls_key, tls_min_version, max_message_size, "
+                  "listen_tls, trusted_proxies, hostname, tls_cert, tls_key, tls_min_version, "
+                  "max_message_size, "
                   "max_recipients, max_connections, max_errors, max_connections_per_ip, "
                   "auth_fail_limit, auth_block_time, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
@@ -456,6 +457,50 @@ static void test_bad_listen(void **state)
         "[proxy]\nlisten = 127.0.0.1:25\nlisten_tls = 127.0.0.1:25\n" MIN_ACCOUNT MIN_DEVICE,
         "@DIR@/c.conf:3: listen_tls needs tls_cert and tls_key in [proxy]\n"
         "@DIR@/c.conf:3: 127.0.0.1:25 is already listened on (line 2)\n");
+}
+
+/* listen ... proxy_protocol and trusted_proxies (PROXY protocol behind a load balancer). */
+static void test_proxy_protocol(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok("[proxy]\nlisten = 127.0.0.1:2525 proxy_protocol\n"
+                                   "listen = 127.0.0.1:2526\n"
+                                   "trusted_proxies = 10.0.0.5, 192.168.0.0/24\n"
+                                   "trusted_proxies = ::1\n" MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->nlisten, 2);
+    assert_string_equal(cfg->listen[0].host, "127.0.0.1");
+    assert_string_equal(cfg->listen[0].port, "2525");
+    assert_int_equal(cfg->listen[0].proxy_protocol, 1);
+    assert_int_equal(cfg->listen[1].proxy_protocol, 0);
+    assert_int_equal(cfg->ntrusted_proxies, 3);
+    assert_int_equal(cfg->trusted_proxies[1].prefix, 24);
+    assert_int_equal(cfg->trusted_proxies[2].family, AF_INET6);
+    config_free(cfg);
+    cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->ntrusted_proxies, 0);
+    assert_int_equal(cfg->listen[0].proxy_protocol, 0);
+    config_free(cfg);
+    expect_errors("[proxy]\nlisten = 127.0.0.1:2525\nlisten = 127.0.0.1:2526   proxy_protocol\n"
+                  "listen = 127.0.0.1:2527 proxy\n"
+                  "listen = 127.0.0.1:2528 proxy_protocol extra\n"
+                  "listen = relay:25 proxy_protocol\n"
+                  "trusted_proxies = 10.0.0.1/8, 10.0.0.300\n" MIN_ACCOUNT MIN_DEVICE,
+                  "@DIR@/c.conf:3: 127.0.0.1:2526 proxy_protocol needs trusted_proxies in [proxy] "
+                  "(the load balancers' addresses)\n"
+                  "@DIR@/c.conf:4: listen: unknown option after the address in "
+                  "'127.0.0.1:2527 proxy'; the only one is proxy_protocol\n"
+                  "@DIR@/c.conf:5: listen: unknown option after the address in "
+                  "'127.0.0.1:2528 proxy_protocol extra'; the only one is proxy_protocol\n"
+                  "@DIR@/c.conf:6: listen: invalid address 'relay:25' (the host must be an IP "
+                  "address or *); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "@DIR@/c.conf:7: trusted_proxies: '10.0.0.1/8' has host bits set; did you mean "
+                  "10.0.0.0/8?\n"
+                  "@DIR@/c.conf:7: trusted_proxies: invalid address '10.0.0.300'; expected an "
+                  "IPv4 or IPv6 address or CIDR block such as 10.20.4.0/24 or 2001:db8::/32\n");
+    expect_errors("[proxy]\nlisten = 127.0.0.1:2525\nlisten_tls = 127.0.0.1:4650 proxy_protocol\n"
+                  "tls_cert = @DIR@/cert.pem\ntls_key = @DIR@/key.pem\n" MIN_ACCOUNT MIN_DEVICE,
+                  "@DIR@/c.conf:3: 127.0.0.1:4650 proxy_protocol needs trusted_proxies in [proxy] "
+                  "(the load balancers' addresses)\n");
 }
 
 /* metrics_listen: one address, off when absent or empty. */
@@ -778,8 +823,8 @@ static void test_many_errors(void **state)
                   "@DIR@/c.conf:2: [proxy]: at least one listen or listen_tls is required, e.g. "
                   "listen = 0.0.0.0:2525\n"
                   "@DIR@/c.conf:3: expected 'key = value', a [section] header or a ; comment\n"
-                  "@DIR@/c.conf:4: listen: invalid address '127.0.0.1:25 x' (the port must be "
-                  "1..65535); expected IPv4:port, [IPv6]:port or *:port\n"
+                  "@DIR@/c.conf:4: listen: unknown option after the address in '127.0.0.1:25 x'; "
+                  "the only one is proxy_protocol\n"
                   "@DIR@/c.conf:5: missing ']' in section header; valid sections: [proxy], "
                   "[upstream], [account NAME], [device NAME]\n"
                   "@DIR@/c.conf:6: unexpected text after section header: 'extra'\n"
@@ -1473,21 +1518,37 @@ static void test_allow_recipients(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_valid),        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_log_level_warning), cmocka_unit_test(test_lexical),
-        cmocka_unit_test(test_unknown_key),       cmocka_unit_test(test_throttle_keys),
-        cmocka_unit_test(test_unknown_section),   cmocka_unit_test(test_bad_listen),
-        cmocka_unit_test(test_bad_cidr),          cmocka_unit_test(test_secret_files),
-        cmocka_unit_test(test_tls_files),         cmocka_unit_test(test_account_reference),
-        cmocka_unit_test(test_bad_hash),          cmocka_unit_test(test_missing_required),
-        cmocka_unit_test(test_bad_size_duration), cmocka_unit_test(test_out_of_range),
-        cmocka_unit_test(test_line_too_long),     cmocka_unit_test(test_many_errors),
-        cmocka_unit_test(test_token_urls),        cmocka_unit_test(test_whole_file),
-        cmocka_unit_test(test_example_file),      cmocka_unit_test(test_delegated_example),
-        cmocka_unit_test(test_grant_credentials), cmocka_unit_test(test_upstream_auth),
-        cmocka_unit_test(test_metrics_listen),    cmocka_unit_test(test_delivery_keys),
-        cmocka_unit_test(test_upstream_kinds),    cmocka_unit_test(test_clouds),
-        cmocka_unit_test(test_http_proxy),        cmocka_unit_test(test_kind_examples),
+        cmocka_unit_test(test_full_valid),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_log_level_warning),
+        cmocka_unit_test(test_lexical),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_throttle_keys),
+        cmocka_unit_test(test_unknown_section),
+        cmocka_unit_test(test_bad_listen),
+        cmocka_unit_test(test_proxy_protocol),
+        cmocka_unit_test(test_bad_cidr),
+        cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_tls_files),
+        cmocka_unit_test(test_account_reference),
+        cmocka_unit_test(test_bad_hash),
+        cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_bad_size_duration),
+        cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_line_too_long),
+        cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_token_urls),
+        cmocka_unit_test(test_whole_file),
+        cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_delegated_example),
+        cmocka_unit_test(test_grant_credentials),
+        cmocka_unit_test(test_upstream_auth),
+        cmocka_unit_test(test_metrics_listen),
+        cmocka_unit_test(test_delivery_keys),
+        cmocka_unit_test(test_upstream_kinds),
+        cmocka_unit_test(test_clouds),
+        cmocka_unit_test(test_http_proxy),
+        cmocka_unit_test(test_kind_examples),
         cmocka_unit_test(test_allow_recipients),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

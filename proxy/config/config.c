@@ -496,6 +496,8 @@ void config_free(struct config *cfg)
     free(cfg->control_socket);
     free(cfg->metrics_listen.host);
     free(cfg->metrics_listen.port);
+    free(cfg->dns_server.host);
+    free(cfg->dns_server.port);
     free(cfg->http_proxy);
     config_free_upstream(&cfg->upstream);
     for (size_t i = 0; i < cfg->naccounts; i++) {

@@ -135,6 +135,14 @@ struct cfg_account {
     int line;
 };
 
+/* require_fcrdns: forward-confirmed reverse DNS of the device's address (docs/recipient-policy.md)
+ */
+enum fcrdns_mode {
+    FCRDNS_NO,       /* not checked (the default) */
+    FCRDNS_EXTERNAL, /* on failure, recipients outside [proxy] allow_recipients are refused */
+    FCRDNS_SESSION,  /* on failure, every MAIL of the session is refused */
+};
+
 struct cfg_device {
     char *name;
     struct cidr *addrs; /* empty: any address (then username is required) */
@@ -146,6 +154,7 @@ struct cfg_device {
      * allow_own, or [proxy]'s (borrowed from struct config). Never NULL once loaded. */
     struct rcpt_policy allow_own;
     const struct rcpt_policy *allow_recipients;
+    enum fcrdns_mode require_fcrdns;
     int line;
 };
 
@@ -201,6 +210,9 @@ struct config {
     /* who a device may send to unless its own allow_recipients says otherwise; default "*"
      * (docs/recipient-policy.md) */
     struct rcpt_policy allow_recipients;
+    /* the resolver's one name server (IP:port) instead of /etc/resolv.conf's; host NULL: those.
+     * Read at start-up. */
+    struct cfg_endpoint dns_server;
     /* [account NAME], [device NAME] in file order */
     struct cfg_account *accounts;
     size_t naccounts;

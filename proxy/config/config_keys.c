@@ -55,6 +55,12 @@ static const struct config_choice config_clouds[] = {{"global", MS_CLOUD_GLOBAL}
                                                      {"china", MS_CLOUD_CHINA},
                                                      {NULL, 0}};
 
+static const struct config_choice config_fcrdns[] = {{"no", FCRDNS_NO},
+                                                     {"external", FCRDNS_EXTERNAL},
+                                                     {"yes", FCRDNS_EXTERNAL},
+                                                     {"session", FCRDNS_SESSION},
+                                                     {NULL, 0}};
+
 #define CF(f) offsetof(struct config, f)
 #define AF(f) offsetof(struct cfg_account, f)
 #define DF(f) offsetof(struct cfg_device, f)
@@ -110,6 +116,8 @@ static const struct config_key config_proxy_keys[] = {
      "http://HOST:PORT"},
     {"allow_recipients", config_value_set_recipients, CF(allow_recipients), "*", 0, 0, NULL, 0,
      "@domain, @.domain, local@domain or *"},
+    {"dns_server", config_value_set_endpoint, CF(dns_server), NULL, 0, 0, NULL, KEY_EMPTY_OK,
+     "IPv4:port or [IPv6]:port (default: /etc/resolv.conf's name servers)"},
 };
 
 static const struct config_key config_upstream_keys[] = {
@@ -211,6 +219,8 @@ static const struct config_key config_device_keys[] = {
     /* No default here: [proxy]'s applies (config_check_device). */
     {"allow_recipients", config_value_set_recipients, DF(allow_own), NULL, 0, 0, NULL, 0,
      "@domain, @.domain, local@domain or *"},
+    {"require_fcrdns", config_value_set_choice, DF(require_fcrdns), "no", 0, 0, config_fcrdns, 0,
+     NULL},
 };
 
 #define CONFIG_NKEYS(a) (sizeof(a) / sizeof((a)[0]))

@@ -7,9 +7,12 @@
 #include "proxy/delivery/backend_direct.h"
 #include "proxy/delivery/backend_policy.h"
 #include "proxy/delivery/backend_store.h"
+#include "proxy/delivery/delivery_ctx.h"
+#include "proxy/runtime/server_gen.h"
 
 struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *gen,
-                            const struct cfg_device *device, const char *log_id)
+                            const struct cfg_device *device, const struct sockaddr *peer,
+                            struct evdns_base *dns, const char *log_id)
 {
     const struct cfg_account *acct = device->account;
     struct backend *b;
@@ -17,8 +20,10 @@ struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *g
         b = backend_direct_new(ctx, gen, acct, device->name, log_id);
     else
         b = backend_store_new(ctx, gen, acct, device->name, log_id); /* spool, direct-then-spool */
-    /* "*" (the default): no layer, nothing to check */
-    if (b && device->allow_recipients && !rcpt_policy_is_any(device->allow_recipients))
-        b = backend_policy_new(b, device, log_id);
+    /* "*" (the default) and no FCrDNS: no layer, nothing to check */
+    if (b && ((device->allow_recipients && !rcpt_policy_is_any(device->allow_recipients)) ||
+              device->require_fcrdns != FCRDNS_NO))
+        b = backend_policy_new(b, device, &gen->cfg->allow_recipients, peer, dns, ctx->base,
+                               log_id);
     return b;
 }

@@ -7,12 +7,14 @@
 #define SOP_BACKEND_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "proxy/delivery/txn.h"
 
 struct delivery_ctx;
 struct server_gen;
 struct cfg_device;
+struct evdns_base;
 struct backend;
 
 /* reply: a complete SMTP reply for the device without the final CRLF (lines of a multi-line
@@ -54,9 +56,11 @@ struct backend {
 /* The backend of device's account's delivery mode, speaking for the device in the log (log_id:
  * session=), behind the device's recipient policy (backend_policy.h) when it has one. ctx: what
  * delivery works with (borrowed). gen: the session's generation, which the caller keeps alive as
- * long as the backend; device belongs to it. NULL: out of memory. */
+ * long as the backend; device belongs to it. peer: the device's address, dns: the resolver
+ * (both for require_fcrdns). NULL: out of memory. */
 struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *gen,
-                            const struct cfg_device *device, const char *log_id);
+                            const struct cfg_device *device, const struct sockaddr *peer,
+                            struct evdns_base *dns, const char *log_id);
 
 static inline void backend_free(struct backend *b)
 {

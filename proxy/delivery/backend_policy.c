@@ -4,6 +4,8 @@
  * nothing because backend_new does not build the layer at all. */
 #include "proxy/delivery/backend_policy.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +13,28 @@
 #include "common/log.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rcpt_policy.h"
+#include "proxy/delivery/fcrdns.h"
+
+enum fcrdns_state { FC_UNKNOWN, FC_PENDING, FC_PASS, FC_FAIL };
 
 struct policy_backend {
     struct backend base; /* first: the device session holds &base */
     struct backend *inner;
     const struct cfg_device *device;
+    const struct rcpt_policy *proxy_allow;
     char log_id[32];
+    /* require_fcrdns */
+    struct sockaddr_storage peer;
+    char ip[INET6_ADDRSTRLEN];
+    struct evdns_base *dns;
+    struct event_base *evbase;
+    enum fcrdns_state fc;
+    struct fcrdns_lookup *lookup;
+    /* the MAIL waiting for the check */
+    char *mail_from;
+    struct txn_mail_opts mail_opts;
+    backend_reply_cb mail_cb;
+    void *mail_arg;
 };
 
 static struct backend *pb_inner(struct backend *b)
@@ -24,11 +42,54 @@ static struct backend *pb_inner(struct backend *b)
     return ((struct policy_backend *)b)->inner;
 }
 
+static void pb_mail_go(struct policy_backend *pb, const char *from, const struct txn_mail_opts *o,
+                       backend_reply_cb cb, void *arg)
+{
+    if (pb->fc == FC_FAIL && pb->device->require_fcrdns == FCRDNS_SESSION) {
+        char reply[128];
+        snprintf(reply, sizeof(reply), "550 5.7.25 Reverse DNS of [%s] does not match", pb->ip);
+        log_info("event=mail_refused session=%s device=%s ip=%s reason=require_fcrdns", pb->log_id,
+                 pb->device->name, pb->ip);
+        cb(arg, reply);
+        return;
+    }
+    pb->inner->ops->mail(pb->inner, from, o, cb, arg);
+}
+
+static void pb_on_fcrdns(void *arg, int ok)
+{
+    struct policy_backend *pb = arg;
+    char *from = pb->mail_from;
+    pb->lookup = NULL;
+    pb->mail_from = NULL;
+    pb->fc = ok ? FC_PASS : FC_FAIL;
+    pb_mail_go(pb, from, &pb->mail_opts, pb->mail_cb, pb->mail_arg);
+    free(from);
+}
+
+/* The first MAIL of a device that requires FCrDNS waits (the session is busy) for the check. */
 static void pb_mail(struct backend *b, const char *from, const struct txn_mail_opts *o,
                     backend_reply_cb cb, void *arg)
 {
-    struct backend *in = pb_inner(b);
-    in->ops->mail(in, from, o, cb, arg);
+    struct policy_backend *pb = (struct policy_backend *)b;
+    if (pb->device->require_fcrdns != FCRDNS_NO && pb->fc == FC_UNKNOWN) {
+        pb->mail_from = strdup(from);
+        if (!pb->mail_from) {
+            cb(arg, "451 4.3.0 Out of memory");
+            return;
+        }
+        pb->mail_opts = *o;
+        pb->mail_cb = cb;
+        pb->mail_arg = arg;
+        pb->fc = FC_PENDING;
+        int r =
+            fcrdns_check(pb->dns, pb->evbase, (const struct sockaddr *)&pb->peer,
+                         BACKEND_POLICY_FCRDNS_WAIT_S, pb->log_id, pb_on_fcrdns, pb, &pb->lookup);
+        if (r >= 0)
+            pb_on_fcrdns(pb, r); /* from the cache */
+        return;
+    }
+    pb_mail_go(pb, from, o, cb, arg);
 }
 
 static void pb_rcpt(struct backend *b, const char *to, backend_reply_cb cb, void *arg)
@@ -43,6 +104,17 @@ static void pb_rcpt(struct backend *b, const char *to, backend_reply_cb cb, void
                  pb->device->name, allow->display);
         log_info("event=rcpt_refused session=%s device=%s rcpt=<%.256s> reason=allow_recipients",
                  pb->log_id, pb->device->name, to);
+        cb(arg, reply);
+        return;
+    }
+    /* external: not matched by [proxy] allow_recipients */
+    if (pb->device->require_fcrdns == FCRDNS_EXTERNAL && pb->fc == FC_FAIL &&
+        !(pb->proxy_allow && rcpt_policy_match(pb->proxy_allow, to))) {
+        char reply[128];
+        snprintf(reply, sizeof(reply), "550 5.7.25 Reverse DNS of [%s] does not match", pb->ip);
+        log_info("event=rcpt_refused session=%s device=%s rcpt=<%.256s> reason=require_fcrdns "
+                 "ip=%s",
+                 pb->log_id, pb->device->name, to, pb->ip);
         cb(arg, reply);
         return;
     }
@@ -100,6 +172,8 @@ static int pb_in_transaction(const struct backend *b)
 static void pb_free(struct backend *b)
 {
     struct policy_backend *pb = (struct policy_backend *)b;
+    fcrdns_cancel(pb->lookup);
+    free(pb->mail_from);
     backend_free(pb->inner);
     free(pb);
 }
@@ -119,7 +193,9 @@ static const struct backend_ops policy_ops = {
 };
 
 struct backend *backend_policy_new(struct backend *inner, const struct cfg_device *device,
-                                   const char *log_id)
+                                   const struct rcpt_policy *proxy_allow,
+                                   const struct sockaddr *peer, struct evdns_base *dns,
+                                   struct event_base *base, const char *log_id)
 {
     if (!inner)
         return NULL;
@@ -131,6 +207,22 @@ struct backend *backend_policy_new(struct backend *inner, const struct cfg_devic
     pb->base.ops = &policy_ops;
     pb->inner = inner;
     pb->device = device;
+    pb->proxy_allow = proxy_allow;
+    pb->dns = dns;
+    pb->evbase = base;
+    if (peer && peer->sa_family == AF_INET) {
+        memcpy(&pb->peer, peer, sizeof(struct sockaddr_in));
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, pb->ip, sizeof(pb->ip));
+    } else if (peer && peer->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+        memcpy(&pb->peer, peer, sizeof(struct sockaddr_in6));
+        if (IN6_IS_ADDR_V4MAPPED(a6))
+            inet_ntop(AF_INET, a6->s6_addr + 12, pb->ip, sizeof(pb->ip));
+        else
+            inet_ntop(AF_INET6, a6, pb->ip, sizeof(pb->ip));
+    } else {
+        snprintf(pb->ip, sizeof(pb->ip), "unknown");
+    }
     snprintf(pb->log_id, sizeof(pb->log_id), "%s", log_id);
     return &pb->base;
 }

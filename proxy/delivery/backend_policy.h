@@ -6,12 +6,23 @@
 
 #include "proxy/delivery/backend.h"
 
-struct cfg_device;
+#include <sys/socket.h>
 
-/* Wraps inner (owned from here on: freed with the layer, or at once when this fails). device:
- * borrowed, from the generation the session keeps alive as long as the backend. NULL: out of
- * memory. */
+struct cfg_device;
+struct rcpt_policy;
+struct evdns_base;
+struct event_base;
+
+/* How long a MAIL waits for the device's FCrDNS check at most (then it counts as failed). */
+#define BACKEND_POLICY_FCRDNS_WAIT_S 10u
+
+/* Wraps inner (owned from here on: freed with the layer, or at once when this fails). device and
+ * proxy_allow ([proxy] allow_recipients: what is not "external"): borrowed, from the generation
+ * the session keeps alive as long as the backend. peer: the device's address (copied). dns,
+ * base: for require_fcrdns. NULL: out of memory. */
 struct backend *backend_policy_new(struct backend *inner, const struct cfg_device *device,
-                                   const char *log_id);
+                                   const struct rcpt_policy *proxy_allow,
+                                   const struct sockaddr *peer, struct evdns_base *dns,
+                                   struct event_base *base, const char *log_id);
 
 #endif

@@ -63,8 +63,29 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
         return NULL;
     }
     s->base = base;
-    s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (!s->dns) {
+    if (cfg->dns_server.host) {
+        /* [proxy] dns_server: this one name server (and /etc/hosts), not resolv.conf's */
+        char ns[128];
+        int v6 = strchr(cfg->dns_server.host, ':') != NULL;
+        snprintf(ns, sizeof(ns), "%s%s%s:%s", v6 ? "[" : "", cfg->dns_server.host, v6 ? "]" : "",
+                 cfg->dns_server.port);
+        s->dns = evdns_base_new(base, 0);
+        if (s->dns) {
+            evdns_base_load_hosts(s->dns, NULL);
+            if (evdns_base_nameserver_ip_add(s->dns, ns) != 0) {
+                snprintf(err, errlen, "dns_server: cannot use name server %s", ns);
+                evdns_base_free(s->dns, 0);
+                s->dns = NULL;
+                config_free(cfg);
+                free(s);
+                return NULL;
+            }
+            log_info("event=dns_server server=%s", ns);
+        }
+    } else {
+        s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    }
+    if (!s->dns && !cfg->dns_server.host) {
         /* No usable /etc/resolv.conf: still serve upstreams named in /etc/hosts or by IP. */
         log_warn("event=dns_degraded reason=\"cannot read nameservers from /etc/resolv.conf\" "
                  "effect=\"only /etc/hosts names and IP literals resolve\"");

@@ -94,7 +94,8 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
      * as another device after a first message gets a backend of its own. */
     if (s->backend_device != d) {
         backend_free(s->backend);
-        s->backend = backend_new(&s->srv->dctx, s->gen, d, s->id);
+        s->backend =
+            backend_new(&s->srv->dctx, s->gen, d, (struct sockaddr *)&s->peer, s->srv->dns, s->id);
         s->backend_device = s->backend ? d : NULL;
         if (!s->backend) {
             ss_reply(s, "451 4.3.0 Out of memory");

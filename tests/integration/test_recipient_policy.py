@@ -9,10 +9,14 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
               tests/integration/test_recipient_policy.py -v
 """
 import os
+import signal
+import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sop_rig  # noqa: E402
 import test_relay  # noqa: E402
 from test_relay import MSG, T, ProxyCase  # noqa: E402,F401
 
@@ -111,6 +115,102 @@ class TestRecipientPolicy(ProxyCase):
         s.quit()
         self.assertEqual(self.one_message(timeout=T)["rcpt_tos"], ["x@gmail.test"])
         self.assertNotIn("event=rcpt_refused", self.log())
+
+
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+
+class TestFcrdns(ProxyCase):
+    """require_fcrdns against a real DNS server on loopback (dnsmasq): copier.test is 127.0.0.2
+    both ways; 127.0.0.3 and 127.0.0.4 claim liar.test, which is 127.0.0.9."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.access(DNSMASQ, os.X_OK):
+            raise RuntimeError("%s is missing: scripts/install-deps.sh installs dnsmasq-base"
+                               % DNSMASQ)
+        cls.dns_port = sop_rig.free_port()
+        cls.dns_log = open(os.path.join(test_relay.RIG.dir, "dnsmasq.log"), "ab")
+        cls.dns = subprocess.Popen(
+            [DNSMASQ, "--no-daemon", "--port=%d" % cls.dns_port, "--listen-address=127.0.0.1",
+             "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+             "--log-queries", "--local=/test/", "--local=/127.in-addr.arpa/",
+             "--host-record=copier.test,127.0.0.2",
+             "--ptr-record=3.0.0.127.in-addr.arpa,liar.test",
+             "--ptr-record=4.0.0.127.in-addr.arpa,liar.test",
+             "--host-record=liar.test,127.0.0.9"],
+            stdin=subprocess.DEVNULL, stdout=cls.dns_log, stderr=cls.dns_log,
+            start_new_session=True)
+        cls.addClassCleanup(cls.stop_dns)
+        sop_rig.wait_port(cls.dns_port, timeout=test_relay.T, proc=cls.dns)
+
+    @classmethod
+    def stop_dns(cls):
+        p, cls.dns = cls.dns, None
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        cls.dns_log.close()
+
+    def start_fcrdns(self):
+        dev = {"account": "scanners", "allow_recipients": "*", "require_fcrdns": "external"}
+        devices = [("copier", dict(dev, address="127.0.0.2")),
+                   ("liar", dict(dev, address="127.0.0.3")),
+                   ("liar2", dict(dev, address="127.0.0.4", require_fcrdns="session"))]
+        self.start_proxy(devices=devices,
+                         proxy_extra={"allow_recipients": PENN,
+                                      "dns_server": "127.0.0.1:%d" % self.dns_port})
+
+    def test_confirmed_device_sends_anywhere(self):
+        self.start_fcrdns()
+        s = self.smtp(source="127.0.0.2")
+        s.ehlo("copier.test")
+        self.assertEqual(s.mail("copier@contoso.test")[0], 250)
+        self.assertEqual(s.rcpt("x@gmail.test")[0], 250)
+        self.assertEqual(s.rcpt("alice@contoso.test")[0], 250)
+        code, msg = s.data(MSG)
+        self.assertEqual(code, 250, msg)
+        s.quit()
+        self.assertEqual(self.one_message(timeout=T)["rcpt_tos"],
+                         ["x@gmail.test", "alice@contoso.test"])
+        self.assertRegex(self.log(), r"event=fcrdns session=\S+ ip=127\.0\.0\.2 "
+                         r"name=copier\.test result=pass")
+
+    def test_liar_refused_for_external_recipients(self):
+        self.start_fcrdns()
+        s = self.smtp(source="127.0.0.3")
+        s.ehlo("liar.test")
+        self.assertEqual(s.mail("copier@contoso.test")[0], 250)
+        self.assertEqual(s.rcpt("alice@contoso.test")[0], 250)  # not external
+        code, msg = s.rcpt("x@gmail.test")
+        self.assertEqual((code, msg), (550, b"5.7.25 Reverse DNS of [127.0.0.3] does not match"))
+        self.assertEqual(s.rcpt("bob@lab.contoso.test")[0], 250)
+        code, msg = s.data(MSG)
+        self.assertEqual(code, 250, msg)
+        # a second message in the session: the verdict holds
+        self.assertEqual(s.mail("copier@contoso.test")[0], 250)
+        self.assertEqual(s.rcpt("y@gmail.test")[0], 550)
+        s.rset()
+        s.quit()
+        self.assertEqual(self.one_message(timeout=T)["rcpt_tos"],
+                         ["alice@contoso.test", "bob@lab.contoso.test"])
+        self.assertRegex(self.log(), r"event=fcrdns session=\S+ ip=127\.0\.0\.3 "
+                         r"name=liar\.test result=fail reason=\"the PTR name resolves elsewhere\"")
+
+    def test_liar_session_refused_at_mail(self):
+        self.start_fcrdns()
+        s = self.smtp(source="127.0.0.4")
+        s.ehlo("liar.test")
+        code, msg = s.mail("copier@contoso.test")
+        self.assertEqual((code, msg), (550, b"5.7.25 Reverse DNS of [127.0.0.4] does not match"))
+        code, msg = s.mail("copier@contoso.test")
+        self.assertEqual(code, 550, msg)
+        s.quit()
+        self.assert_nothing_relayed()
 
 
 if __name__ == "__main__":

@@ -395,9 +395,9 @@ static void test_unknown_key(void **state)
                   "auth_fail_limit, auth_block_time, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
                   "stale_after, max_queue_lifetime, spool_commit_threads, direct_attempt_timeout, "
-                  "http_proxy, allow_recipients\n"
+                  "http_proxy, allow_recipients, dns_server\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
-                  "username, password_hash, account, allow_recipients\n");
+                  "username, password_hash, account, allow_recipients, require_fcrdns\n");
 }
 
 static void test_unknown_section(void **state)
@@ -1515,6 +1515,35 @@ static void test_allow_recipients(void **state)
                   "@DIR@/c.conf:17: allow_recipients: empty entry; " RP_WHAT "\n");
 }
 
+/* require_fcrdns per device (yes = external) and [proxy] dns_server. */
+static void test_fcrdns_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->devices[0].require_fcrdns, FCRDNS_NO);
+    assert_null(cfg->dns_server.host);
+    config_free(cfg);
+
+    cfg = expect_ok(MIN_PROXY "dns_server = 127.0.0.1:5353\n" MIN_ACCOUNT MIN_DEVICE
+                              "require_fcrdns = session\n"
+                              "[device e]\naddress = 10.0.0.2\naccount = a\nrequire_fcrdns = yes\n"
+                              "[device f]\naddress = 10.0.0.3\naccount = a\n"
+                              "require_fcrdns = external\n");
+    assert_string_equal(cfg->dns_server.host, "127.0.0.1");
+    assert_string_equal(cfg->dns_server.port, "5353");
+    assert_int_equal(cfg->devices[0].require_fcrdns, FCRDNS_SESSION);
+    assert_int_equal(cfg->devices[1].require_fcrdns, FCRDNS_EXTERNAL);
+    assert_int_equal(cfg->devices[2].require_fcrdns, FCRDNS_EXTERNAL);
+    config_free(cfg);
+
+    expect_errors(MIN_PROXY "dns_server = 127.0.0.1\n" MIN_ACCOUNT MIN_DEVICE
+                            "require_fcrdns = always\n",
+                  "@DIR@/c.conf:3: dns_server: invalid address '127.0.0.1' (no port); "
+                  "expected IPv4:port or [IPv6]:port (default: /etc/resolv.conf's name servers)\n"
+                  "@DIR@/c.conf:13: require_fcrdns: invalid value 'always'; valid: no, external, "
+                  "yes, session\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1550,6 +1579,7 @@ int main(void)
         cmocka_unit_test(test_http_proxy),
         cmocka_unit_test(test_kind_examples),
         cmocka_unit_test(test_allow_recipients),
+        cmocka_unit_test(test_fcrdns_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -8,6 +8,7 @@
 #include "proxy/server/server.h"
 
 struct evconnlistener;
+struct pp_pending;
 
 struct server_listener {
     struct server *srv;
@@ -16,7 +17,14 @@ struct server_listener {
     char host[64]; /* the configured endpoint, what a reload compares */
     char port[8];
     char name[96]; /* "127.0.0.1:2525" */
+    /* connections from a trusted load balancer whose PROXY protocol header has not all arrived
+     * (server_listen.c); closed when the listener is freed */
+    struct pp_pending *pending;
+    unsigned npending;
 };
+
+/* How long a load balancer has to send the whole PROXY protocol header. */
+#define SERVER_PROXY_HEADER_TIMEOUT_S 5
 
 /* A listen or listen_tls entry as a reload compares them. */
 struct listen_key {

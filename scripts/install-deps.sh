@@ -24,6 +24,7 @@ PKGS=(
     # the service tests: systemd-analyze, journald, journalctl; the man pages rendered
     systemd groff-base man-db
     fail2ban                         # fail2ban-regex: test_auth_throttle checks examples/fail2ban's filter
+    haproxy                          # test_haproxy: two instances behind it, PROXY protocol v2
 )
 missing=()
 for p in "${PKGS[@]}"; do

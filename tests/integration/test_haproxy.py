@@ -2,7 +2,8 @@
 """Two proxy instances behind a real HAProxy (PROXY protocol v2), the rig's Dovecot upstream.
 
 HAProxy runs in the foreground (-db) on loopback with its own config in a temp dir: `mode tcp`,
-servers a and b with `send-proxy-v2` (and health checks, which send a v2 LOCAL header). Each
+servers a and b with `send-proxy-v2`, health-checked with `option httpchk GET /healthz` on each
+instance's metrics_listen (`check port`: the checks send no PROXY header). Each
 instance has its own state dir and `listen = 127.0.0.1:PORT proxy_protocol`, `trusted_proxies =
 127.0.0.1` (HAProxy connects from there), `delivery = direct-then-spool`.
 
@@ -59,8 +60,9 @@ frontend smtp
     default_backend relays
 backend relays
     balance roundrobin
-    server a 127.0.0.1:{pa} send-proxy-v2 check inter 1s fall 1 rise 1
-    server b 127.0.0.1:{pb} send-proxy-v2 check inter 1s fall 1 rise 1
+    option httpchk GET /healthz
+    server a 127.0.0.1:{pa} send-proxy-v2 check port {ma} inter 1s fall 1 rise 1
+    server b 127.0.0.1:{pb} send-proxy-v2 check port {mb} inter 1s fall 1 rise 1
 """
 
 
@@ -94,6 +96,7 @@ class TestHAProxy(unittest.TestCase):
         self.haproxy = None
         self.front = sop_rig.free_port()
         self.ports = {"a": sop_rig.free_port(), "b": sop_rig.free_port()}
+        self.metrics = {"a": sop_rig.free_port(), "b": sop_rig.free_port()}
         self.tls_port = sop_rig.free_port()
         self.proxies = {}
         self.addCleanup(self.cleanup)
@@ -120,7 +123,8 @@ class TestHAProxy(unittest.TestCase):
             self.rig, self.ports[name],
             listen_tls_port=self.tls_port if name == "a" else None,
             devices=devices, state_dir=os.path.join(self.tmp, "state-" + name),
-            proxy_extra={"trusted_proxies": "127.0.0.1", "max_connections_per_ip": "100"},
+            proxy_extra={"trusted_proxies": "127.0.0.1", "max_connections_per_ip": "100",
+                         "metrics_listen": "127.0.0.1:%d" % self.metrics[name]},
             account_extra={"delivery": "direct-then-spool"})
         text = re.sub(r"(?m)^(listen(_tls)? = 127\.0\.0\.1:\d+)$", r"\1 proxy_protocol", text)
         self.assertEqual(text.count("proxy_protocol"), 2 if name == "a" else 1)
@@ -139,7 +143,8 @@ class TestHAProxy(unittest.TestCase):
     def start_haproxy(self):
         cfg = os.path.join(self.tmp, "haproxy.cfg")
         with open(cfg, "w") as f:
-            f.write(HAPROXY_CFG.format(front=self.front, pa=self.ports["a"], pb=self.ports["b"]))
+            f.write(HAPROXY_CFG.format(front=self.front, pa=self.ports["a"], pb=self.ports["b"],
+                                      ma=self.metrics["a"], mb=self.metrics["b"]))
         self.haproxy_log = open(os.path.join(self.tmp, "haproxy.log"), "wb")
         self.addCleanup(self.haproxy_log.close)
         self.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdin=subprocess.DEVNULL,

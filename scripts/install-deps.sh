@@ -25,6 +25,7 @@ PKGS=(
     systemd groff-base man-db
     fail2ban                         # fail2ban-regex: test_auth_throttle checks examples/fail2ban's filter
     haproxy                          # test_haproxy: two instances behind it, PROXY protocol v2
+    dnsmasq-base                     # /usr/sbin/dnsmasq, no service: test_recipient_policy's DNS server (FCrDNS)
 )
 missing=()
 for p in "${PKGS[@]}"; do

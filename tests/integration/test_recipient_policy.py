@@ -10,6 +10,7 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
 """
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,6 +212,33 @@ class TestFcrdns(ProxyCase):
         self.assertEqual(code, 550, msg)
         s.quit()
         self.assert_nothing_relayed()
+
+
+class TestFcrdnsTimeout(ProxyCase):
+    def test_silent_dns_server_counts_as_failure(self):
+        """A name server that never answers: MAIL waits the bound (10 s), then goes on with the
+        check failed (logged), so external recipients are refused."""
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))  # reads nothing, answers nothing
+        self.start_proxy(
+            devices=[("copier", {"address": "127.0.0.2", "account": "scanners",
+                                 "allow_recipients": "*", "require_fcrdns": "yes"})],
+            proxy_extra={"allow_recipients": PENN,
+                         "dns_server": "127.0.0.1:%d" % silent.getsockname()[1]})
+        s = self.smtp(source="127.0.0.2")
+        s.ehlo("copier.test")
+        t0 = time.monotonic()
+        self.assertEqual(s.mail("copier@contoso.test")[0], 250)
+        waited = time.monotonic() - t0
+        self.assertGreater(waited, 9.0)
+        self.assertLess(waited, T)
+        self.assertEqual(s.rcpt("x@gmail.test")[0], 550)
+        self.assertEqual(s.rcpt("alice@contoso.test")[0], 250)
+        self.assertEqual(s.data(MSG)[0], 250)
+        s.quit()
+        self.assertEqual(self.one_message(timeout=T)["rcpt_tos"], ["alice@contoso.test"])
+        self.assertIn('ip=127.0.0.2 result=fail reason="no answer in time"', self.log())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 /* The recipient check as a backend layer rather than a test in the session's RCPT verb: the
  * session stays ignorant of policy (it only relays the reply it is given, as for any backend),
- * every delivery mode gets the same check from one place, and a device whose list is "*" pays
- * nothing because backend_new does not build the layer at all. */
+ * every delivery mode gets the same check from one place, and a device whose list is "*" and
+ * that needs no FCrDNS pays nothing because backend_new does not build the layer at all.
+ * require_fcrdns: the session's first MAIL waits here (the session is busy) for fcrdns.c's
+ * verdict, at most BACKEND_POLICY_FCRDNS_WAIT_S; the verdict then holds for the session. */
 #include "proxy/delivery/backend_policy.h"
 
 #include <arpa/inet.h>

@@ -13,6 +13,7 @@ PKGS=(
     libcrypt-dev libsystemd-dev
     # unit tests, lint, and the fuzz build (clang's libFuzzer and sanitizer runtimes)
     libcmocka-dev clang-format cppcheck clang libclang-rt-14-dev
+    llvm                             # llvm-symbolizer: readable stacks in sanitizer and fuzz reports
     # integration tests and the demo: real peers on loopback
     dovecot-core dovecot-submissiond # the XOAUTH2/PLAIN submission upstream
     postfix                          # smtp-sink, smtp-source

@@ -101,7 +101,8 @@ static const struct exchange_explanation table[] = {
      "in Exchange Online PowerShell: Get-InboundConnector | Format-List "
      "Name,SenderIPAddresses,TlsSenderCertificateName,RequireTls; TlsSenderCertificateName must "
      "be a domain in the CN or SAN of upstream_client_certificate (an accepted domain), or "
-     "SenderIPAddresses must hold this host's public IP; otherwise: " CONNECTOR},
+     "SenderIPAddresses must hold this host's public IP; with no such connector, add one "
+     "(Exchange admin center > Mail flow > Connectors)"},
     {550, "5.7.51", NULL, EXCHANGE_PHASE_MAIL | EXCHANGE_PHASE_RCPT,
      "a connector matched the connection but its restrictions refused it "
      "(TenantInboundAttribution: RestrictDomainsToCertificate or RestrictDomainsToIPAddresses, "

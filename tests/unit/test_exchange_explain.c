@@ -331,6 +331,23 @@ static void test_claims(void **state)
     free(big);
 }
 
+/* Every explanation, with ordinary ids, fits whole in the log line's explain= (700 bytes with
+ * its quoting; the fuzz target checks the same): a longer one was cut in the log. */
+static void test_exchange_fits_the_log_line(void **state)
+{
+    size_t n;
+    char line[4096];
+    (void)state;
+    const struct exchange_explanation *t = exchange_explain_table(&n);
+    for (size_t i = 0; i < n; i++) {
+        exchange_explain_format(&t[i], "scanners@contoso.edu",
+                                "11111111-2222-3333-4444-555555555555", line, sizeof(line));
+        if (strlen(line) >= 690)
+            fail_msg("entry %zu (%03d %s) formats to %zu bytes", i, t[i].code, t[i].enhanced,
+                     strlen(line));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_exchange_hostile_text),
         cmocka_unit_test(test_exchange_format),
         cmocka_unit_test(test_exchange_upstream_kinds),
+        cmocka_unit_test(test_exchange_fits_the_log_line),
         cmocka_unit_test(test_entra),
         cmocka_unit_test(test_claims),
     };

@@ -402,8 +402,31 @@ def knows_issue4(binary, rig):
     return r.returncode == 0
 
 
+def knows_per_ip_limit(binary, rig):
+    """Does this binary know max_connections_per_ip (issue 13; default 20)? The benchmark's
+    devices all come from 127.0.0.1, so a binary that has the limit gets it lifted."""
+    d = os.path.join(rig.dir, "probe-per-ip")
+    os.makedirs(d, exist_ok=True)
+    cfg = sop_rig.proxy_config(rig, sop_rig.free_port(), devices=[("copiers", {
+        "address": "127.0.0.1", "account": "scanners"})], state_dir=os.path.join(d, "state"),
+        proxy_extra={"max_connections_per_ip": "1000"})
+    path = os.path.join(d, "probe.ini")
+    with open(path, "w") as f:
+        f.write(cfg)
+    os.chmod(path, 0o600)
+    r = subprocess.run([binary, "--config", path, "--check"], capture_output=True, timeout=30)
+    return r.returncode == 0
+
+
+PER_IP = {}  # binary -> {"max_connections_per_ip": "1000"} or {}
+
+
 def start_proxy(rig, binary, name, state_dir, extra, proxy_extra=None):
     """The proxy on a config of the rig's: one device by address, one account (+ extra keys)."""
+    if binary not in PER_IP:
+        PER_IP[binary] = ({"max_connections_per_ip": "1000"} if knows_per_ip_limit(binary, rig)
+                          else {})
+    proxy_extra = dict(proxy_extra or {}, **PER_IP[binary])
     port = sop_rig.free_port()
     cfg = sop_rig.proxy_config(rig, port, devices=[("copiers", {"address": "127.0.0.1",
                                                                 "account": "scanners"})],

@@ -79,6 +79,7 @@ def main():
         with open(conf, "w") as f:
             f.write("[proxy]\nlisten = 127.0.0.1:%d\nhostname = relay.bench.test\n"
                     "log_level = warn\nstate_dir = %s\nmax_connections = 1000\n"
+                    "max_connections_per_ip = 1000\n"
                     "[account sink]\nupstream_host = 127.0.0.1\nupstream_port = %d\n"
                     "upstream_auth = none\nupstream_tls = opportunistic\n"
                     "mailbox = copier@bench.test\ndelivery = direct\nrate_limit = 0\n"

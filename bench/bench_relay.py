@@ -386,36 +386,32 @@ def upstream_logins(rig):
     return rig.dovecot_log().count("Login: user=")
 
 
-def knows_issue4(binary, rig):
-    """Does this binary know issue 4's account keys (delivery, rate_limit, ...)? An older one
-    (before the spool) refuses them: the benchmark then runs without them and skips the spool."""
-    d = os.path.join(rig.dir, "probe")
+def accepts(binary, rig, name, proxy_extra=None, account_extra=None):
+    """Does this binary's --check accept these keys? Older binaries refuse keys they predate."""
+    d = os.path.join(rig.dir, "probe-" + name)
     os.makedirs(d, exist_ok=True)
     cfg = sop_rig.proxy_config(rig, sop_rig.free_port(), devices=[("copiers", {
         "address": "127.0.0.1", "account": "scanners"})], state_dir=os.path.join(d, "state"),
-        account_extra={"delivery": "spool", "rate_limit": "0", "max_upstream_connections": "3"})
+        proxy_extra=proxy_extra, account_extra=account_extra)
     path = os.path.join(d, "probe.ini")
     with open(path, "w") as f:
         f.write(cfg)
     os.chmod(path, 0o600)
     r = subprocess.run([binary, "--config", path, "--check"], capture_output=True, timeout=30)
     return r.returncode == 0
+
+
+def knows_issue4(binary, rig):
+    """Issue 4's account keys (delivery, rate_limit, ...)? Without them the benchmark runs
+    without the keys and skips the spool."""
+    return accepts(binary, rig, "issue4", account_extra={
+        "delivery": "spool", "rate_limit": "0", "max_upstream_connections": "3"})
 
 
 def knows_per_ip_limit(binary, rig):
-    """Does this binary know max_connections_per_ip (issue 13; default 20)? The benchmark's
-    devices all come from 127.0.0.1, so a binary that has the limit gets it lifted."""
-    d = os.path.join(rig.dir, "probe-per-ip")
-    os.makedirs(d, exist_ok=True)
-    cfg = sop_rig.proxy_config(rig, sop_rig.free_port(), devices=[("copiers", {
-        "address": "127.0.0.1", "account": "scanners"})], state_dir=os.path.join(d, "state"),
-        proxy_extra={"max_connections_per_ip": "1000"})
-    path = os.path.join(d, "probe.ini")
-    with open(path, "w") as f:
-        f.write(cfg)
-    os.chmod(path, 0o600)
-    r = subprocess.run([binary, "--config", path, "--check"], capture_output=True, timeout=30)
-    return r.returncode == 0
+    """max_connections_per_ip (issue 13; default 20)? The benchmark's devices all come from
+    127.0.0.1, so a binary that has the limit gets it lifted."""
+    return accepts(binary, rig, "per-ip", proxy_extra={"max_connections_per_ip": "1000"})
 
 
 PER_IP = {}  # binary -> {"max_connections_per_ip": "1000"} or {}

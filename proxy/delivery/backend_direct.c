@@ -14,6 +14,7 @@
 #include "proxy/smtp/exchange_explain.h"
 #include "proxy/delivery/message_log.h"
 #include "proxy/runtime/metrics.h"
+#include "proxy/delivery/deliver.h"
 #include "proxy/delivery/delivery_ctx.h"
 #include "proxy/smtp/smtp_reply.h"
 #include "proxy/delivery/txn.h"
@@ -47,12 +48,6 @@ struct direct_backend {
     void (*drain_cb)(void *arg);
     void *drain_arg;
     size_t drain_low;
-};
-
-static const struct txn_conn_ops pool_ops = {
-    .session = upstream_conn_session,
-    .host = upstream_conn_host,
-    .release = upstream_conn_release,
 };
 
 static const char *op_str(enum relay_op op)
@@ -170,7 +165,7 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
         finish(r, f->reply);
         return;
     }
-    r->t = txn_new(&pool_ops, c, r->acct, r->ctx->metrics, r->log_id);
+    r->t = txn_new(&deliver_pool_ops, c, r->acct, r->ctx->metrics, r->log_id);
     if (!r->t) {
         finish(r, "451 4.3.0 Out of memory");
         return;

@@ -46,6 +46,9 @@ struct deliver *deliver_start_ops(const struct txn_conn_ops *ops, struct upstrea
                                   const struct cfg_account *acct, const struct spool_envelope *env,
                                   const struct deliver_body *body, struct metrics *m,
                                   const char *log_id, deliver_cb cb, void *arg);
+/* What the engine needs of a connection leased from upstream_pool.h (deliver_pool.c): for every
+ * user of the engine on the pool's connections. */
+extern const struct txn_conn_ops deliver_pool_ops;
 /* deliver_start_ops on a connection leased from upstream_pool.h, with a spool reader. */
 struct deliver *deliver_start(struct upstream_conn *c, const struct cfg_account *acct,
                               const struct spool_envelope *env, struct spool_body *body,

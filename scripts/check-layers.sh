@@ -4,7 +4,7 @@
 # the wrong way and exits 1 if there is one. Part of the lint in scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LAYERS=(common store oauth proxy/smtp proxy/config proxy/runtime proxy/upstream proxy/delivery
+LAYERS=(common store oauth proxy/smtp proxy/config proxy/runtime proxy/upstream proxy/graph proxy/delivery
         proxy/server proxy/admin proxy)
 rank() { # folder of a path -> its index in LAYERS
     local d=$1 i

@@ -11,6 +11,7 @@ PKGS=(
     build-essential cmake pkg-config
     libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev libjwt-dev libinih-dev
     libcrypt-dev libsystemd-dev
+    libgmime-3.0-dev                 # MIME for Graph: large attachments split off, recipients read
     # unit tests, lint, and the fuzz build (clang's libFuzzer and sanitizer runtimes)
     libcmocka-dev clang-format cppcheck clang libclang-rt-14-dev
     llvm                             # llvm-symbolizer: readable stacks in sanitizer and fuzz reports

@@ -518,6 +518,7 @@ void config_free(struct config *cfg)
         free(a->device_authorization_url);
         free(a->token_url);
         free(a->scope);
+        free(a->graph_url);
         free(a->http_proxy);
         config_free_upstream(&a->upstream);
     }

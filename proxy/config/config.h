@@ -92,6 +92,12 @@ enum sender_rewrite {
     SENDER_REWRITE_HEADER,   /* also From: becomes the mailbox, the original kept as Reply-To */
 };
 
+/* upstream: how an account's messages leave (issue #12). */
+enum upstream_kind {
+    UPSTREAM_KIND_SMTP,  /* SMTP submission (XOAUTH2, a password or nothing): the default */
+    UPSTREAM_KIND_GRAPH, /* Microsoft Graph sendMail over HTTPS (docs/graph.md) */
+};
+
 /* delivery: what the device's 250 means (issue #4, docs/spool.md). */
 enum delivery_mode {
     DELIVERY_DIRECT_THEN_SPOOL, /* try the upstream while the device waits; on a temporary
@@ -123,15 +129,21 @@ struct cfg_account {
     char *token_url; /* resolved: explicit, or the provider's default (NULL: from issuer) */
     char *scope;     /* resolved: explicit, or the provider's default (may be NULL) */
     struct cfg_upstream upstream; /* resolved: [upstream] defaults + upstream_* overrides */
+    enum upstream_kind kind;      /* `upstream = smtp | graph` */
     enum ms_cloud cloud;          /* microsoft: picks the default endpoints below */
-    const char *graph_host;       /* resolved from cloud (static): Graph, for a later issue */
-    char *http_proxy;             /* resolved: this account's, else [proxy]'s; NULL: none */
+    const char *graph_host;       /* resolved from cloud (static) */
+    /* graph: where requests go, without a trailing slash ("https://graph.microsoft.com");
+     * resolved: explicit, or https://GRAPH_HOST of the cloud. NULL for smtp accounts. */
+    char *graph_url;
+    char *http_proxy; /* resolved: this account's, else [proxy]'s; NULL: none */
     enum delivery_mode delivery;
     /* messages per minute started upstream; 0: no limit. Resolved: explicit, or 30 for
-     * microsoft (Exchange Online's limit per mailbox), 0 for the others. */
+     * microsoft over SMTP (Exchange Online's limit per mailbox), 0 for the others (graph too). */
     unsigned rate_limit;
-    unsigned max_upstream_connections; /* at once, per account; 0: no cap; default 3 */
-    char *bounce_to;                   /* NULL: bounces go to the envelope sender */
+    /* at once, per account; 0: no cap; default 3 (smtp). For graph: the requests in flight for
+     * the mailbox, 1..4, default 4 (Graph's per-mailbox concurrency). */
+    unsigned max_upstream_connections;
+    char *bounce_to; /* NULL: bounces go to the envelope sender */
     int line;
 };
 

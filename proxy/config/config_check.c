@@ -76,7 +76,7 @@ int config_upstream_needs_password(const struct cfg_upstream *u)
 }
 
 /* The line where key name was given a value; 0 if it was not (or was given as "key ="). */
-static int config_check_key_set(const struct config_section *s, const char *name)
+int config_check_key_set(const struct config_section *s, const char *name)
 {
     for (size_t i = 0; i < s->def->nkeys; i++)
         if (strcmp(s->def->keys[i].name, name) == 0)
@@ -112,9 +112,7 @@ static void config_check_missing_keys(struct config_ctx *c, struct config_sectio
 }
 
 /* A string built with a format, or oom noted. */
-static char *config_check_fmt(struct config_ctx *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static char *config_check_fmt(struct config_ctx *c, const char *fmt, ...)
+char *config_check_fmt(struct config_ctx *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -462,6 +460,8 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
     const struct ms_cloud_def *cloud = config_cloud(a->cloud);
     int cloud_line = config_check_key_set(s, "cloud");
 
+    if (!config_check_key_set(s, "max_upstream_connections"))
+        a->max_upstream_connections = a->kind == UPSTREAM_KIND_GRAPH ? 4 : 3;
     config_check_upstream_kind(c, s);
     a->graph_host = cloud->graph_host;
     if (!a->http_proxy && c->cfg->http_proxy)
@@ -529,9 +529,14 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
         config_err(c, config_check_key_set(s, "issuer"),
                    "[account %s]: issuer is only used with provider = oauth2", a->name);
     config_check_credential(c, s);
-    /* Exchange Online answers 432 4.3.2 beyond 30 messages a minute per mailbox. */
+    /* Exchange Online answers 432 4.3.2 beyond 30 messages a minute per mailbox over SMTP;
+     * Graph's limits are per 10 minutes and its 429s are honoured instead. */
     if (!config_check_key_set(s, "rate_limit"))
-        a->rate_limit = a->provider && strcmp(a->provider, "microsoft") == 0 ? 30 : 0;
+        a->rate_limit =
+            a->provider && strcmp(a->provider, "microsoft") == 0 && a->kind == UPSTREAM_KIND_SMTP
+                ? 30
+                : 0;
+    config_check_graph(c, s);
 }
 
 static void config_check_device(struct config_ctx *c, struct config_section *s)

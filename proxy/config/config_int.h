@@ -159,5 +159,17 @@ CONFIG_SETTER(config_secret_set_store_key);     /* the token store's key: 32 byt
 /* After parsing (every section, [proxy] and [upstream] too, present): defaults, required keys,
  * what spans keys and sections, and the values resolved from others. */
 void config_check_all(struct config_ctx *c);
+/* The line where key name was set in section s; 0: not set. */
+int config_check_key_set(const struct config_section *s, const char *name);
+/* A malloc'd formatted string; NULL (and c->oom) when out of memory. */
+char *config_check_fmt(struct config_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* config_check_graph.c */
+
+/* What upstream = graph means for an account, and the scopes that cannot work with its
+ * upstream (a Graph token for SMTP, or an Exchange token for Graph). After the provider's
+ * defaults are set. */
+void config_check_graph(struct config_ctx *c, const struct config_section *s);
 
 #endif

@@ -55,6 +55,9 @@ static const struct config_choice config_clouds[] = {{"global", MS_CLOUD_GLOBAL}
                                                      {"china", MS_CLOUD_CHINA},
                                                      {NULL, 0}};
 
+static const struct config_choice config_upstream_kinds[] = {
+    {"smtp", UPSTREAM_KIND_SMTP}, {"graph", UPSTREAM_KIND_GRAPH}, {NULL, 0}};
+
 static const struct config_choice config_fcrdns[] = {{"no", FCRDNS_NO},
                                                      {"external", FCRDNS_EXTERNAL},
                                                      {"yes", FCRDNS_EXTERNAL},
@@ -195,13 +198,17 @@ static const struct config_key config_account_keys[] = {
     {"upstream_client_key", config_secret_set_key_file, AF(upstream.client_key), NULL, 0, 0, NULL,
      KEY_EMPTY_OK, "a PEM private key of mode 0600"},
     {"cloud", config_value_set_choice, AF(cloud), "global", 0, 0, config_clouds, 0, NULL},
+    {"upstream", config_value_set_choice, AF(kind), "smtp", 0, 0, config_upstream_kinds, 0, NULL},
+    {"graph_url", config_value_set_url, AF(graph_url), NULL, 0, 0, NULL, KEY_EMPTY_OK,
+     "an https:// URL (Microsoft Graph's root, e.g. https://graph.microsoft.com)"},
     {"http_proxy", config_value_set_proxy_url, AF(http_proxy), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "http://HOST:PORT"},
     {"delivery", config_value_set_choice, AF(delivery), "direct-then-spool", 0, 0,
      config_deliveries, 0, NULL},
     /* No default here: 30 for microsoft, none for the others (config_check_account). */
     {"rate_limit", config_value_set_uint, AF(rate_limit), NULL, 0, 100000, NULL, 0, NULL},
-    {"max_upstream_connections", config_value_set_uint, AF(max_upstream_connections), "3", 0, 1000,
+    /* No default here: 3 for smtp, 4 for graph (config_check_account). */
+    {"max_upstream_connections", config_value_set_uint, AF(max_upstream_connections), NULL, 0, 1000,
      NULL, 0, NULL},
     {"bounce_to", config_value_set_mailbox, AF(bounce_to), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "local@domain (default: the envelope sender)"},

@@ -111,6 +111,10 @@ struct spool_body *spool_body_open(struct spool *s, const struct spool_envelope 
 ssize_t spool_body_read(struct spool_body *b, void *buf, size_t cap, char *err, size_t errlen);
 /* The body's length in bytes (the envelope's size, or what the writer had written). */
 uint64_t spool_body_size(const struct spool_body *b);
+/* The body file's descriptor, borrowed (bytes [0, spool_body_size) are the message, the trailer
+ * follows): for a reader that needs the message by offsets (Graph's MIME parser). Read the body
+ * through spool_body_read to its end first: that checks its hash. */
+int spool_body_fd(const struct spool_body *b);
 void spool_body_free(struct spool_body *b);
 
 /* Paths, for messages and tests: STATE_DIR/spool/queue/ID.env and .body. NULL if too long or not

@@ -23,6 +23,11 @@ struct spool_body {
     char path[PATH_MAX + 32];
 };
 
+int spool_body_fd(const struct spool_body *b)
+{
+    return b->fd;
+}
+
 void spool_body_free(struct spool_body *b)
 {
     if (!b)

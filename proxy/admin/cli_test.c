@@ -169,7 +169,34 @@ static void show_claims(const struct cfg_account *a, const char *token, int64_t 
         print_minutes((int64_t)exp->valuedouble, now);
         putchar('\n');
     }
-    /* What Exchange will check first, said before it refuses. */
+    /* What the upstream will check first, said before it refuses: the audience (a token for
+     * the other resource is refused whole) and the permission. */
+    const cJSON *aud = cJSON_GetObjectItemCaseSensitive(j, "aud");
+    const char *audv = cJSON_IsString(aud) ? aud->valuestring : "";
+    int aud_graph = strstr(audv, "graph.") != NULL || strstr(audv, "graph-") != NULL ||
+                    strstr(audv, "microsoftgraph.") != NULL ||
+                    strcmp(audv, "00000003-0000-0000-c000-000000000000") == 0;
+    if (a->kind == UPSTREAM_KIND_GRAPH) {
+        if (strcmp(a->provider, "microsoft") == 0 && !aud_graph)
+            printf("  warning: aud is not Microsoft Graph: Graph will refuse this token (401 "
+                   "InvalidAuthenticationToken); the scope must be %s/.default\n",
+                   a->graph_url ? a->graph_url : "https://graph.microsoft.com");
+        if (!claim_has(j, "roles", "Mail.Send") && !claim_has(j, "scp", "Mail.Send"))
+            printf("  warning: neither roles Mail.Send (app-only) nor scp Mail.Send (delegated): "
+                   "Graph will refuse to send (403 ErrorAccessDenied); app > API permissions > "
+                   "Microsoft Graph > Application permissions > Mail.Send > Grant admin consent\n");
+        if (!claim_has(j, "roles", "Mail.ReadWrite") && !claim_has(j, "scp", "Mail.ReadWrite"))
+            printf("  warning: no Mail.ReadWrite: messages whose base64 passes 4 MB (scans over "
+                   "about 3 MB) are sent as a draft with uploaded attachments, which needs it; "
+                   "smaller ones go\n");
+        cJSON_Delete(j);
+        return;
+    }
+    if (strcmp(a->provider, "microsoft") == 0 && aud_graph)
+        printf(
+            "  warning: aud is Microsoft Graph: Exchange Online refuses it for SMTP AUTH "
+            "(535 5.7.3); the scope must be Exchange's (https://outlook.office365.com/.default), "
+            "or set upstream = graph\n");
     if (strcmp(a->provider, "microsoft") == 0 && !claim_has(j, "roles", "SMTP.SendAsApp") &&
         !claim_has(j, "scp", "SMTP.Send"))
         printf("  warning: neither roles SMTP.SendAsApp (app-only) nor scp SMTP.Send "

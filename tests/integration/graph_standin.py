@@ -414,6 +414,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status, body=b"", ctype="application/json", headers=()):
         self._status, self._resp_bytes = status, len(body)
+        self._done()   # out of flight and logged before the client can see the answer
         self.send_response(status)
         if body or status not in (201, 202, 204):
             self.send_header("Content-Type", ctype)
@@ -490,6 +491,7 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         t0 = time.monotonic()
         self._rid, self._status, self._code, self._resp_bytes = str(uuid.uuid4()), 0, None, 0
+        self._entry, self._new_draft = None, None   # one handler serves a whole connection
         path = urllib.parse.urlsplit(self.path).path
         if path.startswith("/_"):
             return self._control(st, path)
@@ -504,7 +506,7 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"time": time.time(), "method": self.command, "path": path, "kind": kind,
                  "mailbox": mb, "draft": draft_id, "auth": bool(self.headers.get(
                      "Authorization")), "injected": False, "req_bytes": 0, "message_id": None}
-        counted = False
+        self._entry, self._t0, self._counted = entry, t0, False
         try:
             if mb:
                 with st.lock:
@@ -513,7 +515,7 @@ class Handler(BaseHTTPRequestHandler):
                     if st.concurrency and n >= st.concurrency:
                         st.throttled[mb] = st.throttled.get(mb, 0) + 1
                     else:
-                        counted = True
+                        self._counted = True
                         st.in_flight[mb] = n + 1
                         st.peak[mb] = max(st.peak.get(mb, 0), n + 1)
                     entry["in_flight"] = st.in_flight.get(mb, 0)
@@ -522,7 +524,7 @@ class Handler(BaseHTTPRequestHandler):
             if route is None:
                 raise Reply(400, "invalidRequest", "Resource not found for the segment '%s'."
                             % path.rstrip("/").rsplit("/", 1)[-1])
-            if mb and not counted:
+            if mb and not self._counted:
                 raise Reply(429, "ApplicationThrottled", retry_after=1)
             if body is None:
                 raise Reply(413, "RequestEntityTooLarge")
@@ -562,14 +564,23 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError) as e:
             self._error(Reply(400, "invalidRequest", "Bad request: %s" % (e,)), mb or "")
         finally:
-            if counted:
-                with st.lock:
-                    st.in_flight[mb] -= 1
-            entry.update(status=self._status, code=self._code, resp_bytes=self._resp_bytes,
-                         request_id=self._rid, ms=int((time.monotonic() - t0) * 1000))
-            if entry["draft"] is None and getattr(self, "_new_draft", None):
-                entry["draft"] = self._new_draft
-            st.log(entry)
+            self._done()
+
+    def _done(self):
+        """The request leaves the mailbox's in-flight count and is logged (once)."""
+        entry, self._entry = getattr(self, "_entry", None), None
+        self._early_413 = False
+        if entry is None:
+            return
+        st = self.server.state
+        if self._counted:
+            with st.lock:
+                st.in_flight[entry["mailbox"]] -= 1
+        entry.update(status=self._status, code=self._code, resp_bytes=self._resp_bytes,
+                     request_id=self._rid, ms=int((time.monotonic() - self._t0) * 1000))
+        if entry["draft"] is None and getattr(self, "_new_draft", None):
+            entry["draft"] = self._new_draft
+        st.log(entry)
 
     # -- Graph calls
     def _mime(self, body):

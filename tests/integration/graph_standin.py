@@ -368,6 +368,7 @@ class Handler(GraphCalls, BaseHTTPRequestHandler):
                 try:
                     size = int(line.split(b";")[0].strip(), 16)
                 except ValueError:
+                    self.close_connection = True
                     raise Reply(400, "invalidRequest", "Malformed chunked body.")
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):

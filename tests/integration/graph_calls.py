@@ -12,9 +12,6 @@ import time
 
 from graph_mime import build_attachment_part, peek_message_id, splice_parts
 
-SESSION_LIFETIME = 3600
-
-
 def iso(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%S.%f0Z")
@@ -110,7 +107,7 @@ class GraphCalls:
              "contentType": item.get("contentType") or "application/octet-stream",
              "isInline": bool(item.get("isInline")), "contentId": item.get("contentId"),
              "size": item["size"], "data": bytearray(), "expires": time.time() +
-             SESSION_LIFETIME}
+             st.session_lifetime}
         with st.lock:
             st.sessions[tok] = s
         self._json(201, {"@odata.context": "%s/v1.0/$metadata#microsoft.graph.uploadSession"

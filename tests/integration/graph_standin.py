@@ -69,10 +69,14 @@ Control (same port, not under /v1.0):
     {"clear_faults": true}, {"delay": S or {KIND: S}} (held in flight before answering),
     {"concurrency_limit": N} (0: none), {"max_request": N}, {"max_message_size": N or {MB: N}},
     {"min_upload_session_size": N}, {"chunk_multiple": N}, {"send_as": {MB: [ADDR...]}},
-    {"mailboxes": [MB...] or null}
+    {"mailboxes": [MB...] or null}, {"session_lifetime": S} (an upload session older: 404)
+    Rules are tried in the order given; the first that matches a request answers it.
   GET  /_stats   requests, by_status, by_kind, in_flight, peak_in_flight, peak_attempted and
-                 throttled per mailbox, messages relayed (mailbox, kind, from, rcpts, size,
-                 message_id, requests, sink reply), requests_per_message, drafts, faults left.
+                 throttled per mailbox, messages relayed (mailbox, kind sendMail|draft, from,
+                 rcpts, size, message_id, sink reply, time), relay_errors,
+                 requests_per_message (Message-ID -> every request whose MIME, draft or upload
+                 session carries it, refused and throttled ones included), drafts (ids left:
+                 orphans after a crash), upload_sessions, faults left, settings.
   POST /_reset   counters, messages, drafts, sessions and faults cleared (settings kept).
   GET  /_health
 Files: graph_standin.py (server, tokens, throttling, faults, control), graph_calls.py (the Graph
@@ -163,6 +167,7 @@ class State:
         self.max_message_mb = {}
         self.min_session, self.chunk_multiple = MIN_UPLOAD_SESSION, CHUNK_MULTIPLE
         self.concurrency = CONCURRENCY
+        self.session_lifetime = 3600
         self.delay = {}            # kind ("*": every kind) -> seconds
         self.reset()
 
@@ -192,7 +197,8 @@ class State:
                 else ({"*": float(d)} if d else {})
         for key, attr in (("concurrency_limit", "concurrency"), ("max_request", "max_request"),
                           ("min_upload_session_size", "min_session"),
-                          ("chunk_multiple", "chunk_multiple")):
+                          ("chunk_multiple", "chunk_multiple"),
+                          ("session_lifetime", "session_lifetime")):
             if key in req:
                 setattr(self, attr, int(req[key]))
         if "max_message_size" in req:
@@ -246,6 +252,7 @@ class State:
                 "max_message_size": self.max_message, "max_message_size_per_mailbox":
                 dict(self.max_message_mb), "min_upload_session_size": self.min_session,
                 "chunk_multiple": self.chunk_multiple, "delay": dict(self.delay),
+                "session_lifetime": self.session_lifetime,
                 "mailboxes": sorted(self.mailboxes) if self.mailboxes is not None else None,
                 "send_as": {k: sorted(v) for k, v in self.send_as.items()},
                 "audiences": list(self.audiences)}

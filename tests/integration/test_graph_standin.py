@@ -338,6 +338,18 @@ class TestDrafts(GraphCase):
         path = "/v1.0/users/%s/messages/%s" % (sop_rig.MAILBOX, mid)
         self.assertEqual(self.call("DELETE", path)[0], 204)
         self.assertGraphError(self.call("POST", path + "/send"), 404, "ErrorItemNotFound")
+        # an expired session
+        self.g.control(session_lifetime=0)
+        try:
+            mid = self.draft(mime("late"))
+            url3 = json.loads(self.session(mid, "d.pdf", len(blob))[2])["uploadUrl"]
+            self.assertGraphError(self.call("PUT", None, blob[:CHUNK], token=False, url=url3,
+                                            ctype="application/octet-stream", headers={
+                                                "Content-Range": "bytes 0-%d/%d" % (
+                                                    CHUNK - 1, len(blob))}), 404,
+                                  "ErrorItemNotFound")
+        finally:
+            self.g.control(session_lifetime=3600)
         # the mailbox's message size limit
         self.g.control(max_message_size={sop_rig.MAILBOX: 5 * 1024 * 1024})
         try:

@@ -10,7 +10,7 @@ import re
 import secrets
 import time
 
-from graph_mime import build_attachment_part, peek_message_id, splice_parts
+from graph_mime import peek_message_id
 
 def iso(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(
@@ -143,7 +143,7 @@ class GraphCalls:
                 st.sessions.pop(token, None)
                 att = {"id": "AAMkAGI2att" + secrets.token_urlsafe(12), "name": s["name"],
                        "contentType": s["contentType"], "isInline": s["isInline"],
-                       "contentId": s["contentId"], "data": bytes(s["data"])}
+                       "contentId": s["contentId"], "data": s["data"]}
                 st.drafts[draft_id]["attachments"].append(att)
         if done:
             self._send(201, headers=[("Location", "%s/v1.0/users('%s')/messages('%s')/"
@@ -163,9 +163,7 @@ class GraphCalls:
 
     def _k_send(self, st, mb, draft_id, token, session, body):
         d = self._draft(st, mb, draft_id)
-        parts = [build_attachment_part(a) for a in d["attachments"]]
-        mime = splice_parts(d["mime"], parts) if parts else d["mime"]
-        st.relay(mb, "draft", mime)
+        st.relay(mb, "draft", d["mime"], d["attachments"])
         with st.lock:
             st.drafts.pop(draft_id, None)
             for t in [t for t, s in st.sessions.items() if s["draft"] == draft_id]:

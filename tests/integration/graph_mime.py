@@ -5,17 +5,20 @@ so the device's bytes reach the sink unchanged except where Graph changes them.
       recipients from To, Cc and Bcc (deduplicated, in order); the Bcc header (with its folded
       lines) taken off; no From header: "From: mailbox" added; a From that is neither the
       mailbox nor in send_as: from is None (the caller answers ErrorSendAsDenied).
-  splice_parts(mime, parts) -> the draft with attachment parts added: inside a top-level
-      multipart/mixed before its closing delimiter; any other message becomes a
+  splice_segments(mime, atts) -> the draft with attachment parts added, in segments: inside a
+      top-level multipart/mixed before its closing delimiter; any other message becomes a
       multipart/mixed whose first part is the original body with its Content-* headers.
-  build_attachment_part(att) -> one base64 part (Content-Disposition attachment or inline,
-      Content-ID for inline ones).
+  attachment_chunks(att) -> one base64 part in pieces (Content-Disposition attachment or
+      inline, Content-ID for inline ones).
+  smtp_send(smtp, from, rcpts, segments) -> the segments streamed through DATA; memory stays
+      at the attachments' own bytes whatever their size.
   peek_message_id(mime) -> the Message-ID header's value, or None.
 """
 import base64
 import email.utils
 import re
 import secrets
+import smtplib
 from email import policy as email_policy
 from email.parser import BytesHeaderParser
 
@@ -79,7 +82,9 @@ def prepare_outgoing(mime, mailbox, send_as):
     return from_addr, rcpts, kept + body
 
 
-def build_attachment_part(att):
+def attachment_chunks(att):
+    """One attachment as a base64 MIME part, in pieces (each line CRLF-ended): its headers,
+    then the base64 lines (Content-Disposition attachment or inline, Content-ID if any)."""
     name = att["name"].replace("\\", "\\\\").replace('"', '\\"')
     lines = [b"Content-Type: %s; name=\"%s\"" % (att["contentType"].encode(), name.encode()),
              b"Content-Disposition: %s; filename=\"%s\"" % (
@@ -87,11 +92,18 @@ def build_attachment_part(att):
              b"Content-Transfer-Encoding: base64"]
     if att.get("contentId"):
         lines.append(b"Content-ID: <%s>" % att["contentId"].strip("<>").encode())
-    enc = base64.encodebytes(att["data"]).replace(b"\n", b"\r\n")
-    return b"\r\n".join(lines) + b"\r\n\r\n" + enc
+    yield b"\r\n".join(lines) + b"\r\n\r\n"
+    data = memoryview(att["data"])
+    step = 57 * 4096   # 4096 lines of 76 characters at a time
+    for a in range(0, len(data), step):
+        yield base64.encodebytes(data[a:a + step]).replace(b"\n", b"\r\n")
 
 
-def splice_parts(mime, parts):
+def splice_segments(mime, atts):
+    """The message with the attachments added, as [(bytes, False) | (iterator, True)]: the
+    True ones are base64 parts, safe to send as they are (no line starts with a dot)."""
+    if not atts:
+        return [(mime, False)]
     header, body = split_header(mime)
     msg = _parsed(header)
     ctype = (msg.get_content_type() or "").lower()
@@ -101,8 +113,12 @@ def splice_parts(mime, parts):
         found = list(close.finditer(body))
         if found:
             at = found[-1].start()
-            add = b"".join(b"\r\n--" + boundary.encode() + b"\r\n" + p for p in parts)
-            return header + body[:at] + add + body[at:]
+            out = [(header + body[:at], False)]
+            for att in atts:
+                out.append((iter([b"\r\n--" + boundary.encode() + b"\r\n"]), True))
+                out.append((attachment_chunks(att), True))
+            out.append((body[at:], False))
+            return out
     # wrap: the old body with its Content-* headers becomes the first part
     fields = _fields(header)
     content = b"".join(raw for n, raw in fields if n.startswith(b"content-"))
@@ -113,9 +129,48 @@ def splice_parts(mime, parts):
     b = ("=_graph_standin_" + secrets.token_hex(12)).encode()
     body = body[2:] if body.startswith(b"\r\n") else body[1:]   # the blank line
     # the CRLF before a delimiter belongs to it: one more keeps the body's own last line break
-    out = [rest, b"MIME-Version: 1.0\r\n",
-           b"Content-Type: multipart/mixed; boundary=\"" + b + b"\"\r\n\r\n",
-           b"--" + b + b"\r\n" + content + b"\r\n" + body + b"\r\n"]
-    out += [b"--" + b + b"\r\n" + p for p in parts]
-    out.append(b"--" + b + b"--\r\n")
-    return b"".join(out)
+    out = [(rest + b"MIME-Version: 1.0\r\n" +
+            b"Content-Type: multipart/mixed; boundary=\"" + b + b"\"\r\n\r\n" +
+            b"--" + b + b"\r\n" + content + b"\r\n" + body + b"\r\n", False)]
+    for att in atts:
+        out.append((iter([b"--" + b + b"\r\n"]), True))
+        out.append((attachment_chunks(att), True))
+    out.append((b"--" + b + b"--\r\n", False))
+    return out
+
+
+def smtp_send(s, from_addr, rcpts, segments):
+    """MAIL, RCPT, DATA on smtplib.SMTP s with the segments streamed (no copy of the whole
+    message): dot-stuffing and CRLF repair only where needed. Returns {rcpt: refusal}."""
+    s.ehlo_or_helo_if_needed()
+    code, resp = s.mail(from_addr)
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, resp, from_addr)
+    refused = {}
+    for r in rcpts:
+        code, resp = s.rcpt(r)
+        if code not in (250, 251):
+            refused[r] = (code, resp)
+    if len(refused) == len(rcpts):
+        s.rset()
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, resp = s.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, resp)
+    tail, size = b"\r\n", 0
+    for data, safe in segments:
+        for piece in (data if safe else [_quote(data)]):
+            if piece:
+                s.sock.sendall(piece)
+                size += len(piece)
+                tail = (tail + piece)[-2:]
+    s.sock.sendall((b"" if tail == b"\r\n" else b"\r\n") + b".\r\n")
+    code, resp = s.getreply()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, resp)
+    return refused, size
+
+
+def _quote(data):
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    return re.sub(rb"(?m)^\.", b"..", data)

@@ -103,7 +103,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 
 from graph_calls import GraphCalls, Reply
-from graph_mime import peek_message_id, prepare_outgoing
+from graph_mime import peek_message_id, prepare_outgoing, smtp_send, splice_segments
 
 GRAPH_AUDIENCES = ("https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000")
 MAX_REQUEST = 4 * 1024 * 1024          # Graph's 4 MB per request
@@ -284,20 +284,21 @@ class State:
                 self.logf.flush()
 
     # -- the relay to the sink
-    def relay(self, mb, kind, mime, draft_requests=0):
-        """Graph's send: From/recipients checked, Bcc taken off, the copy sent to the sink."""
+    def relay(self, mb, kind, mime, atts=()):
+        """Graph's send: From/recipients checked, Bcc taken off, attachments added, the copy
+        streamed to the sink."""
         from_addr, rcpts, data = prepare_outgoing(mime, mb, self.send_as.get(mb, set()))
         if from_addr is None:
             raise Reply(403, "ErrorSendAsDenied")
         if not rcpts:
             raise Reply(400, "ErrorInvalidRecipients")
-        mid = peek_message_id(mime)
         rec = {"mailbox": mb, "kind": kind, "from": from_addr, "rcpts": rcpts,
-               "size": len(data), "message_id": mid, "time": time.time()}
+               "size": None, "message_id": peek_message_id(mime), "time": time.time()}
         try:
             host, port = self.sink
             with smtplib.SMTP(host, port, timeout=60) as s:
-                refused = s.sendmail(from_addr, rcpts, data)
+                refused, rec["size"] = smtp_send(s, from_addr, rcpts,
+                                                 splice_segments(data, list(atts)))
                 rec["sink"] = "250" if not refused else "partial: %r" % (refused,)
         except (smtplib.SMTPException, OSError) as e:
             # Graph has already accepted: a delivery failure is an NDR later, not the 202's

@@ -1066,7 +1066,8 @@ def start_graph_standin(rig, mailboxes=None, send_as=None, roles=None, sink_port
     is told to issue Graph tokens (scope GRAPH_SCOPE) with roles (default Mail.Send and
     Mail.ReadWrite). Returns the started GraphStandin: stop it (addCleanup(g.stop)), or use
     `with start_graph_standin(rig) as g:`. mailboxes: the known ones (default rig.mailbox;
-    () for any)."""
+    () for any). rig.idp_reset() turns the IdP's Graph tokens off again: then
+    rig.idp_control(graph_scope=True) (and graph_roles=[...] for other permissions)."""
     ctl = {"graph_scope": True}
     if roles is not None:
         ctl["graph_roles"] = list(roles)

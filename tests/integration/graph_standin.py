@@ -222,7 +222,9 @@ class State:
         code = r.get("error") or r.get("code")
         if code is not None and code not in ERRORS and "status" not in r:
             raise ValueError("unknown error %r (known: %s)" % (code, ", ".join(sorted(ERRORS))))
-        status = int(r.get("status") or ERRORS[code][0])
+        if code is None and "status" not in r and not r.get("drop"):
+            raise ValueError("a fault rule needs \"error\", \"status\" or \"drop\"")
+        status = int(r.get("status") or (ERRORS[code][0] if code else 503))
         code = code or DEFAULT_CODE.get(status, "generalException")
         kinds = r.get("kind")
         kinds = [kinds] if isinstance(kinds, str) else kinds

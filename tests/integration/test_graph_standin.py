@@ -223,6 +223,14 @@ class TestFaults(GraphCase):
         self.g.control(clear_faults=True)
         self.assertEqual(self.send_mail(mime("c", frm=OTHER), mailbox=OTHER)[0], 202)
         self.assertEqual(len(self.rig.sink_wait(2)), 2)
+        # a connection closed without a reply; a rule that names nothing is refused
+        self.g.fail(drop=True, kind="sendMail")
+        with self.assertRaises((urllib.error.URLError, http.client.HTTPException, OSError)):
+            self.send_mail(mime("d"))
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            self.g.fail(count=2)
+        self.assertEqual(cm.exception.code, 400)
+        self.assertEqual(len(self.rig.sink_messages()), 2)
 
     def test_concurrency_limit(self):
         self.g.control(delay={"sendMail": 0.6})

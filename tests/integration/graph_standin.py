@@ -28,7 +28,7 @@ throttling-limits, errors), and where the stand-in chooses because the docs say 
        ignored, as .NET's Convert.FromBase64String does; anything else: 400
        ErrorMimeContentInvalidBase64String) -> 202, empty body. Another Content-Type: 400
        (the stand-in takes MIME only, not Graph's JSON message).
-  Request size: a body over 4 MB (--max-request, 4194304) -> 413 RequestEntityTooLarge "The
+  Request size: a body over 4 MB (4194304; /_control max_request) -> 413 RequestEntityTooLarge "The
        maximum request length supported is 4MB." (the status and text users report from Graph;
        the code is the stand-in's). With "Expect: 100-continue" the 413 comes before the body.
   Recipients come from To/Cc/Bcc (none: 400 ErrorInvalidRecipients); the relayed copy has no
@@ -54,9 +54,14 @@ throttling-limits, errors), and where the stand-in chooses because the docs say 
        POST .../messages/{id}/send -> 202: the draft's MIME with each attachment added as a
        base64 MIME part is relayed; the draft is gone afterwards (Graph moves it to Sent Items);
        DELETE .../messages/{id} -> 204. Unknown draft or session: 404 ErrorItemNotFound.
-  Throttling: more than 4 requests in flight for one mailbox (--concurrency; upload PUTs count
-       for their mailbox) -> 429 ApplicationThrottled "Application is over its MailboxConcurrency
-       limit." with Retry-After. Peaks are kept per mailbox.
+  Throttling: more than 4 requests in flight for one mailbox (/_control concurrency_limit;
+       upload PUTs count for their mailbox) -> 429 ApplicationThrottled "Application is over
+       its MailboxConcurrency limit." with Retry-After: 1. Peaks are kept per mailbox
+       (peak_in_flight: admitted at once; peak_attempted: including the refused one). Graph's
+       10,000 requests per 10 minutes per mailbox is not enforced.
+  Injected errors (/_control "fail") use the codes and texts of ERRORS below, as Graph words
+       them where users have reported them; MailboxNotEnabledForRESTAPI is 404 as reported
+       (a rule's "status" changes it, e.g. to 403); 503 is Graph's generic serviceNotAvailable.
 
 Control (same port, not under /v1.0):
   POST /_control JSON, any of:

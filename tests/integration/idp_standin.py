@@ -31,6 +31,10 @@ Serves (threaded http.server, 127.0.0.1 only):
   POST /_control  {"refuse": AADSTS}: every client credentials request is refused with that
        Entra error until {"refuse": 0} or /_reset (REFUSALS: 7000215, 7000222, 700016, 70011).
   POST /_reset    counters and issued tokens cleared, mode back to "ok".
+  POST /_control  {"graph_scope": true, "graph_roles": ["Mail.Send", "Mail.ReadWrite"]}: also
+       accept scope https://graph.microsoft.com/.default (off by default: the SMTP tests expect
+       it refused); such a token has aud https://graph.microsoft.com and those "roles" (the
+       application permissions granted for Graph). For graph_standin.py.
   GET  /<tenant>/v2.0/.well-known/openid-configuration: OpenID Connect discovery, and
        /_control {"discovery_issuer": URL} to make it lie: see idp_discovery.py.
   Delegated access (device code flow, rotating refresh tokens, /_device, /_mint_refresh_token):
@@ -70,6 +74,8 @@ from idp_discovery import Discovery
 
 KID = "rigKey1-Q0lHX2tleV9pZA"
 AUDIENCE = "https://outlook.office365.com"
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+GRAPH_ROLES = ["Mail.Send", "Mail.ReadWrite"]
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # {"refuse": code} in /_control: Entra's refusals as it words them (status, error, text)
 REFUSALS = {
@@ -190,6 +196,8 @@ class IdpState:
         self.delay = 0.0
         self.refuse = 0            # an AADSTS code of REFUSALS: refuse every request with it
         self.requests = {}         # client_id -> count (every token request, good or bad)
+        self.graph_scope = False   # /_control {"graph_scope": true}: Graph tokens too
+        self.graph_roles = list(GRAPH_ROLES)
         self.issued = []           # every access token handed out
         self.errors = []           # (client_id, error) for refused requests
         self.keydir = keydir
@@ -204,11 +212,12 @@ class IdpState:
             for p in (keydir, os.path.join(keydir, "default"), d):
                 os.chmod(p, 0o755)
 
-    def make_token(self, tenant, client_id, mailbox, key, expires_in):
+    def make_token(self, tenant, client_id, mailbox, key, expires_in, audience=AUDIENCE,
+                   roles=None):
         now = int(time.time())
         tid = str(uuid.uuid5(uuid.NAMESPACE_DNS, tenant))
         claims = {
-            "aud": AUDIENCE,
+            "aud": audience,
             "iss": "https://sts.windows.net/%s/" % tid,
             "iat": now - 5,
             "nbf": now - 5,
@@ -222,7 +231,7 @@ class IdpState:
             "idtyp": "app",
             "oid": str(uuid.uuid4()),
             "rh": "0." + _b64url(os.urandom(90)) + ".",
-            "roles": ["SMTP.SendAsApp"],
+            "roles": list(roles) if roles is not None else ["SMTP.SendAsApp"],
             "sid": str(uuid.uuid4()),
             "sub": str(uuid.uuid4()),
             "tid": tid,
@@ -307,6 +316,10 @@ class Handler(BaseHTTPRequestHandler):
                     st.expires_in = int(req["expires_in"])
                 if "delay" in req:
                     st.delay = float(req["delay"])
+                if "graph_scope" in req:
+                    st.graph_scope = bool(req["graph_scope"])
+                if "graph_roles" in req:
+                    st.graph_roles = [str(r) for r in req["graph_roles"] or []]
                 if "refuse" in req:
                     if req["refuse"] and int(req["refuse"]) not in REFUSALS:
                         return self._send_json(400, {"error": "unknown refusal"})
@@ -329,6 +342,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.mode = "ok"
                 st.delay = 0.0
                 st.refuse = 0
+                st.graph_scope = False
+                st.graph_roles = list(GRAPH_ROLES)
                 st.discovery.reset()
                 st.delegated.reset()
             return self._send_json(200, {"ok": True})
@@ -422,7 +437,10 @@ class Handler(BaseHTTPRequestHandler):
         else:
             mailbox = st.clients[client_id][1]
         scope = f.get("scope", "")
-        if scope != AUDIENCE + "/.default":
+        audience, roles = AUDIENCE, None
+        if st.graph_scope and scope == GRAPH_AUDIENCE + "/.default":
+            audience, roles = GRAPH_AUDIENCE, list(st.graph_roles)
+        elif scope != AUDIENCE + "/.default":
             return err(400, "invalid_scope", 1002012,
                        "The provided value for scope %s is not valid. Client credential flows "
                        "must have a scope value with /.default suffixed to the resource "
@@ -432,7 +450,7 @@ class Handler(BaseHTTPRequestHandler):
             if st.mode == "bad_first_token":
                 key = st.bad_key
                 st.mode = "ok"
-        token = st.make_token(tenant, client_id, mailbox, key, expires_in)
+        token = st.make_token(tenant, client_id, mailbox, key, expires_in, audience, roles)
         with st.lock:
             st.issued.append(token)
         self._send_json(200, {"token_type": "Bearer", "expires_in": expires_in,

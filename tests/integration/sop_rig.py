@@ -950,6 +950,135 @@ class ProxyProcess:
 
 
 # ---------------------------------------------------------------------------------------------
+# Microsoft Graph stand-in (graph_standin.py, a child process)
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+class GraphStandin:
+    """graph_standin.py as a child process, relaying to an SMTP sink. The control handle:
+    g.url (the graph_url for the proxy), g.port, g.control(**kw) (POST /_control: fail=RULE,
+    delay=, concurrency_limit=, ...; see graph_standin.py), g.fail(error=..., count=...),
+    g.stats(), g.reset(), g.requests() (the JSON-lines request log), g.stop() / g.start()
+    (same port). Also a context manager."""
+
+    def __init__(self, d, keydir, sink_port, port=None, mailboxes=(), send_as=None,
+                 extra_args=()):
+        self.dir = d
+        os.makedirs(d, exist_ok=True)
+        self.keydir, self.sink_port = keydir, sink_port
+        self.port = port or free_port()
+        self.mailboxes, self.send_as = list(mailboxes), dict(send_as or {})
+        self.extra_args = list(extra_args)
+        self.log_path = os.path.join(d, "graph-requests.jsonl")
+        self.proc = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self, timeout=10.0):
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        args = [PYTHON, os.path.join(HERE, "graph_standin.py"), "--port", str(self.port),
+                "--keydir", self.keydir, "--sink", "127.0.0.1:%d" % self.sink_port,
+                "--log", self.log_path]
+        for m in self.mailboxes:
+            args += ["--mailbox", m]
+        for m, addrs in self.send_as.items():
+            args += ["--send-as", "%s:%s" % (m, ",".join(addrs))]
+        self.stdio = open(os.path.join(self.dir, "graph.log"), "ab")
+        self.proc = subprocess.Popen(args + self.extra_args, stdin=subprocess.DEVNULL,
+                                     stdout=self.stdio, stderr=subprocess.STDOUT,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._req("GET", "/_health", timeout=2)
+                return self
+            except (OSError, urllib.error.URLError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("Graph stand-in did not start:\n" + Rig._read(
+                        os.path.join(self.dir, "graph.log")))
+                time.sleep(0.05)
+
+    def stop(self):
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.stdio.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def _req(self, method, path, obj=None, timeout=10):
+        data = json.dumps(obj).encode() if obj is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def control(self, **kw):
+        return self._req("POST", "/_control", kw)
+
+    def fail(self, **rule):
+        """One fault rule, e.g. fail(status=429, count=2, retry_after=3) or
+        fail(error="ErrorAccessDenied", kind="sendMail")."""
+        return self.control(fail=rule)
+
+    def stats(self):
+        return self._req("GET", "/_stats")
+
+    def reset(self):
+        """Counters, messages, drafts and faults cleared; requests() starts again from here."""
+        r = self._req("POST", "/_reset", {})
+        try:
+            self._log_offset = os.path.getsize(self.log_path)
+        except OSError:
+            self._log_offset = 0
+        return r
+
+    def requests(self):
+        """Every request logged since start or the last reset(): [{method, path, kind,
+        mailbox, status, code, req_bytes, resp_bytes, ...}] (graph_standin.py)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(getattr(self, "_log_offset", 0))
+                return [json.loads(line) for line in f if line.strip()]
+        except OSError:
+            return []
+
+
+def start_graph_standin(rig, mailboxes=None, send_as=None, roles=None, sink_port=None,
+                        port=None, extra_args=()):
+    """A Graph stand-in that trusts rig's IdP and relays to rig's sink (or sink_port). The IdP
+    is told to issue Graph tokens (scope GRAPH_SCOPE) with roles (default Mail.Send and
+    Mail.ReadWrite). Returns the started GraphStandin: stop it (addCleanup(g.stop)), or use
+    `with start_graph_standin(rig) as g:`. mailboxes: the known ones (default rig.mailbox;
+    () for any). rig.idp_reset() turns the IdP's Graph tokens off again: then
+    rig.idp_control(graph_scope=True) (and graph_roles=[...] for other permissions)."""
+    ctl = {"graph_scope": True}
+    if roles is not None:
+        ctl["graph_roles"] = list(roles)
+    rig.idp_control(**ctl)
+    g = GraphStandin(os.path.join(rig.dir, "graph"), rig.keydir, sink_port or rig.sink_port,
+                     port=port, mailboxes=[rig.mailbox] if mailboxes is None else mailboxes,
+                     send_as=send_as, extra_args=extra_args)
+    return g.start()
+
+
+# ---------------------------------------------------------------------------------------------
 # command line: serve / demo
 
 def _cmd_serve(a):

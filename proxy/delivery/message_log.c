@@ -5,10 +5,13 @@
 
 #include "common/log.h"
 #include "proxy/config/config.h"
+#include "proxy/runtime/device_blocks.h"
+#include "proxy/runtime/device_limits.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/smtp/exchange_explain.h"
 #include "proxy/delivery/delivery_ctx.h"
 #include "proxy/smtp/smtp_reply.h"
+#include "proxy/smtp/spam_reply.h"
 
 const char *message_result_name(enum metrics_result r)
 {
@@ -21,6 +24,30 @@ static double elapsed_ms(const struct timespec *t0)
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* block_after_refusals (docs/device-limits.md): a message the upstream refused as spam counts;
+ * the refusal that reaches the device's number blocks it. up: the reply's first line, log-safe. */
+static void count_spam_refusal(const struct delivery_ctx *ctx, const struct message_end *e,
+                               const char *up)
+{
+    const struct smtp_reply *rep = e->rep;
+    if (e->result != METRICS_REFUSED || !ctx->limits || !ctx->blocks ||
+        !(rep ? spam_reply_match(rep->code, rep->enhanced, e->reply)
+              : spam_reply_line_match(e->reply)))
+        return;
+    unsigned n = device_limits_spam_refusal(ctx->limits, e->device);
+    if (n == 0)
+        return;
+    char reason[DEVICE_BLOCK_REASON_MAX + 1], err[512];
+    snprintf(reason, sizeof(reason), "automatic: %u spam refusals, last: %s", n, up);
+    if (device_blocks_set(ctx->blocks, e->device, "auto", reason, (int64_t)time(NULL), err,
+                          sizeof(err)) != 0) {
+        log_error("event=device_block_failed device=%s by=auto refusals=%u reason=\"%s\"",
+                  e->device, n, err);
+        return;
+    }
+    log_warn("event=device_blocked device=%s by=auto refusals=%u last=\"%s\"", e->device, n, up);
 }
 
 void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e)
@@ -46,4 +73,5 @@ void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e
     metrics_message(ctx->metrics, e->acct, e->result, e->result == METRICS_DELIVERED ? e->size : 0);
     device_stats_message(device_stats_keeper_stats(ctx->devstats), e->device, result, e->reply,
                          (int64_t)time(NULL));
+    count_spam_refusal(ctx, e, up);
 }

@@ -10,6 +10,8 @@
 #include "common/log.h"
 #include "oauth/http.h"
 #include "proxy/runtime/auth_throttle.h"
+#include "proxy/runtime/device_blocks.h"
+#include "proxy/runtime/device_limits.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/delivery/queue.h"
@@ -52,6 +54,33 @@ void server_stop_listening(struct server *s)
     free(s->listeners);
     s->listeners = NULL;
     s->nlisteners = 0;
+}
+
+/* The block list kept in STATE_DIR (docs/device-limits.md). A bad file is never half-used: it
+ * is set aside for a person to look at (its blocks are then not in force: the log says so
+ * loudly) and the list starts empty. NULL: out of memory. */
+static struct device_blocks *server_blocks_open(const struct config *cfg)
+{
+    char path[4096], err[1024];
+    if (device_blocks_path(cfg, path, sizeof(path)) != 0) {
+        log_warn("event=device_blocks_off reason=\"state_dir too long\"");
+        return device_blocks_new(NULL);
+    }
+    struct device_blocks *b = device_blocks_new(path);
+    if (!b)
+        return NULL;
+    int r = device_blocks_load(b, err, sizeof(err));
+    if (r < 0) {
+        char aside[sizeof(path) + 8];
+        snprintf(aside, sizeof(aside), "%s.bad", path);
+        int moved = rename(path, aside) == 0;
+        log_error("event=device_blocks_ignored reason=\"%s\"%s%s effect=\"no device is blocked "
+                  "until blocked again\"",
+                  err, moved ? " moved_to=" : "", moved ? aside : "");
+    } else if (r > 0) {
+        log_info("event=device_blocks_loaded path=%s blocked=%zu", path, device_blocks_count(b));
+    }
+    return b;
 }
 
 struct server *server_new(struct event_base *base, struct config *cfg, char *err, size_t errlen)
@@ -100,7 +129,14 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->throttle = auth_throttle_new(SERVER_AUTH_TRACKED_MAX, NULL, NULL);
     s->dctx = (struct delivery_ctx){
         .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
-    if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle) {
+    s->dctx.limits = device_limits_new(NULL, NULL);
+    if (s->dctx.limits && device_limits_configure(s->dctx.limits, cfg) != 0) {
+        device_limits_free(s->dctx.limits);
+        s->dctx.limits = NULL;
+    }
+    s->dctx.blocks = server_blocks_open(cfg); /* loads STATE_DIR/device_blocks.state */
+    if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle || !s->dctx.limits ||
+        !s->dctx.blocks) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         config_free(cfg);
         goto fail;
@@ -148,6 +184,8 @@ void server_free(struct server *s)
     /* after the sessions, which count into it; writes the file a last time; before the
      * config it borrows goes */
     device_stats_keeper_free(s->devstats);
+    device_limits_free(s->dctx.limits); /* after the sessions, whose backends count into them */
+    device_blocks_free(s->dctx.blocks);
     server_gen_unref(s->gen);   /* the last one: sessions and control connections are gone */
     metrics_free(s->metrics);   /* sessions count into it until they are gone */
     token_store_free(s->store); /* after the caches, which borrow it */

@@ -40,14 +40,16 @@ static void count_spam_refusal(const struct delivery_ctx *ctx, const struct mess
     if (n == 0)
         return;
     char reason[DEVICE_BLOCK_REASON_MAX + 1], err[512];
-    snprintf(reason, sizeof(reason), "automatic: %u spam refusals, last: %s", n, up);
+    /* the reply's first line, as the device heard it (made printable ASCII and cut when set) */
+    snprintf(reason, sizeof(reason), "automatic: %u spam refusals, last: %.*s", n,
+             (int)strcspn(e->reply, "\r\n"), e->reply);
     if (device_blocks_set(ctx->blocks, e->device, "auto", reason, (int64_t)time(NULL), err,
                           sizeof(err)) != 0) {
         log_error("event=device_block_failed device=%s by=auto refusals=%u reason=\"%s\"",
                   e->device, n, err);
         return;
     }
-    log_warn("event=device_blocked device=%s by=auto refusals=%u last=\"%s\"", e->device, n, up);
+    log_warn("event=device_blocked device=%s by=auto refusals=%u last=%s", e->device, n, up);
 }
 
 void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e)

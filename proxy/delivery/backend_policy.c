@@ -1,7 +1,8 @@
 /* The recipient check as a backend layer rather than a test in the session's RCPT verb: the
  * session stays ignorant of policy (it only relays the reply it is given, as for any backend),
- * every delivery mode gets the same check from one place, and a device whose list is "*" and
- * that needs no FCrDNS pays nothing because backend_new does not build the layer at all.
+ * every delivery mode gets the same check from one place. The daemon keeps a block list, so
+ * backend_new builds the layer for every device (a block may come at any time); without one
+ * (tests, tools) a device whose list is "*", with no FCrDNS and no limits, gets no layer.
  * require_fcrdns: the session's first MAIL waits here (the session is busy) for fcrdns.c's
  * verdict, at most BACKEND_POLICY_FCRDNS_WAIT_S; the verdict then holds for the session.
  * Blocks and limits (docs/device-limits.md): a blocked device hears 550 5.7.1 and the reason at

@@ -26,30 +26,38 @@ static double elapsed_ms(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* block_after_refusals (docs/device-limits.md): a message the upstream refused as spam counts;
- * the refusal that reaches the device's number blocks it. up: the reply's first line, log-safe. */
-static void count_spam_refusal(const struct delivery_ctx *ctx, const struct message_end *e,
-                               const char *up)
+/* block_after_refusals (docs/device-limits.md): a message of device the upstream refused as
+ * spam (spam: what spam_reply says of the reply) counts; the refusal that reaches the device's
+ * number blocks it. reply: as the device heard it (or would have); its first line is used. */
+static void count_spam_refusal(const struct delivery_ctx *ctx, const char *device, int spam,
+                               const char *reply)
 {
-    const struct smtp_reply *rep = e->rep;
-    if (e->result != METRICS_REFUSED || !ctx->limits || !ctx->blocks ||
-        !(rep ? spam_reply_match(rep->code, rep->enhanced, e->reply)
-              : spam_reply_line_match(e->reply)))
+    char up[300];
+    if (!spam || !ctx->limits || !ctx->blocks)
         return;
-    unsigned n = device_limits_spam_refusal(ctx->limits, e->device);
+    unsigned n = device_limits_spam_refusal(ctx->limits, device);
     if (n == 0)
         return;
+    size_t first = strcspn(reply, "\r\n");
     char reason[DEVICE_BLOCK_REASON_MAX + 1], err[512];
-    /* the reply's first line, as the device heard it (made printable ASCII and cut when set) */
-    snprintf(reason, sizeof(reason), "automatic: %u spam refusals, last: %.*s", n,
-             (int)strcspn(e->reply, "\r\n"), e->reply);
-    if (device_blocks_set(ctx->blocks, e->device, "auto", reason, (int64_t)time(NULL), err,
+    /* made printable ASCII and cut when it is set */
+    snprintf(reason, sizeof(reason), "automatic: %u spam refusals, last: %.*s", n, (int)first,
+             reply);
+    log_safe(up, sizeof(up), reply, first);
+    if (device_blocks_set(ctx->blocks, device, "auto", reason, (int64_t)time(NULL), err,
                           sizeof(err)) != 0) {
-        log_error("event=device_block_failed device=%s by=auto refusals=%u reason=\"%s\"",
-                  e->device, n, err);
+        log_error("event=device_block_failed device=%s by=auto refusals=%u reason=\"%s\"", device,
+                  n, err);
         return;
     }
-    log_warn("event=device_blocked device=%s by=auto refusals=%u last=%s", e->device, n, up);
+    log_warn("event=device_blocked device=%s by=auto refusals=%u last=%s", device, n, up);
+}
+
+void message_log_refused_later(const struct delivery_ctx *ctx, const char *device, int code,
+                               const char *enhanced, const char *reply)
+{
+    if (device && *device && reply)
+        count_spam_refusal(ctx, device, spam_reply_match(code, enhanced, reply), reply);
 }
 
 void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e)
@@ -75,5 +83,9 @@ void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e
     metrics_message(ctx->metrics, e->acct, e->result, e->result == METRICS_DELIVERED ? e->size : 0);
     device_stats_message(device_stats_keeper_stats(ctx->devstats), e->device, result, e->reply,
                          (int64_t)time(NULL));
-    count_spam_refusal(ctx, e, up);
+    if (e->result == METRICS_REFUSED)
+        count_spam_refusal(ctx, e->device,
+                           rep ? spam_reply_match(rep->code, rep->enhanced, e->reply)
+                               : spam_reply_line_match(e->reply),
+                           e->reply);
 }

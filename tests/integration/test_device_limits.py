@@ -309,6 +309,24 @@ class TestDeviceLimits(ProxyCase):
         EXCHANGE.script = {}
         self.assertEqual(self.send_one()[0], 250)
 
+    def test_auto_block_from_the_queue(self):
+        # delivery = spool: the device hears 250 queued; the queue runner's refusal counts
+        self.start(copier={"block_after_refusals": "2"}, upstream_port=EXCHANGE.port,
+                   account_extra={"delivery": "spool"})
+        # the message refused as spam; its bounce (from <>) accepted
+        EXCHANGE.script = {"DATA": lambda t: SPAM if t["mail_from"] else None}
+        for i in range(2):
+            code, msg = self.send_one()
+            self.assertEqual(code, 250, msg)
+            self.assertIn(b"queued as", msg)
+            self.wait_log(r"(?s)(event=queue_bounced.*){%d}" % (i + 1))
+        self.wait_log(r"event=device_blocked device=copier by=auto refusals=2 "
+                      r"last=\"550 5\.7\.708 Access denied")
+        code, msg = self.send_one()
+        self.assertEqual(code, 550, msg)
+        self.assertTrue(msg.startswith(b"5.7.1 Device copier is blocked: automatic: 2 spam "
+                                       b"refusals, last: 550 5.7.708"), msg)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -2,7 +2,8 @@
  * max_recipients_per_day as rolling windows, and the spam refusals that block_after_refusals
  * counts in a rolling 24 hours. Counted per device name, so the windows survive a reload (a
  * device that keeps its name keeps its counts); the limits themselves come from the config of
- * the latest device_limits_configure.
+ * the latest device_limits_configure. The daemon writes the counts to STATE_DIR at shutdown and
+ * reads them at start-up (device_limits_file.c), so a restart keeps them too.
  *
  * A window is DEVICE_LIMITS_BUCKETS buckets of its length / DEVICE_LIMITS_BUCKETS seconds
  * each (a minute for the hour, a quarter of an hour for the day): a count leaves the window
@@ -56,6 +57,22 @@ unsigned device_limits_count(struct device_limits *l, const char *device,
  * the count when it reached the device's block_after_refusals (the count then starts again),
  * else 0 (also without block_after_refusals). */
 unsigned device_limits_spam_refusal(struct device_limits *l, const char *device);
+
+/* ---- device_limits_file.c: the counts across a restart ---- */
+
+/* The file's name under state_dir, and its first line. */
+#define DEVICE_LIMITS_FILE "device_limits.state"
+#define DEVICE_LIMITS_MAGIC "smtp-oauth-proxy device limits 1"
+
+/* Write the counts still in their windows to path atomically (temp file 0600, fsync, rename,
+ * fsync of the directory). 0 ok; -1 with err. */
+int device_limits_save(const struct device_limits *l, const char *path, char *err, size_t errlen);
+/* Add the counts kept in path to the devices l has (configure first; other names are
+ * dropped, as are counts outside their window now). 1 loaded; 0 no file; -1 unreadable or bad
+ * (err says why and where; nothing changed). */
+int device_limits_load(struct device_limits *l, const char *path, char *err, size_t errlen);
+/* path = STATE_DIR/device_limits.state; 0 ok, -1 too long. */
+int device_limits_path(const struct config *cfg, char *path, size_t len);
 
 /* "max_messages_per_hour", "max_recipients_per_day": the key, as the reason and the log say. */
 const char *device_limit_name(enum device_limit_kind kind);

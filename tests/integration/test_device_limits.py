@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Cutting a device off (docs/device-limits.md) with the real binary and the rig of
 test_relay.py: max_messages_per_hour (the MAIL over it hears 450 4.7.1 naming the device and the
-limit, nothing more arrives upstream, the log and the metric name it, a reload keeps the count),
+limit, nothing more arrives upstream, the log and the metric name it, a reload and a restart keep
+the count),
 max_recipients_per_day (the RCPT that would exceed it hears 450 4.7.1, the message goes to the
 others), `devices block NAME --reason TEXT` (550 5.7.1 with the reason at MAIL, shown by
 `devices`, kept across a restart and a reload, in a 0600 file) and `devices unblock NAME`, and
@@ -147,6 +148,29 @@ class TestDeviceLimits(ProxyCase):
         self.assertEqual(self.metric("copier", "max_messages_per_hour"), 2)
         self.assertEqual(self.metric("plotter", "max_messages_per_hour"), 1)
         self.assertEqual(len(self.rig.sink_messages()), 5)
+
+    def test_restart_keeps_counts(self):
+        self.start(copier={"max_messages_per_hour": "2", "max_recipients_per_day": "3"})
+        self.assertEqual(self.send_one()[0], 250)
+        self.assertEqual(self.send_one(rcpts=("a@contoso.test", "b@contoso.test"))[0], 250)
+        self.stop_proxy()
+        self.proxy = None
+        path = os.path.join(self.tmp, "state", "device_limits.state")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.start(copier={"max_messages_per_hour": "2", "max_recipients_per_day": "3"})
+        self.wait_log(r"event=device_limits_loaded path=\S+device_limits\.state")
+        code, msg = self.send_one()
+        self.assertEqual(code, 450, msg)
+        self.assertIn(b"max_messages_per_hour (2)", msg)
+        # a bad file is set aside, the counts start from zero, and the daemon says so
+        self.stop_proxy()
+        self.proxy = None
+        with open(path, "w") as f:
+            f.write("garbage\n")
+        self.start(copier={"max_messages_per_hour": "2", "max_recipients_per_day": "3"})
+        self.wait_log(r"event=device_limits_ignored reason=\"\S+device_limits\.state:1: not a "
+                      r"device limits file\" moved_to=\S+\.bad")
+        self.assertEqual(self.send_one()[0], 250)
 
     def test_refused_mail_not_counted(self):
         # a MAIL the upstream refuses gives its count back: only what got through counts

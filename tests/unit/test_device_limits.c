@@ -1,7 +1,8 @@
 /* Per-device rolling windows with a fake clock (proxy/runtime/device_limits.c): the hour and the
  * day slide bucket by bucket, a give-back undoes a take, devices count apart, a reload keeps the
  * counts of the names it keeps, and the spam refusals that reach block_after_refusals in 24 hours
- * report the block once, then start again. Also which upstream replies count as spam
+ * report the block once, then start again; the counts saved and loaded across a restart
+ * (device_limits_file.c), a bad file refused whole. Also which upstream replies count as spam
  * (proxy/smtp/spam_reply.c). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +11,11 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "proxy/config/config.h"
 #include "proxy/runtime/device_limits.h"
@@ -198,6 +203,95 @@ static void test_spam_replies(void **state)
     assert_false(spam_reply_line_match(NULL));
 }
 
+static char dir[64], path[160];
+
+static void write_file(const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_save_load(void **state)
+{
+    (void)state;
+    char err[512], cmd[128];
+    unsigned max = 0;
+    snprintf(dir, sizeof(dir), "/tmp/test_device_limits.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/state/%s", dir, DEVICE_LIMITS_FILE);
+
+    struct device_limits *l = mk();
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(device_limits_take(l, "copier", DEVICE_LIMIT_MESSAGES, &max), 0);
+    fake_now += 1200;
+    assert_int_equal(device_limits_take(l, "copier", DEVICE_LIMIT_MESSAGES, &max), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(device_limits_take(l, "copier", DEVICE_LIMIT_RECIPIENTS, &max), 0);
+    assert_int_equal(device_limits_spam_refusal(l, "copier"), 0);
+    assert_int_equal(device_limits_save(l, path, err, sizeof(err)), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    device_limits_free(l);
+
+    /* a new start, 10 minutes later: the same counts */
+    int64_t saved_at = fake_now;
+    l = mk();
+    fake_now = saved_at + 600;
+    assert_int_equal(device_limits_load(l, path, err, sizeof(err)), 1);
+    assert_int_equal(device_limits_count(l, "copier", DEVICE_LIMIT_MESSAGES), 3);
+    assert_int_equal(device_limits_count(l, "copier", DEVICE_LIMIT_RECIPIENTS), 4);
+    assert_int_equal(device_limits_take(l, "copier", DEVICE_LIMIT_MESSAGES, &max), 1);
+    assert_int_equal(device_limits_spam_refusal(l, "copier"), 2); /* the one before counts */
+    device_limits_free(l);
+
+    /* 50 minutes after the first two: those left the hour, the third is still in it */
+    l = mk();
+    fake_now = saved_at - 1200 + 3600;
+    assert_int_equal(device_limits_load(l, path, err, sizeof(err)), 1);
+    assert_int_equal(device_limits_count(l, "copier", DEVICE_LIMIT_MESSAGES), 1);
+    device_limits_free(l);
+
+    /* names the config no longer has are dropped; an empty file is good */
+    write_file(DEVICE_LIMITS_MAGIC "\ngone messages 30000000 5\n");
+    l = mk();
+    assert_int_equal(device_limits_load(l, path, err, sizeof(err)), 1);
+    assert_int_equal(device_limits_count(l, "gone", DEVICE_LIMIT_MESSAGES), 0);
+    write_file(DEVICE_LIMITS_MAGIC "\n");
+    assert_int_equal(device_limits_load(l, path, err, sizeof(err)), 1);
+
+    /* a bad file: refused whole with its line, nothing taken from it */
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"junk\n", ":1: not a device limits file"},
+        {DEVICE_LIMITS_MAGIC "\ncopier messages 30000000 1", ":1: torn"},
+        {DEVICE_LIMITS_MAGIC "\ncopier messages 30000000 1\ncopier hours 1 1\n",
+         ":3: WINDOW is not"},
+        {DEVICE_LIMITS_MAGIC "\ncopier messages x 1\n", ":2: SLOT is not a number"},
+        {DEVICE_LIMITS_MAGIC "\ncopier messages 1 0\n", ":2: COUNT is not a positive"},
+        {DEVICE_LIMITS_MAGIC "\ncopier messages 1 -1\n", ":2: COUNT is not a positive"},
+        {DEVICE_LIMITS_MAGIC "\ncopier messages 1\n", ":2: expected NAME WINDOW SLOT COUNT"},
+        {DEVICE_LIMITS_MAGIC "\ncopier messages 1 1 1\n", ":2: expected NAME"},
+        {DEVICE_LIMITS_MAGIC "\nco/pier messages 1 1\n", ":2: not a device name"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_file(bad[i].text);
+        err[0] = '\0';
+        assert_int_equal(device_limits_load(l, path, err, sizeof(err)), -1);
+        if (!strstr(err, bad[i].want))
+            fail_msg("file %zu: got \"%s\", want \"%s\"", i, err, bad[i].want);
+    }
+    assert_int_equal(device_limits_count(l, "copier", DEVICE_LIMIT_MESSAGES), 0);
+    unlink(path);
+    assert_int_equal(device_limits_load(l, path, err, sizeof(err)), 0); /* no file */
+    device_limits_free(l);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_reload_keeps_counts),
         cmocka_unit_test(test_spam_refusals),
         cmocka_unit_test(test_spam_replies),
+        cmocka_unit_test(test_save_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,10 @@ static const struct {
      "                           get (device code flow) or import a refresh token"},
     {"devices", cli_devices,
      "devices [--json]         each device's last session, messages in 24 h / 30 d, last result,\n"
-     "                           and whether it has been silent for stale_after"},
+     "                           whether it has been silent for stale_after, and its block\n"
+     "  devices block NAME [--reason TEXT] | devices unblock NAME\n"
+     "                           cut a device off (550 5.7.1 at MAIL, survives a restart), or let "
+     "it send"},
     {"test", cli_test,
      "test ACCOUNT [--to ADDR] [--from ADDR]\n"
      "                           token, claims, AUTH (and a test message): each refusal "

@@ -27,6 +27,7 @@
 #include "oauth/token_cache.h"
 #include "proxy/config/config.h"
 #include "proxy/admin/control_proto.h"
+#include "proxy/runtime/device_blocks.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/delivery/queue.h"
 #include "proxy/server/server.h"
@@ -72,7 +73,7 @@ struct control_conn {
 struct control_cmd {
     const char *name;
     int arg;     /* 1: an argument is required; 0: none is allowed; 2: optional */
-    int payload; /* 1: a payload line follows the request line */
+    int payload; /* a payload line follows the request line: 1 a secret, 2 a text */
     void (*run)(struct control_conn *c, const char *arg, char *payload);
 };
 
@@ -145,7 +146,10 @@ static void log_request(const struct control_conn *c, const char *cmd, const cha
 {
     char safe[160];
     /* a configured name as it is; anything else the peer sent, quoted and escaped */
-    if (arg && config_account(c->gen->cfg, arg))
+    if (arg && strncmp(cmd, "device-", 7) == 0)
+        log_info("event=control_request cmd=%s device=%s peer_uid=%lu", cmd,
+                 log_safe(safe, sizeof(safe), arg, strlen(arg)), c->uid);
+    else if (arg && config_account(c->gen->cfg, arg))
         log_info("event=control_request cmd=%s account=%s peer_uid=%lu", cmd, arg, c->uid);
     else if (arg)
         log_info("event=control_request cmd=%s account=%s peer_uid=%lu", cmd,
@@ -313,8 +317,75 @@ static void cmd_devices(struct control_conn *c, const char *arg, char *payload)
     (void)payload;
     struct server *srv = c->ctl->srv;
     /* ~250 bytes a device */
-    reply_json(c, device_stats_json(device_stats_keeper_stats(srv->devstats), srv->gen->cfg,
-                                    "daemon", (int64_t)time(NULL)));
+    cJSON *doc = device_stats_json(device_stats_keeper_stats(srv->devstats), srv->gen->cfg,
+                                   "daemon", (int64_t)time(NULL));
+    if (doc && device_blocks_json(srv->dctx.blocks, doc) != 0) {
+        cJSON_Delete(doc);
+        doc = NULL;
+    }
+    reply_json(c, doc);
+}
+
+/* The configured device named arg, or replies the valid names and returns NULL. */
+static const struct cfg_device *find_device(struct control_conn *c, const char *arg)
+{
+    const struct config *cfg = c->gen->cfg;
+    for (size_t i = 0; i < cfg->ndevices; i++)
+        if (strcmp(cfg->devices[i].name, arg) == 0)
+            return &cfg->devices[i];
+    char names[1024] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < cfg->ndevices && used < sizeof(names); i++) {
+        int n = snprintf(names + used, sizeof(names) - used, "%s%s", i ? ", " : "",
+                         cfg->devices[i].name);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    /* the peer's argument is not echoed: it could be anything */
+    reply(c, 0, "unknown device (valid: %s)", cfg->ndevices ? names : "none");
+    return NULL;
+}
+
+/* `devices block NAME [--reason TEXT]`: payload is the reason (a text line, may be empty). */
+static void cmd_device_block(struct control_conn *c, const char *arg, char *payload)
+{
+    char err[1024], reason[DEVICE_BLOCK_REASON_MAX + 1];
+    struct device_blocks *b = c->ctl->srv->dctx.blocks;
+    const struct cfg_device *d = find_device(c, arg);
+    if (!d)
+        return;
+    if (device_blocks_set(b, d->name, "admin", payload, (int64_t)time(NULL), err, sizeof(err)) !=
+        0) {
+        reply(c, 0, "cannot block %s: %s", d->name, err);
+        return;
+    }
+    const struct device_block *bl = device_blocks_get(b, d->name);
+    device_block_sanitize(reason, sizeof(reason), bl ? bl->reason : "");
+    log_warn("event=device_blocked device=%s by=admin peer_uid=%lu reason=\"%s\"", d->name, c->uid,
+             reason);
+    reply(c, 1, "device %s blocked: it hears 550 5.7.1 %s\n", d->name, reason);
+}
+
+/* `devices unblock NAME`: a configured device, or a blocked name the config no longer has. */
+static void cmd_device_unblock(struct control_conn *c, const char *arg, char *payload)
+{
+    char err[1024];
+    (void)payload;
+    struct device_blocks *b = c->ctl->srv->dctx.blocks;
+    if (!device_blocks_get(b, arg) && !find_device(c, arg))
+        return;
+    int r = device_blocks_clear(b, arg, err, sizeof(err));
+    if (r < 0) {
+        reply(c, 0, "cannot unblock %s: %s", arg, err);
+        return;
+    }
+    if (r == 0) {
+        reply(c, 0, "device %s is not blocked", arg);
+        return;
+    }
+    log_warn("event=device_unblocked device=%s by=admin peer_uid=%lu", arg, c->uid);
+    reply(c, 1, "device %s unblocked\n", arg);
 }
 
 /* Messages listed by `queue`: the reply stays well under CONTROL_REPLY_MAX (a message is at most
@@ -403,6 +474,8 @@ static const struct control_cmd commands[] = {
     {"queue-hold", 1, 0, cmd_queue_hold},
     {"queue-release", 1, 0, cmd_queue_release},
     {"queue-delete", 1, 0, cmd_queue_delete},
+    {"device-block", 1, 2, cmd_device_block},
+    {"device-unblock", 1, 0, cmd_device_unblock},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -441,7 +514,8 @@ static void on_request_line(struct control_conn *c, char *line, size_t len)
     }
     reply(c, 0,
           "unknown request (valid: token ACCOUNT, accounts, refresh-token ACCOUNT, devices, queue, "
-          "queue-flush [ID], queue-hold ID, queue-release ID, queue-delete ID)");
+          "queue-flush [ID], queue-hold ID, queue-release ID, queue-delete ID, device-block "
+          "NAME, device-unblock NAME)");
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -464,14 +538,19 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (c->replied || !c->cmd->payload)
             return;
     }
-    /* the payload line: a secret */
+    /* the payload line: a secret (1) or a text (2) */
+    int text = c->cmd->payload == 2;
+    size_t max = text ? CONTROL_TEXT_MAX : CONTROL_PAYLOAD_MAX;
     line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
     if (!line) {
-        if (evbuffer_get_length(in) > CONTROL_PAYLOAD_MAX + 1)
-            reply(c, 0, "payload longer than %d bytes", CONTROL_PAYLOAD_MAX);
+        if (evbuffer_get_length(in) > max + 1)
+            reply(c, 0, "payload longer than %zu bytes", max);
         return;
     }
-    if (control_payload_ok(line, len) != 0)
+    if (text && control_text_ok(line, len) != 0)
+        reply(c, 0, "malformed payload: one line of at most %d printable characters",
+              CONTROL_TEXT_MAX);
+    else if (!text && control_payload_ok(line, len) != 0)
         reply(c, 0, "malformed payload: one line of printable characters without spaces");
     else
         run_request(c, line);

@@ -41,6 +41,15 @@ int control_payload_ok(char *line, size_t len)
     return printable(line, len, 0) ? 0 : -1;
 }
 
+int control_text_ok(char *line, size_t len)
+{
+    if (len > 0 && line[len - 1] == '\r')
+        line[--len] = '\0';
+    if (len > CONTROL_TEXT_MAX || strlen(line) != len)
+        return -1;
+    return printable(line, len, 1) ? 0 : -1;
+}
+
 int control_reply_parse(char *buf, size_t len, const char **msg, const char **body)
 {
     char *nl = memchr(buf, '\n', len);

@@ -168,6 +168,10 @@ struct cfg_device {
     const struct rcpt_policy *allow_recipients;
     enum fcrdns_mode require_fcrdns;
     int line;
+    /* docs/device-limits.md; resolved: this section's, else [proxy]'s; 0: none */
+    unsigned max_messages_per_hour;
+    unsigned max_recipients_per_day;
+    unsigned block_after_refusals; /* spam refusals in 24 h that block the device */
 };
 
 struct config {
@@ -230,6 +234,10 @@ struct config {
     size_t naccounts;
     struct cfg_device *devices;
     size_t ndevices;
+    /* [proxy]: the devices' defaults for the same keys (docs/device-limits.md); 0: none */
+    unsigned max_messages_per_hour;
+    unsigned max_recipients_per_day;
+    unsigned block_after_refusals;
 };
 
 /* Load and validate. On success the config; on failure NULL and *errors (malloc'd text, one

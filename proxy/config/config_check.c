@@ -571,6 +571,13 @@ static void config_check_device(struct config_ctx *c, struct config_section *s)
     /* A device without allow_recipients of its own follows [proxy]'s (borrowed: cfg outlives it).
      */
     d->allow_recipients = d->allow_own.rules ? &d->allow_own : &cfg->allow_recipients;
+    /* the limits: this section's, else [proxy]'s (docs/device-limits.md) */
+    if (!config_check_key_set(s, "max_messages_per_hour"))
+        d->max_messages_per_hour = cfg->max_messages_per_hour;
+    if (!config_check_key_set(s, "max_recipients_per_day"))
+        d->max_recipients_per_day = cfg->max_recipients_per_day;
+    if (!config_check_key_set(s, "block_after_refusals"))
+        d->block_after_refusals = cfg->block_after_refusals;
     if (acct_line && s->account_ref) {
         d->account = config_account(cfg, s->account_ref);
         if (!d->account) {

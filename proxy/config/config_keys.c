@@ -121,6 +121,13 @@ static const struct config_key config_proxy_keys[] = {
      "@domain, @.domain, local@domain or *"},
     {"dns_server", config_value_set_endpoint, CF(dns_server), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "IPv4:port or [IPv6]:port (default: /etc/resolv.conf's name servers)"},
+    /* the devices' defaults (docs/device-limits.md); 0: none */
+    {"max_messages_per_hour", config_value_set_uint, CF(max_messages_per_hour), "0", 0, 1000000,
+     NULL, 0, NULL},
+    {"max_recipients_per_day", config_value_set_uint, CF(max_recipients_per_day), "0", 0, 10000000,
+     NULL, 0, NULL},
+    {"block_after_refusals", config_value_set_uint, CF(block_after_refusals), "0", 0, 1000, NULL, 0,
+     NULL},
 };
 
 static const struct config_key config_upstream_keys[] = {
@@ -228,6 +235,13 @@ static const struct config_key config_device_keys[] = {
      "@domain, @.domain, local@domain or *"},
     {"require_fcrdns", config_value_set_choice, DF(require_fcrdns), "no", 0, 0, config_fcrdns, 0,
      NULL},
+    /* No default here: [proxy]'s applies (config_check_device). */
+    {"max_messages_per_hour", config_value_set_uint, DF(max_messages_per_hour), NULL, 0, 1000000,
+     NULL, 0, NULL},
+    {"max_recipients_per_day", config_value_set_uint, DF(max_recipients_per_day), NULL, 0, 10000000,
+     NULL, 0, NULL},
+    {"block_after_refusals", config_value_set_uint, DF(block_after_refusals), NULL, 0, 1000, NULL,
+     0, NULL},
 };
 
 #define CONFIG_NKEYS(a) (sizeof(a) / sizeof((a)[0]))

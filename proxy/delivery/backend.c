@@ -20,10 +20,12 @@ struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *g
         b = backend_direct_new(ctx, gen, acct, device->name, log_id);
     else
         b = backend_store_new(ctx, gen, acct, device->name, log_id); /* spool, direct-then-spool */
-    /* "*" (the default) and no FCrDNS: no layer, nothing to check */
+    /* "*" (the default), no FCrDNS, no limits and no block list: no layer, nothing to check.
+     * With a block list (the daemon always keeps one) every device gets the layer: an admin may
+     * block any device at any time. */
     if (b && ((device->allow_recipients && !rcpt_policy_is_any(device->allow_recipients)) ||
-              device->require_fcrdns != FCRDNS_NO))
-        b = backend_policy_new(b, device, &gen->cfg->allow_recipients, peer, dns, ctx->base,
-                               log_id);
+              device->require_fcrdns != FCRDNS_NO || ctx->blocks || device->max_messages_per_hour ||
+              device->max_recipients_per_day))
+        b = backend_policy_new(b, device, &gen->cfg->allow_recipients, peer, dns, ctx, log_id);
     return b;
 }

@@ -54,7 +54,8 @@ struct backend {
 };
 
 /* The backend of device's account's delivery mode, speaking for the device in the log (log_id:
- * session=), behind the device's recipient policy (backend_policy.h) when it has one. ctx: what
+ * session=), behind the device policy layer (backend_policy.h: recipients, FCrDNS, limits,
+ * blocks) when one applies. ctx: what
  * delivery works with (borrowed). gen: the session's generation, which the caller keeps alive as
  * long as the backend; device belongs to it. peer: the device's address, dns: the resolver
  * (both for require_fcrdns). NULL: out of memory. */

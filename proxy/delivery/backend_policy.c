@@ -1,9 +1,15 @@
 /* The recipient check as a backend layer rather than a test in the session's RCPT verb: the
  * session stays ignorant of policy (it only relays the reply it is given, as for any backend),
- * every delivery mode gets the same check from one place, and a device whose list is "*" and
- * that needs no FCrDNS pays nothing because backend_new does not build the layer at all.
+ * every delivery mode gets the same check from one place. The daemon keeps a block list, so
+ * backend_new builds the layer for every device (a block may come at any time); without one
+ * (tests, tools) a device whose list is "*", with no FCrDNS and no limits, gets no layer.
  * require_fcrdns: the session's first MAIL waits here (the session is busy) for fcrdns.c's
- * verdict, at most BACKEND_POLICY_FCRDNS_WAIT_S; the verdict then holds for the session. */
+ * verdict, at most BACKEND_POLICY_FCRDNS_WAIT_S; the verdict then holds for the session.
+ * Blocks and limits (docs/device-limits.md): a blocked device hears 550 5.7.1 and the reason at
+ * MAIL (before any FCrDNS wait); a MAIL over max_messages_per_hour or a RCPT over
+ * max_recipients_per_day hears 450 4.7.1. A message or recipient is counted when it is let
+ * through and given back when the mode's backend refuses it, so only what the upstream (or the
+ * spool) took counts. */
 #include "proxy/delivery/backend_policy.h"
 
 #include <arpa/inet.h>
@@ -15,7 +21,11 @@
 #include "common/log.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rcpt_policy.h"
+#include "proxy/delivery/delivery_ctx.h"
 #include "proxy/delivery/fcrdns.h"
+#include "proxy/runtime/device_blocks.h"
+#include "proxy/runtime/device_limits.h"
+#include "proxy/runtime/metrics.h"
 
 enum fcrdns_state { FC_UNKNOWN, FC_PENDING, FC_PASS, FC_FAIL };
 
@@ -37,11 +47,72 @@ struct policy_backend {
     struct txn_mail_opts mail_opts;
     backend_reply_cb mail_cb;
     void *mail_arg;
+    /* blocks and limits */
+    const struct delivery_ctx *ctx;
+    backend_reply_cb user_cb; /* the verb in flight whose count waits for its reply */
+    void *user_arg;
+    enum device_limit_kind taken;
 };
 
 static struct backend *pb_inner(struct backend *b)
 {
     return ((struct policy_backend *)b)->inner;
+}
+
+/* The reply to a verb that took a count: given back unless the backend accepted it. */
+static void pb_counted_done(void *arg, const char *reply)
+{
+    struct policy_backend *pb = arg;
+    backend_reply_cb cb = pb->user_cb;
+    void *cb_arg = pb->user_arg;
+    pb->user_cb = NULL;
+    if (reply[0] != '2')
+        device_limits_give_back(pb->ctx->limits, pb->device->name, pb->taken);
+    cb(cb_arg, reply); /* last: the session may free the backend from here */
+}
+
+/* 1 when the device's limit of kind is reached (the device has heard 450 4.7.1); else 0 and one
+ * more is counted. rcpt: the recipient (RCPT) or NULL (MAIL). */
+static int pb_over_limit(struct policy_backend *pb, enum device_limit_kind kind, const char *rcpt,
+                         backend_reply_cb cb, void *arg)
+{
+    unsigned max = 0;
+    if (device_limits_take(pb->ctx->limits, pb->device->name, kind, &max) == 0)
+        return 0;
+    const char *limit = device_limit_name(kind);
+    char reply[512];
+    if (rcpt)
+        snprintf(reply, sizeof(reply),
+                 "450 4.7.1 <%.256s>: device %s has reached its %s (%u), try again later", rcpt,
+                 pb->device->name, limit, max);
+    else
+        snprintf(reply, sizeof(reply),
+                 "450 4.7.1 Device %s has reached its %s (%u), try again later", pb->device->name,
+                 limit, max);
+    log_info("event=device_limit session=%s device=%s limit=%s max=%u", pb->log_id,
+             pb->device->name, limit, max);
+    metrics_device_limit(pb->ctx->metrics, pb->device->name,
+                         kind == DEVICE_LIMIT_MESSAGES ? METRICS_LIMIT_MESSAGES
+                                                       : METRICS_LIMIT_RECIPIENTS);
+    cb(arg, reply);
+    return 1;
+}
+
+/* 1 when the device is blocked (it has heard 550 5.7.1 and the reason). */
+static int pb_blocked(struct policy_backend *pb, backend_reply_cb cb, void *arg)
+{
+    const struct device_block *bl = device_blocks_get(pb->ctx->blocks, pb->device->name);
+    if (!bl)
+        return 0;
+    char reply[512];
+    /* the reason was made printable ASCII and bounded when it was set */
+    snprintf(reply, sizeof(reply), "550 5.7.1 Device %s is blocked: %s", pb->device->name,
+             bl->reason);
+    log_info("event=device_limit session=%s device=%s limit=blocked by=%s since=%lld", pb->log_id,
+             pb->device->name, bl->by, (long long)bl->since);
+    metrics_device_limit(pb->ctx->metrics, pb->device->name, METRICS_LIMIT_BLOCKED);
+    cb(arg, reply);
+    return 1;
 }
 
 static void pb_mail_go(struct policy_backend *pb, const char *from, const struct txn_mail_opts *o,
@@ -55,7 +126,12 @@ static void pb_mail_go(struct policy_backend *pb, const char *from, const struct
         cb(arg, reply);
         return;
     }
-    pb->inner->ops->mail(pb->inner, from, o, cb, arg);
+    if (pb_over_limit(pb, DEVICE_LIMIT_MESSAGES, NULL, cb, arg))
+        return;
+    pb->user_cb = cb;
+    pb->user_arg = arg;
+    pb->taken = DEVICE_LIMIT_MESSAGES;
+    pb->inner->ops->mail(pb->inner, from, o, pb_counted_done, pb);
 }
 
 static void pb_on_fcrdns(void *arg, int ok)
@@ -74,6 +150,8 @@ static void pb_mail(struct backend *b, const char *from, const struct txn_mail_o
                     backend_reply_cb cb, void *arg)
 {
     struct policy_backend *pb = (struct policy_backend *)b;
+    if (pb_blocked(pb, cb, arg))
+        return;
     if (pb->device->require_fcrdns != FCRDNS_NO && pb->fc == FC_UNKNOWN) {
         pb->mail_from = strdup(from);
         if (!pb->mail_from) {
@@ -120,7 +198,12 @@ static void pb_rcpt(struct backend *b, const char *to, backend_reply_cb cb, void
         cb(arg, reply);
         return;
     }
-    pb->inner->ops->rcpt(pb->inner, to, cb, arg);
+    if (pb_over_limit(pb, DEVICE_LIMIT_RECIPIENTS, to, cb, arg))
+        return;
+    pb->user_cb = cb;
+    pb->user_arg = arg;
+    pb->taken = DEVICE_LIMIT_RECIPIENTS;
+    pb->inner->ops->rcpt(pb->inner, to, pb_counted_done, pb);
 }
 
 static void pb_data(struct backend *b, backend_reply_cb cb, void *arg)
@@ -197,7 +280,7 @@ static const struct backend_ops policy_ops = {
 struct backend *backend_policy_new(struct backend *inner, const struct cfg_device *device,
                                    const struct rcpt_policy *proxy_allow,
                                    const struct sockaddr *peer, struct evdns_base *dns,
-                                   struct event_base *base, const char *log_id)
+                                   const struct delivery_ctx *ctx, const char *log_id)
 {
     if (!inner)
         return NULL;
@@ -211,7 +294,8 @@ struct backend *backend_policy_new(struct backend *inner, const struct cfg_devic
     pb->device = device;
     pb->proxy_allow = proxy_allow;
     pb->dns = dns;
-    pb->evbase = base;
+    pb->evbase = ctx->base;
+    pb->ctx = ctx;
     if (peer && peer->sa_family == AF_INET) {
         memcpy(&pb->peer, peer, sizeof(struct sockaddr_in));
         inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, pb->ip, sizeof(pb->ip));

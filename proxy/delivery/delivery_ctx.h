@@ -11,6 +11,8 @@ struct device_stats_keeper;
 struct upstream_pools;
 struct queue;
 struct spool_committer;
+struct device_limits;
+struct device_blocks;
 
 struct delivery_ctx {
     struct event_base *base;
@@ -19,6 +21,9 @@ struct delivery_ctx {
     struct upstream_pools *pools;         /* upstream connections per account */
     struct queue *queue;                  /* the spool and its runner; NULL until opened */
     struct spool_committer *committer;    /* commits off the loop; with queue */
+    /* per-device limits and the block list (docs/device-limits.md); NULL: none kept */
+    struct device_limits *limits;
+    struct device_blocks *blocks;
 };
 
 #endif

@@ -33,5 +33,10 @@ struct message_end {
 /* "delivered", "refused", "deferred", "queued". */
 const char *message_result_name(enum metrics_result r);
 void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e);
+/* A queued message of device refused for good by the queue runner, when no device waits to
+ * hear it (code, enhanced, reply: the upstream's verdict on the whole message): counts towards
+ * the device's block_after_refusals as a refusal heard at once does (docs/device-limits.md). */
+void message_log_refused_later(const struct delivery_ctx *ctx, const char *device, int code,
+                               const char *enhanced, const char *reply);
 
 #endif

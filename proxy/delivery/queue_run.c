@@ -10,6 +10,7 @@
 #include "proxy/config/config.h"
 #include "proxy/delivery/deliver.h"
 #include "proxy/delivery/delivery_ctx.h"
+#include "proxy/delivery/message_log.h"
 #include "proxy/runtime/server_gen.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "store/spool.h"
@@ -195,6 +196,8 @@ static void conclude(struct queue_attempt *at, const struct txn_result *res)
                  m->env.queue_id, a->name, m->env.attempts + 1, ndel, res->nrcpts,
                  log_safe(safe, sizeof(safe), res->reply, strlen(res->reply)));
     }
+    if (nperm && ndel == 0 && ntemp == 0) /* refused as a whole: spam? (block_after_refusals) */
+        message_log_refused_later(q->ctx, at->env.device, res->code, res->enhanced, res->reply);
     if (nperm) {
         char *hdrs = NULL;
         size_t hlen = 0;

@@ -19,7 +19,8 @@ struct metrics *metrics_new(const struct config *cfg)
     m->cfg = cfg;
     m->accounts = calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*m->accounts));
     m->auth_failures = calloc(cfg->ndevices + 1, sizeof(*m->auth_failures));
-    if (!m->accounts || !m->auth_failures) {
+    m->device_limits = calloc(cfg->ndevices + 1, sizeof(*m->device_limits));
+    if (!m->accounts || !m->auth_failures || !m->device_limits) {
         metrics_free(m);
         return NULL;
     }
@@ -32,6 +33,7 @@ void metrics_free(struct metrics *m)
         return;
     free(m->accounts);
     free(m->auth_failures);
+    free(m->device_limits);
     free(m);
 }
 
@@ -42,9 +44,12 @@ int metrics_reconfigure(struct metrics *m, const struct config *cfg)
     struct metrics_account *accounts =
         calloc(cfg->naccounts ? cfg->naccounts : 1, sizeof(*accounts));
     unsigned long *auth_failures = calloc(cfg->ndevices + 1, sizeof(*auth_failures));
-    if (!accounts || !auth_failures) {
+    unsigned long(*device_limits)[METRICS_NDEVICE_LIMITS] =
+        calloc(cfg->ndevices + 1, sizeof(*device_limits));
+    if (!accounts || !auth_failures || !device_limits) {
         free(accounts);
         free(auth_failures);
+        free(device_limits);
         return -1;
     }
     for (size_t i = 0; i < cfg->naccounts; i++)
@@ -53,13 +58,17 @@ int metrics_reconfigure(struct metrics *m, const struct config *cfg)
                 accounts[i] = m->accounts[j];
     for (size_t i = 0; i < cfg->ndevices; i++)
         for (size_t j = 0; j < m->cfg->ndevices; j++)
-            if (strcmp(cfg->devices[i].name, m->cfg->devices[j].name) == 0)
+            if (strcmp(cfg->devices[i].name, m->cfg->devices[j].name) == 0) {
                 auth_failures[i] = m->auth_failures[j];
+                memcpy(device_limits[i], m->device_limits[j], sizeof(device_limits[i]));
+            }
     auth_failures[cfg->ndevices] = m->auth_failures[m->cfg->ndevices];
     free(m->accounts);
     free(m->auth_failures);
+    free(m->device_limits);
     m->accounts = accounts;
     m->auth_failures = auth_failures;
+    m->device_limits = device_limits;
     m->cfg = cfg;
     return 0;
 }
@@ -222,4 +231,18 @@ void metrics_connection_refused(struct metrics *m, enum metrics_refusal why)
 {
     if (m && (unsigned)why < METRICS_NREFUSALS)
         m->refused[why]++;
+}
+
+const char *const metrics_device_limit_names[METRICS_NDEVICE_LIMITS] = {
+    "max_messages_per_hour", "max_recipients_per_day", "blocked"};
+
+void metrics_device_limit(struct metrics *m, const char *device, enum metrics_device_limit why)
+{
+    if (!m || !device || (unsigned)why >= METRICS_NDEVICE_LIMITS)
+        return;
+    for (size_t i = 0; i < m->cfg->ndevices; i++)
+        if (strcmp(m->cfg->devices[i].name, device) == 0) {
+            m->device_limits[i][why]++;
+            return;
+        }
 }

@@ -62,6 +62,17 @@ enum metrics_refusal {
 #define METRICS_NREFUSALS 3
 void metrics_connection_refused(struct metrics *m, enum metrics_refusal why);
 
+/* Why a device's MAIL or RCPT was refused by its limits (docs/device-limits.md):
+ * device_limit_refusals_total's limit label. */
+enum metrics_device_limit {
+    METRICS_LIMIT_MESSAGES,   /* max_messages_per_hour, at MAIL */
+    METRICS_LIMIT_RECIPIENTS, /* max_recipients_per_day, at RCPT */
+    METRICS_LIMIT_BLOCKED,    /* blocked (devices block, or block_after_refusals), at MAIL */
+};
+#define METRICS_NDEVICE_LIMITS 3
+/* device: a configured device's name (others are not counted). */
+void metrics_device_limit(struct metrics *m, const char *device, enum metrics_device_limit why);
+
 /* Token figures are read live from the caches: stats(arg, i, st) fills st for
  * cfg->accounts[i] and returns 0, or -1 when the account has no cache. */
 typedef int (*metrics_token_stats_fn)(void *arg, size_t account, struct token_cache_stats *st);

@@ -43,10 +43,13 @@ struct metrics {
     /* "other" rows never need a free well-formed slot: room for one per command and class */
     struct metrics_reply replies[METRICS_REPLIES_MAX + METRICS_NCMDS * METRICS_NCLASSES];
     size_t nreplies, nreplies_coded;
+    /* cfg->ndevices rows, by enum metrics_device_limit */
+    unsigned long (*device_limits)[METRICS_NDEVICE_LIMITS];
 };
 
 extern const char *const metrics_cmd_names[METRICS_NCMDS];
 extern const char *const metrics_result_names[METRICS_NRESULTS];
 extern const char *const metrics_refusal_names[METRICS_NREFUSALS];
+extern const char *const metrics_device_limit_names[METRICS_NDEVICE_LIMITS];
 
 #endif

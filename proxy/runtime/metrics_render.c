@@ -177,6 +177,20 @@ static void render_refused(const struct metrics *m, struct out *o)
              m->refused[i]);
 }
 
+static void render_device_limits(const struct metrics *m, struct out *o)
+{
+    char d[200];
+    head(
+        o, "device_limit_refusals_total", "counter",
+        "MAIL or RCPT of a device refused by its limits (docs/device-limits.md): "
+        "max_messages_per_hour and max_recipients_per_day with 450 4.7.1, blocked with 550 5.7.1.");
+    for (size_t i = 0; i < m->cfg->ndevices; i++)
+        for (size_t k = 0; k < METRICS_NDEVICE_LIMITS; k++)
+            emit(o, P "device_limit_refusals_total{device=\"%s\",limit=\"%s\"} %lu\n",
+                 metrics_escape(d, sizeof(d), m->cfg->devices[i].name),
+                 metrics_device_limit_names[k], m->device_limits[i][k]);
+}
+
 int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_stats_fn stats,
                    void *arg, int64_t now_wall)
 {
@@ -187,6 +201,7 @@ int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_
     render_tokens(m, &o, stats, arg, now_wall);
     render_auth(m, &o);
     render_refused(m, &o);
+    render_device_limits(m, &o);
     return o.failed ? -1 : 0;
 }
 

@@ -10,6 +10,8 @@
 #include "common/log.h"
 #include "oauth/http.h"
 #include "proxy/runtime/auth_throttle.h"
+#include "proxy/runtime/device_blocks.h"
+#include "proxy/runtime/device_limits.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/delivery/queue.h"
@@ -52,6 +54,74 @@ void server_stop_listening(struct server *s)
     free(s->listeners);
     s->listeners = NULL;
     s->nlisteners = 0;
+}
+
+/* The per-device limits, with the counts the daemon wrote at its last shutdown (a bad file is
+ * set aside and the counts start from zero). NULL: out of memory. */
+static struct device_limits *server_limits_open(const struct config *cfg)
+{
+    char path[4096], err[1024];
+    struct device_limits *l = device_limits_new(NULL, NULL);
+    if (!l || device_limits_configure(l, cfg) != 0) {
+        device_limits_free(l);
+        return NULL;
+    }
+    if (device_limits_path(cfg, path, sizeof(path)) != 0)
+        return l;
+    int r = device_limits_load(l, path, err, sizeof(err));
+    if (r < 0) {
+        char aside[sizeof(path) + 8];
+        snprintf(aside, sizeof(aside), "%s.bad", path);
+        int moved = rename(path, aside) == 0;
+        log_warn("event=device_limits_ignored reason=\"%s\"%s%s effect=\"the devices' counts "
+                 "start from zero\"",
+                 err, moved ? " moved_to=" : "", moved ? aside : "");
+    } else if (r > 0) {
+        log_info("event=device_limits_loaded path=%s", path);
+    }
+    return l;
+}
+
+/* Write the counts for the next start (only a daemon that ran: one that opened the queue, not
+ * --check, which would write back a running daemon's old counts), and free them. */
+static void server_limits_close(struct server *s, int ran)
+{
+    char path[4096], err[1024];
+    if (s->dctx.limits && ran && s->gen &&
+        device_limits_path(s->gen->cfg, path, sizeof(path)) == 0 &&
+        device_limits_save(s->dctx.limits, path, err, sizeof(err)) != 0)
+        log_warn("event=device_limits_write_failed reason=\"%s\" effect=\"the devices' counts "
+                 "start from zero at the next start\"",
+                 err);
+    device_limits_free(s->dctx.limits);
+    s->dctx.limits = NULL;
+}
+
+/* The block list kept in STATE_DIR (docs/device-limits.md). A bad file is never half-used: it
+ * is set aside for a person to look at (its blocks are then not in force: the log says so
+ * loudly) and the list starts empty. NULL: out of memory. */
+static struct device_blocks *server_blocks_open(const struct config *cfg)
+{
+    char path[4096], err[1024];
+    if (device_blocks_path(cfg, path, sizeof(path)) != 0) {
+        log_warn("event=device_blocks_off reason=\"state_dir too long\"");
+        return device_blocks_new(NULL);
+    }
+    struct device_blocks *b = device_blocks_new(path);
+    if (!b)
+        return NULL;
+    int r = device_blocks_load(b, err, sizeof(err));
+    if (r < 0) {
+        char aside[sizeof(path) + 8];
+        snprintf(aside, sizeof(aside), "%s.bad", path);
+        int moved = rename(path, aside) == 0;
+        log_error("event=device_blocks_ignored reason=\"%s\"%s%s effect=\"no device is blocked "
+                  "until blocked again\"",
+                  err, moved ? " moved_to=" : "", moved ? aside : "");
+    } else if (r > 0) {
+        log_info("event=device_blocks_loaded path=%s blocked=%zu", path, device_blocks_count(b));
+    }
+    return b;
 }
 
 struct server *server_new(struct event_base *base, struct config *cfg, char *err, size_t errlen)
@@ -100,7 +170,10 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->throttle = auth_throttle_new(SERVER_AUTH_TRACKED_MAX, NULL, NULL);
     s->dctx = (struct delivery_ctx){
         .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
-    if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle) {
+    s->dctx.limits = server_limits_open(cfg); /* loads STATE_DIR/device_limits.state */
+    s->dctx.blocks = server_blocks_open(cfg); /* loads STATE_DIR/device_blocks.state */
+    if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle || !s->dctx.limits ||
+        !s->dctx.blocks) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         config_free(cfg);
         goto fail;
@@ -129,6 +202,7 @@ void server_free(struct server *s)
 {
     if (!s)
         return;
+    int ran = s->dctx.queue != NULL; /* a daemon that ran, not --check */
     server_stop_listening(s);
     while (s->sessions)
         server_session_abort(s->sessions);
@@ -148,6 +222,8 @@ void server_free(struct server *s)
     /* after the sessions, which count into it; writes the file a last time; before the
      * config it borrows goes */
     device_stats_keeper_free(s->devstats);
+    server_limits_close(s, ran); /* after the sessions and the queue, which count into them */
+    device_blocks_free(s->dctx.blocks);
     server_gen_unref(s->gen);   /* the last one: sessions and control connections are gone */
     metrics_free(s->metrics);   /* sessions count into it until they are gone */
     token_store_free(s->store); /* after the caches, which borrow it */

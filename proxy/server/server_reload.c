@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "proxy/runtime/device_limits.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/delivery/queue.h"
@@ -162,7 +163,10 @@ int server_reload(struct server *s, const char *path, char **errors)
     struct listen_plan plan;
     if (listeners_prepare(s, g->cfg, &plan, err, sizeof(err)) != 0)
         goto fail;
-    if (metrics_reconfigure(s->metrics, g->cfg) != 0) {
+    /* the limits copy what they take from the config: first, as a failure after it changes
+     * nothing that points into the new config */
+    if (device_limits_configure(s->dctx.limits, g->cfg) != 0 ||
+        metrics_reconfigure(s->metrics, g->cfg) != 0) {
         plan_clear(&plan);
         snprintf(err, sizeof(err), "out of memory");
         goto fail;

@@ -1,6 +1,7 @@
 /* libFuzzer target for proxy/admin/control_proto.c, fed as the two ends feed it. The daemon: the
  * first line (up to the first \n, as evbuffer_readln gives it: NUL-terminated, embedded NULs kept)
- * to control_split, the line after it to control_payload_ok. The command: the whole input, as a
+ * to control_split, the line after it to control_payload_ok (a secret: refresh-token) and to
+ * control_text_ok (a text: device-block's reason). The command: the whole input, as a
  * reply read to the end of the stream, to control_reply_parse. Each gets a heap copy of exactly
  * len + 1 bytes, so ASan sees any read past the terminator. Every result is checked against the
  * contract in control_proto.h, computed here independently. */
@@ -96,6 +97,20 @@ static void fuzz_payload(const uint8_t *p, size_t len)
     free(line);
 }
 
+/* device-block's reason: printable ASCII with spaces, empty allowed, at most CONTROL_TEXT_MAX */
+static void fuzz_text(const uint8_t *p, size_t len)
+{
+    char *line = fuzz_copy(p, len);
+    size_t n = fuzz_strip_cr(p, len);
+    int want = n <= CONTROL_TEXT_MAX && fuzz_printable((const char *)p, n, 1);
+    int r = control_text_ok(line, len);
+    if ((r != 0 && r != -1) || (r == 0) != want)
+        abort();
+    if (r == 0 && (strlen(line) != n || memcmp(line, p, n) != 0))
+        abort();
+    free(line);
+}
+
 static void fuzz_reply(const uint8_t *p, size_t len)
 {
     char *buf = fuzz_copy(p, len);
@@ -137,6 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t left = size - first - 1;
         const uint8_t *nl2 = memchr(rest, '\n', left);
         fuzz_payload(rest, nl2 ? (size_t)(nl2 - rest) : left);
+        fuzz_text(rest, nl2 ? (size_t)(nl2 - rest) : left);
     }
     fuzz_reply(data, size);
     return 0;

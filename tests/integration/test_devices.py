@@ -127,14 +127,14 @@ class TestDevices(ProxyCase):
         lines = out.splitlines()
         self.assertTrue(lines[0].startswith("source: the running daemon"), out)
         self.assertEqual(lines[1].split(), ["DEVICE", "ACCOUNT", "MATCH", "LAST-SEEN", "MSGS-24H",
-                                            "MSGS-30D", "LAST-RESULT", "STALE"])
+                                            "MSGS-30D", "LAST-RESULT", "STALE", "BLOCKED"])
         rows = {ln.split()[0]: ln.split() for ln in lines[2:5]}
         self.assertEqual(rows["copier"][:3], ["copier", "scanners", "address"])
         self.assertEqual(rows["copier"][4:7], ["2", "2", "delivered"])
         self.assertEqual(rows["scanner2"][4:7], ["2", "2", "refused"])
         self.assertEqual(rows["plotter"][3:7], ["never", "0", "0", "-"])
-        self.assertEqual([rows[n][-1] for n in ("copier", "scanner2", "plotter")],
-                         ["no", "no", "no"])
+        self.assertEqual([rows[n][-2:] for n in ("copier", "scanner2", "plotter")],
+                         [["no", "no"]] * 3)  # STALE, BLOCKED
         self.assertIn("scanner2: last reply: 5", out)
 
         # stopped: the same figures from the state file, written at shutdown
@@ -165,7 +165,7 @@ class TestDevices(ProxyCase):
         self.assertEqual((d["plotter"]["last_seen"], d["plotter"]["stale"]), (None, True))
         rc, out, err = self.run_cmd("devices")
         rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[2:5]}
-        self.assertEqual([rows[n][-1] for n in ("copier", "scanner2", "plotter")],
+        self.assertEqual([rows[n][-2] for n in ("copier", "scanner2", "plotter")],
                          ["no", "yes", "yes"])
 
     def test_removed_devices_and_torn_file(self):

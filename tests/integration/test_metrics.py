@@ -198,6 +198,11 @@ class TestMetrics(ProxyCase):
         # nothing was refused at connect
         for reason in ("per_ip", "auth_blocked", "max_connections"):
             self.assertEqual(self.value(m, "connections_refused_total", reason=reason), 0)
+        # no device limits set, nobody blocked: every device's series is there, at zero
+        for dev in ("copier", "scanner2"):
+            for limit in ("max_messages_per_hour", "max_recipients_per_day", "blocked"):
+                self.assertEqual(self.value(m, "device_limit_refusals_total", device=dev,
+                                            limit=limit), 0)
 
         # only GET/HEAD on two paths
         self.assertEqual(self.get("/")[0], 404)

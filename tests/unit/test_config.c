@@ -264,9 +264,11 @@ static void test_unknown_key(void **state)
                   "auth_fail_limit, auth_block_time, command_timeout, data_timeout, "
                   "log_level, state_dir, key_file, bare_lf, control_socket, metrics_listen, "
                   "stale_after, max_queue_lifetime, spool_commit_threads, direct_attempt_timeout, "
-                  "http_proxy, allow_recipients, dns_server\n"
+                  "http_proxy, allow_recipients, dns_server, max_messages_per_hour, "
+                  "max_recipients_per_day, block_after_refusals\n"
                   "@DIR@/c.conf:13: unknown key 'colour' in [device d]; valid keys: address, "
-                  "username, password_hash, account, allow_recipients, require_fcrdns\n");
+                  "username, password_hash, account, allow_recipients, require_fcrdns, "
+                  "max_messages_per_hour, max_recipients_per_day, block_after_refusals\n");
 }
 
 static void test_unknown_section(void **state)
@@ -1384,6 +1386,43 @@ static void test_allow_recipients(void **state)
                   "@DIR@/c.conf:17: allow_recipients: empty entry; " RP_WHAT "\n");
 }
 
+/* max_messages_per_hour, max_recipients_per_day, block_after_refusals (docs/device-limits.md):
+ * none by default; [proxy]'s apply to devices without their own; 0 in a device turns [proxy]'s
+ * off for it. */
+static void test_device_limit_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->max_messages_per_hour, 0);
+    assert_int_equal(cfg->devices[0].max_messages_per_hour, 0);
+    assert_int_equal(cfg->devices[0].max_recipients_per_day, 0);
+    assert_int_equal(cfg->devices[0].block_after_refusals, 0);
+    config_free(cfg);
+
+    cfg = expect_ok(MIN_PROXY "max_messages_per_hour = 100\nmax_recipients_per_day = 2000\n"
+                              "block_after_refusals = 3\n" MIN_ACCOUNT MIN_DEVICE
+                              "[device e]\naddress = 10.0.0.2\naccount = a\n"
+                              "max_messages_per_hour = 5\nmax_recipients_per_day = 0\n"
+                              "block_after_refusals = 1\n");
+    assert_int_equal(cfg->devices[0].max_messages_per_hour, 100);
+    assert_int_equal(cfg->devices[0].max_recipients_per_day, 2000);
+    assert_int_equal(cfg->devices[0].block_after_refusals, 3);
+    assert_int_equal(cfg->devices[1].max_messages_per_hour, 5);
+    assert_int_equal(cfg->devices[1].max_recipients_per_day, 0);
+    assert_int_equal(cfg->devices[1].block_after_refusals, 1);
+    config_free(cfg);
+
+    expect_errors(MIN_PROXY "max_messages_per_hour = many\n" MIN_ACCOUNT MIN_DEVICE
+                            "max_recipients_per_day = 10000001\n"
+                            "block_after_refusals = -1\n",
+                  "@DIR@/c.conf:3: max_messages_per_hour: invalid number 'many'; expected an "
+                  "integer 0..1000000\n"
+                  "@DIR@/c.conf:13: max_recipients_per_day: 10000001 is out of range; valid: "
+                  "0..10000000\n"
+                  "@DIR@/c.conf:14: block_after_refusals: invalid number '-1'; expected an "
+                  "integer 0..1000\n");
+}
+
 /* require_fcrdns per device (yes = external) and [proxy] dns_server. */
 static void test_fcrdns_keys(void **state)
 {
@@ -1449,6 +1488,7 @@ int main(void)
         cmocka_unit_test(test_kind_examples),
         cmocka_unit_test(test_allow_recipients),
         cmocka_unit_test(test_fcrdns_keys),
+        cmocka_unit_test(test_device_limit_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

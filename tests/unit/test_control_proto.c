@@ -85,6 +85,26 @@ static void test_payload(void **state)
     free(big);
 }
 
+/* device-block's reason: a text line, spaces allowed, may be empty, bounded */
+static void test_text(void **state)
+{
+    char ok[] = "stolen copier, ticket 42\r", empty[] = "", ctl[] = "a\tb", hi[] = "vol\xc3\xa9";
+    char nul[] = "a\0b";
+    (void)state;
+    assert_int_equal(control_text_ok(ok, strlen(ok)), 0);
+    assert_string_equal(ok, "stolen copier, ticket 42");
+    assert_int_equal(control_text_ok(empty, 0), 0);
+    assert_int_equal(control_text_ok(ctl, strlen(ctl)), -1);
+    assert_int_equal(control_text_ok(hi, strlen(hi)), -1);
+    assert_int_equal(control_text_ok(nul, 3), -1);
+    char big[CONTROL_TEXT_MAX + 2];
+    memset(big, ' ', CONTROL_TEXT_MAX + 1);
+    big[CONTROL_TEXT_MAX + 1] = '\0';
+    assert_int_equal(control_text_ok(big, CONTROL_TEXT_MAX + 1), -1);
+    big[CONTROL_TEXT_MAX] = '\0';
+    assert_int_equal(control_text_ok(big, CONTROL_TEXT_MAX), 0);
+}
+
 static int reply(const char *text, const char **msg, const char **body)
 {
     static char buf[256];
@@ -116,9 +136,8 @@ static void test_reply(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_split),
-        cmocka_unit_test(test_split_limit),
-        cmocka_unit_test(test_payload),
+        cmocka_unit_test(test_split),   cmocka_unit_test(test_split_limit),
+        cmocka_unit_test(test_payload), cmocka_unit_test(test_text),
         cmocka_unit_test(test_reply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

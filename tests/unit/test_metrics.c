@@ -98,6 +98,11 @@ static void test_render_exact(void **state)
     metrics_connection_refused(m, METRICS_REFUSED_PER_IP);
     metrics_connection_refused(m, METRICS_REFUSED_PER_IP);
     metrics_connection_refused(m, METRICS_REFUSED_AUTH_BLOCKED);
+    metrics_device_limit(m, "lab", METRICS_LIMIT_MESSAGES);
+    metrics_device_limit(m, "lab", METRICS_LIMIT_MESSAGES);
+    metrics_device_limit(m, "copier-1", METRICS_LIMIT_BLOCKED);
+    metrics_device_limit(m, "printer", METRICS_LIMIT_RECIPIENTS);
+    metrics_device_limit(m, "nosuch", METRICS_LIMIT_BLOCKED); /* not a device: not counted */
 
     char *s = render(m, stats_fn, NULL, 1000);
     const char *want =
@@ -168,7 +173,27 @@ static void test_render_exact(void **state)
         "# TYPE smtp_oauth_proxy_connections_refused_total counter\n"
         "smtp_oauth_proxy_connections_refused_total{reason=\"per_ip\"} 2\n"
         "smtp_oauth_proxy_connections_refused_total{reason=\"auth_blocked\"} 1\n"
-        "smtp_oauth_proxy_connections_refused_total{reason=\"max_connections\"} 0\n";
+        "smtp_oauth_proxy_connections_refused_total{reason=\"max_connections\"} 0\n"
+        "# HELP smtp_oauth_proxy_device_limit_refusals_total MAIL or RCPT of a device refused by "
+        "its limits (docs/device-limits.md): max_messages_per_hour and max_recipients_per_day "
+        "with 450 4.7.1, blocked with 550 5.7.1.\n"
+        "# TYPE smtp_oauth_proxy_device_limit_refusals_total counter\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"copier-1\",limit=\"max_messages_"
+        "per_hour\"} 0\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"copier-1\",limit=\"max_recipients_"
+        "per_day\"} 0\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"copier-1\",limit=\"blocked\"} 1\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"lab\",limit=\"max_messages_per_"
+        "hour\"} 2\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"lab\",limit=\"max_recipients_per_"
+        "day\"} 0\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"lab\",limit=\"blocked\"} 0\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"printer\",limit=\"max_messages_"
+        "per_hour\"} 0\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"printer\",limit=\"max_"
+        "recipients_per_day\"} 1\n"
+        "smtp_oauth_proxy_device_limit_refusals_total{device=\"printer\",limit=\"blocked\"} "
+        "0\n";
     assert_string_equal(s, want);
     free(s);
     metrics_free(m);
@@ -261,6 +286,7 @@ static void test_null_registry(void **state)
     metrics_upstream_conn(NULL, NULL, 1);
     assert_int_equal(metrics_device_by_user(NULL, "x"), -1);
     metrics_auth_failed(NULL, 0);
+    metrics_device_limit(NULL, "x", METRICS_LIMIT_BLOCKED);
 }
 
 /* ---- HTTP ---- */

@@ -129,7 +129,9 @@ static void test_metrics_carried_over(void **state)
     metrics_message(m, &acc1[1], METRICS_REFUSED, 0);
     metrics_auth_failed(m, metrics_device_by_user(m, "copier"));
     metrics_auth_failed(m, -1);
+    metrics_device_limit(m, "copier", METRICS_LIMIT_BLOCKED);
     assert_int_equal(metrics_reconfigure(m, &c2), 0);
+    metrics_device_limit(m, "copier", METRICS_LIMIT_BLOCKED);
     /* a session older than the reload still counts under its account's name */
     metrics_message(m, &acc1[0], METRICS_DELIVERED, 50);
     metrics_message(m, &acc1[1], METRICS_DELIVERED, 7); /* removed: not counted */
@@ -143,7 +145,13 @@ static void test_metrics_carried_over(void **state)
     assert_non_null(strstr(text, "account=\"new\",result=\"deferred\"} 1\n"));
     assert_null(strstr(text, "\"gone\""));
     assert_non_null(strstr(text, "device=\"copier\"} 1\n"));
-    assert_null(strstr(text, "device=\"lab\"")); /* no username: nobody logs in as it */
+    /* no username: nobody logs in as it */
+    assert_null(strstr(text, "auth_failures_total{device=\"lab\""));
+    /* device limit refusals carry over by name; a new device starts at zero */
+    assert_non_null(strstr(text, "device_limit_refusals_total{device=\"copier\",limit=\"blocked\"} "
+                                 "2\n"));
+    assert_non_null(strstr(text, "device_limit_refusals_total{device=\"lab\",limit=\"blocked\"} "
+                                 "0\n"));
     assert_non_null(strstr(text, "device=\"unknown\"} 1\n"));
     assert_non_null(strstr(text, "relayed_bytes_total{account=\"scanners\"} 150\n"));
     evbuffer_free(out);

@@ -471,6 +471,8 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
         if (!config_upstream_needs_token(&a->upstream)) {
             config_check_tokenless(c, s);
             a->rate_limit = config_check_key_set(s, "rate_limit") ? a->rate_limit : 0;
+            if (!config_check_key_set(s, "daily_recipient_limit"))
+                a->daily_recipient_limit = 0;
             return;
         }
         config_err(c, s->line,
@@ -532,6 +534,9 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
     /* Exchange Online answers 432 4.3.2 beyond 30 messages a minute per mailbox. */
     if (!config_check_key_set(s, "rate_limit"))
         a->rate_limit = a->provider && strcmp(a->provider, "microsoft") == 0 ? 30 : 0;
+    /* Exchange Online: 10,000 recipients a day per mailbox (docs/account-budget.md). */
+    if (!config_check_key_set(s, "daily_recipient_limit"))
+        a->daily_recipient_limit = a->provider && strcmp(a->provider, "microsoft") == 0 ? 10000 : 0;
 }
 
 static void config_check_device(struct config_ctx *c, struct config_section *s)

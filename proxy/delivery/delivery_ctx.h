@@ -11,6 +11,7 @@ struct device_stats_keeper;
 struct upstream_pools;
 struct queue;
 struct spool_committer;
+struct account_budget;
 
 struct delivery_ctx {
     struct event_base *base;
@@ -19,6 +20,8 @@ struct delivery_ctx {
     struct upstream_pools *pools;         /* upstream connections per account */
     struct queue *queue;                  /* the spool and its runner; NULL until opened */
     struct spool_committer *committer;    /* commits off the loop; with queue */
+    /* recipients accepted per account in 24 h, and the hold (account_budget.h); NULL: none */
+    struct account_budget *budget;
 };
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "proxy/config/config.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/smtp/exchange_explain.h"
 #include "proxy/delivery/delivery_ctx.h"
@@ -46,4 +47,11 @@ void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e
     metrics_message(ctx->metrics, e->acct, e->result, e->result == METRICS_DELIVERED ? e->size : 0);
     device_stats_message(device_stats_keeper_stats(ctx->devstats), e->device, result, e->reply,
                          (int64_t)time(NULL));
+    message_log_accepted(ctx, e->acct, e->accepted);
+}
+
+void message_log_accepted(const struct delivery_ctx *ctx, const struct cfg_account *acct, size_t n)
+{
+    if (n)
+        account_budget_add(ctx->budget, acct->name, n, (int64_t)time(NULL));
 }

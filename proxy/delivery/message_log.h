@@ -28,10 +28,17 @@ struct message_end {
     const struct timespec *t_start;
     const char *delivery; /* " delivery=..." when not NULL */
     const char *queue_id; /* " queue_id=..." when not NULL */
+    /* recipients the upstream accepted (delivered), counted against the account's daily
+     * recipient budget (account_budget.h): a message queued after some were delivered has some */
+    size_t accepted;
 };
 
 /* "delivered", "refused", "deferred", "queued". */
 const char *message_result_name(enum metrics_result r);
 void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e);
+/* n recipients of acct were accepted by the upstream: counted in its daily budget. Every
+ * delivery (message_log_end's accepted, the queue runner's deliveries, whatever the transport)
+ * is counted here and nowhere else. */
+void message_log_accepted(const struct delivery_ctx *ctx, const struct cfg_account *acct, size_t n);
 
 #endif

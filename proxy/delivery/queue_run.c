@@ -10,6 +10,8 @@
 #include "proxy/config/config.h"
 #include "proxy/delivery/deliver.h"
 #include "proxy/delivery/delivery_ctx.h"
+#include "proxy/delivery/message_log.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/server_gen.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "store/spool.h"
@@ -190,6 +192,7 @@ static void conclude(struct queue_attempt *at, const struct txn_result *res)
     }
     if (ndel) {
         q->delivered++;
+        message_log_accepted(q->ctx, at->acct, ndel);
         log_info("event=queue_delivered queue_id=%s account=%s attempts=%u rcpts=%zu of=%zu "
                  "upstream=%s",
                  m->env.queue_id, a->name, m->env.attempts + 1, ndel, res->nrcpts,
@@ -342,11 +345,32 @@ static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct
     return 0;
 }
 
+/* The account's daily recipient budget has no room for m now: 1 (next: when it will), and m is
+ * held, not bounced (max_queue_lifetime still applies). 0: m may start. */
+static int budget_holds(struct queue_acct *a, struct queue_msg *m, const struct cfg_account *acct,
+                        int64_t now, int64_t *next)
+{
+    int64_t room = 0;
+    if (account_budget_admit(a->q->ctx->budget, a->name, acct->daily_recipient_limit, m->env.nrcpts,
+                             now, &room))
+        return 0;
+    if (!m->budget_held) {
+        m->budget_held = 1;
+        account_budget_count_held(a->q->ctx->budget, a->name);
+        log_info("event=queue_budget_hold queue_id=%s account=%s rcpts=%zu next_in=%llds",
+                 m->env.queue_id, a->name, m->env.nrcpts, (long long)(room - now));
+    }
+    if (!*next || room < *next)
+        *next = room;
+    return 1;
+}
+
 void queue_run_acct(struct queue_acct *a)
 {
     struct queue *q = a->q;
     struct queue_backoff bp;
     int64_t now = queue_now(), next = 0;
+    int budget_full = 0; /* a message waits for the budget: none after it overtakes */
     if (!q->running || a->att || q->stopping || !a->head)
         return;
     if (a->stopped_until > now) {
@@ -378,8 +402,12 @@ void queue_run_acct(struct queue_acct *a)
                 next = m->env.next_attempt;
             continue;
         }
-        if (!q->ctx->pools)
-            continue; /* no upstream (tests): expiry only */
+        if (!q->ctx->pools || budget_full)
+            continue; /* no upstream (tests), or the budget is used: expiry only */
+        if (budget_holds(a, m, acct, now, &next)) {
+            budget_full = 1;
+            continue;
+        }
         if (start_attempt(a, m, acct) == 0)
             return;
         log_error("event=queue_attempt_failed queue_id=%s account=%s reason=\"out of memory\"",

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "oauth/http.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/auth_throttle.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/runtime/metrics.h"
@@ -100,6 +101,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->throttle = auth_throttle_new(SERVER_AUTH_TRACKED_MAX, NULL, NULL);
     s->dctx = (struct delivery_ctx){
         .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
+    s->budget = account_budget_keeper_new(base, cfg); /* loads STATE_DIR/account-budget.state */
+    s->dctx.budget = account_budget_keeper_budget(s->budget);
     if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         config_free(cfg);
@@ -148,6 +151,8 @@ void server_free(struct server *s)
     /* after the sessions, which count into it; writes the file a last time; before the
      * config it borrows goes */
     device_stats_keeper_free(s->devstats);
+    account_budget_keeper_free(s->budget); /* after the queue and sessions that count into it */
+    s->dctx.budget = NULL;
     server_gen_unref(s->gen);   /* the last one: sessions and control connections are gone */
     metrics_free(s->metrics);   /* sessions count into it until they are gone */
     token_store_free(s->store); /* after the caches, which borrow it */

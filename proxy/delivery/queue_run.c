@@ -345,24 +345,25 @@ static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct
     return 0;
 }
 
-/* The account's daily recipient budget has no room for m now: 1 (next: when it will), and m is
- * held, not bounced (max_queue_lifetime still applies). 0: m may start. */
-static int budget_holds(struct queue_acct *a, struct queue_msg *m, const struct cfg_account *acct,
-                        int64_t now, int64_t *next)
+/* The account's daily recipient budget has no room for m now: 1, and *room is when there will
+ * be. 0: m may start. */
+static int budget_full(struct queue_acct *a, const struct queue_msg *m,
+                       const struct cfg_account *acct, int64_t now, int64_t *room)
 {
-    int64_t room = 0;
-    if (account_budget_admit(a->q->ctx->budget, a->name, acct->daily_recipient_limit, m->env.nrcpts,
-                             now, &room))
-        return 0;
-    if (!m->budget_held) {
-        m->budget_held = 1;
-        account_budget_count_held(a->q->ctx->budget, a->name);
-        log_info("event=queue_budget_hold queue_id=%s account=%s rcpts=%zu next_in=%llds",
-                 m->env.queue_id, a->name, m->env.nrcpts, (long long)(room - now));
-    }
-    if (!*next || room < *next)
-        *next = room;
-    return 1;
+    return !account_budget_admit(a->q->ctx->budget, a->name, acct->daily_recipient_limit,
+                                 m->env.nrcpts, now, room);
+}
+
+/* m waits for the budget (room: when it has room again): held, not bounced (max_queue_lifetime
+ * still applies); counted and logged once per message. */
+static void budget_hold(struct queue_acct *a, struct queue_msg *m, int64_t now, int64_t room)
+{
+    if (m->budget_held)
+        return;
+    m->budget_held = 1;
+    account_budget_count_held(a->q->ctx->budget, a->name);
+    log_info("event=queue_budget_hold queue_id=%s account=%s rcpts=%zu next_in=%llds",
+             m->env.queue_id, a->name, m->env.nrcpts, (long long)(room - now));
 }
 
 void queue_run_acct(struct queue_acct *a)
@@ -370,7 +371,7 @@ void queue_run_acct(struct queue_acct *a)
     struct queue *q = a->q;
     struct queue_backoff bp;
     int64_t now = queue_now(), next = 0;
-    int budget_full = 0; /* a message waits for the budget: none after it overtakes */
+    int64_t room = 0; /* a message waits for the budget until then: none after it overtakes */
     if (!q->running || a->att || q->stopping || !a->head)
         return;
     if (a->stopped_until > now) {
@@ -402,10 +403,12 @@ void queue_run_acct(struct queue_acct *a)
                 next = m->env.next_attempt;
             continue;
         }
-        if (!q->ctx->pools || budget_full)
-            continue; /* no upstream (tests), or the budget is used: expiry only */
-        if (budget_holds(a, m, acct, now, &next)) {
-            budget_full = 1;
+        if (!q->ctx->pools)
+            continue; /* no upstream (tests): expiry only */
+        if (room || budget_full(a, m, acct, now, &room)) {
+            budget_hold(a, m, now, room);
+            if (!next || room < next)
+                next = room;
             continue;
         }
         if (start_attempt(a, m, acct) == 0)

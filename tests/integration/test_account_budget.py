@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sop_rig  # noqa: E402
 import test_relay  # noqa: E402
 from spool_case import ALICE, Device, SpoolCase, make_message, message_id, stuff  # noqa: E402,E501
-from test_metrics import parse_exposition  # noqa: E402
+from test_metrics import parse_exposition, promtool_check  # noqa: E402
 from test_relay import BINARY, T  # noqa: E402
 
 LIMIT = 5
@@ -57,7 +57,9 @@ class TestAccountBudget(SpoolCase):
 
     def metrics(self):
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.mport, timeout=T) as r:
-            series = parse_exposition(r.read().decode())
+            text = r.read().decode()
+        series = parse_exposition(text)
+        promtool_check(self, text)
         acct = frozenset({"account": "scanners"}.items())
         return {n: series.get((P + n, acct)) for n in
                 ("account_recipients_24h", "account_recipient_limit",

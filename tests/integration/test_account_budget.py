@@ -13,6 +13,7 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -59,7 +60,8 @@ class TestAccountBudget(SpoolCase):
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.mport, timeout=T) as r:
             text = r.read().decode()
         series = parse_exposition(text)
-        promtool_check(self, text)
+        if shutil.which("promtool"):  # test_metrics requires it; here it is a bonus
+            promtool_check(self, text)
         acct = frozenset({"account": "scanners"}.items())
         return {n: series.get((P + n, acct)) for n in
                 ("account_recipients_24h", "account_recipient_limit",

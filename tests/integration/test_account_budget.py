@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -172,6 +173,19 @@ class TestAccountBudget(SpoolCase):
         self.assertEqual(self.hold_lines(), ["4"])
         self.assert_used(4)
         self.assertEqual(self.metrics()["account_budget_held_total"], 1)
+
+        # a reload that raises the limit releases the held message at once
+        with open(self.cfg) as f:
+            text = f.read()
+        with open(self.cfg, "w") as f:
+            f.write(text.replace("daily_recipient_limit = 5\n", "daily_recipient_limit = 10\n"))
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        self.wait_log(r"event=reloaded ")
+        self.assertEqual(len(self.sink_settled(3, settle=0.3)), 3)
+        self.wait_spool_empty()
+        self.wait_log(r"event=account_budget_resume account=scanners used=4 limit=10")
+        m = self.metrics()
+        self.assertEqual((m["account_recipients_24h"], m["account_recipient_limit"]), (6, 10))
 
     def test_direct_hears_451(self):
         # a damaged state file: logged, set aside, ignored; the daemon starts all the same

@@ -150,14 +150,18 @@ class TestAccountBudget(SpoolCase):
         self.assertEqual(len(self.rig.sink_messages()), 2, "a held message was delivered")
         self.assertEqual(len(self.spool_ids()), 2)
 
-        # the day passes (the persisted minutes moved back): the held messages go, in order
+        # the day passes (the persisted minutes moved back): the held messages go
         self.proxy.stop()
         self.age_out_state()
         self.restart()
         msgs = self.sink_settled(4, settle=0.5)
         self.assertEqual(len(msgs), 4)
-        self.assertEqual([message_id(b) for b in self.upstream_bodies(msgs)],
-                         ["budget-%d@copier.contoso.test" % i for i in range(1, 5)])
+        ids = [message_id(b) for b in self.upstream_bodies(msgs)]
+        # the held two after the first two; between them, queued in the same second, a restart
+        # goes by their random ids (README, known limits)
+        self.assertEqual(ids[:2], ["budget-1@copier.contoso.test", "budget-2@copier.contoso.test"])
+        self.assertEqual(sorted(ids[2:]),
+                         ["budget-3@copier.contoso.test", "budget-4@copier.contoso.test"])
         self.wait_spool_empty()
         self.assert_used(2)
 

@@ -333,6 +333,7 @@ static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct
     at->gen = server_gen_ref(q->gen);
     at->acct = acct;
     m->sending = 1;
+    m->budget_held = 0; /* a later hold is a new one */
     a->att = at;
     q->sending++;
     /* the callback never runs from inside the call */

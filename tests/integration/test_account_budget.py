@@ -124,14 +124,19 @@ class TestAccountBudget(SpoolCase):
             self.assert_accepted(r)
             self.assertRegex(r[-1][1], r"^250 2\.0\.0 Ok: queued as [0-9a-f]{16}$", r)
         self.assertEqual(len(self.wait_spooled(2)), 2)
-        self.wait_log(r"event=queue_budget_hold queue_id=\S+ account=scanners rcpts=1 "
-                      r"next_in=\d+s")
+        deadline = time.monotonic() + T
+        while len(re.findall(r"event=queue_budget_hold queue_id=\S+ account=scanners rcpts=1 "
+                             r"next_in=\d+s", self.log())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(1.0)
         self.assertEqual(len(self.rig.sink_messages()), 2, "a held message was delivered")
         self.assertEqual(self.hold_lines(), ["5"], "one hold line per hold, not per message")
         self.assertEqual(len(self.spool_ids()), 2)
         q = self.queue_list()
-        self.assertEqual(len(q), 2)
+        self.assertEqual([m["state"] for m in q], ["budget", "budget"], q)
+        rc, out, _ = self.queue()
+        self.assertEqual(rc, 0)
+        self.assertRegex(out, r"\n[0-9a-f]{16} +scanners .* budget +- *\n")
         self.assert_used(5)
         self.assertEqual(self.metrics()["account_budget_held_total"], 2)
 

@@ -81,7 +81,8 @@ void ab_add_minute(struct ab_acct *a, int64_t minute, uint64_t n, int64_t now_mi
         k->minute = minute;
         k->count = 0;
     }
-    k->count = k->count + n > UINT32_MAX ? UINT32_MAX : (uint32_t)(k->count + n);
+    k->count = k->count + n > ACCOUNT_BUDGET_COUNT_MAX ? ACCOUNT_BUDGET_COUNT_MAX
+                                                       : (uint32_t)(k->count + n);
 }
 
 uint64_t account_budget_mark(unsigned limit)

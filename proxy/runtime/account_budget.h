@@ -26,6 +26,8 @@ struct event_base;
 #define ACCOUNT_BUDGET_RESERVE_PERCENT 5
 /* Accounts counted at most (the config names them; a state file naming more is not ours). */
 #define ACCOUNT_BUDGET_MAX_ACCOUNTS 4096
+/* A minute's count is capped here (and a file's line beyond it is refused). */
+#define ACCOUNT_BUDGET_COUNT_MAX 1000000000u
 /* The state file's name under state_dir, and how often the daemon writes it while dirty. */
 #define ACCOUNT_BUDGET_FILE "account-budget.state"
 #define ACCOUNT_BUDGET_FLUSH_SECONDS 5
@@ -73,6 +75,12 @@ int account_budget_save(const struct account_budget *b, const char *path, int64_
  * -1 unreadable, torn or garbled (err says why; b is unchanged: a bad file is never half-used). */
 int account_budget_load(struct account_budget *b, const char *path, int64_t now, char *err,
                         size_t errlen);
+/* The file's content for the window up to now (malloc'd, *len bytes); NULL: out of memory. */
+char *account_budget_text(const struct account_budget *b, int64_t now, size_t *len);
+/* The same from len bytes of a file's content (any bytes). 0 parsed (b has the counts); -1 with
+ * err, b unchanged. */
+int account_budget_parse(struct account_budget *b, const char *data, size_t len, int64_t now,
+                         char *err, size_t errlen);
 /* path = STATE_DIR/account-budget.state; 0 ok, -1 too long. */
 int account_budget_path(const struct config *cfg, char *path, size_t len);
 

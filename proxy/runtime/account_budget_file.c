@@ -30,7 +30,6 @@
 /* a line is at most a name and two numbers; a file past this is not ours */
 #define AB_LINE_MAX 512
 #define AB_FILE_MAX (64u * 1024 * 1024)
-#define AB_COUNT_MAX 1000000000ull
 
 int account_budget_path(const struct config *cfg, char *path, size_t len)
 {
@@ -73,13 +72,11 @@ static void put(struct ab_buf *o, const char *fmt, ...)
     }
 }
 
-int account_budget_save(const struct account_budget *b, const char *path, int64_t now, char *err,
-                        size_t errlen)
+char *account_budget_text(const struct account_budget *b, int64_t now, size_t *len)
 {
     struct ab_buf o = {0};
     size_t lines = 0;
     int64_t now_min = ab_minute(now);
-    char dir[4096], tmp[4200];
 
     put(&o, "%s\n", AB_HEADER);
     for (size_t i = 0; b && i < b->n; i++) {
@@ -96,6 +93,19 @@ int account_budget_save(const struct account_budget *b, const char *path, int64_
     put(&o, "end %zu\n", lines);
     if (o.failed) {
         free(o.p);
+        return NULL;
+    }
+    *len = o.len;
+    return o.p;
+}
+
+int account_budget_save(const struct account_budget *b, const char *path, int64_t now, char *err,
+                        size_t errlen)
+{
+    char dir[4096], tmp[4200];
+    size_t len = 0;
+    char *text = account_budget_text(b, now, &len);
+    if (!text) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -106,13 +116,13 @@ int account_budget_save(const struct account_budget *b, const char *path, int64_
     else
         snprintf(dir, sizeof(dir), "%s", slash ? "/" : ".");
     if (durable_mkdir(dir, err, errlen) < 0) {
-        free(o.p);
+        free(text);
         return -1;
     }
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     (void)unlink(tmp); /* a crash's leftover: durable_replace wants it gone */
-    int r = durable_replace(tmp, path, dir, o.p, o.len, 1, NULL, err, errlen);
-    free(o.p);
+    int r = durable_replace(tmp, path, dir, text, len, 1, NULL, err, errlen);
+    free(text);
     return r;
 }
 
@@ -182,7 +192,7 @@ static int parse(struct account_budget *fresh, char *text, int64_t now, char *er
         }
         if (f != 3 || !name_ok(name) || parse_u64(mins, &minute) != 0 ||
             parse_u64(counts, &count) != 0 || minute > (uint64_t)INT64_MAX ||
-            count > AB_COUNT_MAX) {
+            count > ACCOUNT_BUDGET_COUNT_MAX) {
             snprintf(err, errlen, "line %zu: expected 'ACCOUNT MINUTE COUNT'", lineno);
             return -1;
         }
@@ -205,9 +215,41 @@ static int parse(struct account_budget *fresh, char *text, int64_t now, char *er
     return 0;
 }
 
+int account_budget_parse(struct account_budget *b, const char *data, size_t len, int64_t now,
+                         char *err, size_t errlen)
+{
+    if (len > AB_FILE_MAX || memchr(data, '\0', len)) {
+        snprintf(err, errlen, "too large or not text");
+        return -1;
+    }
+    char *text = malloc(len + 1);
+    struct account_budget *fresh = account_budget_new();
+    if (!text || !fresh) {
+        free(text);
+        account_budget_free(fresh);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(text, data, len);
+    text[len] = '\0';
+    int r = parse(fresh, text, now, err, errlen);
+    free(text);
+    if (r == 0) {
+        /* the file's counts replace b's, held counters and hold states aside */
+        for (size_t i = 0; i < fresh->n; i++) {
+            struct ab_acct *src = fresh->accts[i], *dst = ab_get(b, src->name);
+            if (dst)
+                memcpy(dst->buckets, src->buckets, sizeof(dst->buckets));
+        }
+    }
+    account_budget_free(fresh);
+    return r;
+}
+
 int account_budget_load(struct account_budget *b, const char *path, int64_t now, char *err,
                         size_t errlen)
 {
+    char perr[512];
     FILE *f = fopen(path, "r");
     if (!f) {
         if (errno == ENOENT)
@@ -219,31 +261,17 @@ int account_budget_load(struct account_budget *b, const char *path, int64_t now,
     size_t n = text ? fread(text, 1, AB_FILE_MAX + 1, f) : 0;
     int rerr = ferror(f);
     fclose(f);
-    if (!text || rerr || n > AB_FILE_MAX || memchr(text, '\0', n)) {
-        snprintf(err, errlen, "%s: %s", path,
-                 !text  ? "out of memory"
-                 : rerr ? "read error"
-                        : "too large or not text");
+    if (!text || rerr) {
+        snprintf(err, errlen, "%s: %s", path, !text ? "out of memory" : "read error");
         free(text);
         return -1;
     }
-    text[n] = '\0';
-    struct account_budget *fresh = account_budget_new();
-    if (!fresh || parse(fresh, text, now, err, errlen) != 0) {
-        if (!fresh)
-            snprintf(err, errlen, "out of memory");
-        account_budget_free(fresh);
-        free(text);
-        return -1;
-    }
+    int r = account_budget_parse(b, text, n, now, perr, sizeof(perr));
     free(text);
-    /* the file's counts replace b's, held counters and hold states aside */
-    for (size_t i = 0; i < fresh->n; i++) {
-        struct ab_acct *src = fresh->accts[i], *dst = ab_get(b, src->name);
-        if (dst)
-            memcpy(dst->buckets, src->buckets, sizeof(dst->buckets));
+    if (r != 0) {
+        snprintf(err, errlen, "%s", perr);
+        return -1;
     }
-    account_budget_free(fresh);
     return 1;
 }
 

@@ -250,6 +250,25 @@ static void test_damaged_files(void **state)
         assert_int_equal(account_budget_used(b, "scan", T0), 9); /* unchanged */
         account_budget_free(b);
     }
+    /* not text */
+    static const char nul[] = "smtp-oauth-proxy account-budget 1\nscan 1 2\0\nend 1\n";
+    struct account_budget *b = account_budget_new();
+    assert_non_null(b);
+    assert_int_equal(account_budget_parse(b, nul, sizeof(nul) - 1, T0, err, sizeof(err)), -1);
+    assert_string_equal(err, "too large or not text");
+    /* a minute's count is capped, so that what is written is read back */
+    account_budget_add(b, "scan", ACCOUNT_BUDGET_COUNT_MAX, T0);
+    account_budget_add(b, "scan", 5, T0);
+    size_t len = 0;
+    char *text = account_budget_text(b, T0, &len);
+    assert_non_null(text);
+    struct account_budget *c = account_budget_new();
+    assert_non_null(c);
+    assert_int_equal(account_budget_parse(c, text, len, T0, err, sizeof(err)), 0);
+    assert_int_equal(account_budget_used(c, "scan", T0), ACCOUNT_BUDGET_COUNT_MAX);
+    free(text);
+    account_budget_free(b);
+    account_budget_free(c);
 }
 
 /* The daemon's keeper: a bad file is set aside and start-up goes on; counts are written when it

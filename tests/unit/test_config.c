@@ -1449,6 +1449,7 @@ static void test_kind_examples(void **state)
     assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_LOGIN);
     assert_string_equal(a->upstream.password, "example-value");
     assert_int_equal(a->rate_limit, 30);
+    assert_int_equal(a->daily_recipient_limit, 0); /* no provider: none by default */
     config_free(cfg);
     free(text);
 
@@ -1460,6 +1461,7 @@ static void test_kind_examples(void **state)
     assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_XOAUTH2);
     assert_string_equal(a->scope, "https://outlook.office365.com/.default");
     assert_int_equal(a->rate_limit, 0);
+    assert_int_equal(a->daily_recipient_limit, 0); /* not a mailbox's 10,000 a day */
     config_free(cfg);
     free(text);
 

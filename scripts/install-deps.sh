@@ -28,6 +28,7 @@ PKGS=(
     fail2ban                         # fail2ban-regex: test_auth_throttle checks examples/fail2ban's filter
     haproxy                          # test_haproxy: two instances behind it, PROXY protocol v2
     dnsmasq-base                     # /usr/sbin/dnsmasq, no service: test_recipient_policy's DNS server (FCrDNS)
+    prometheus                       # promtool: test_metrics and test_account_budget lint /metrics
 )
 missing=()
 for p in "${PKGS[@]}"; do

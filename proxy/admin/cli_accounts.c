@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/account_tokens.h"
 #include "proxy/admin/cli_int.h"
 #include "proxy/config/config.h"
@@ -16,6 +17,7 @@
 static cJSON *from_store(const struct config *cfg, char *err, size_t errlen)
 {
     struct token_store *st = NULL;
+    struct account_budget *budget = NULL;
     cJSON *doc = cJSON_CreateObject();
     cJSON *list = doc ? cJSON_AddArrayToObject(doc, "accounts") : NULL;
     if (!list)
@@ -31,6 +33,15 @@ static cJSON *from_store(const struct config *cfg, char *err, size_t errlen)
     }
     if (!cJSON_AddStringToObject(doc, "source", st ? "store" : "config"))
         goto oom;
+    /* the budget as the daemon left it (read only: a bad file is the daemon's to set aside) */
+    char path[4096], berr[512];
+    budget = account_budget_new();
+    if (budget &&
+        (account_budget_path(cfg, path, sizeof(path)) != 0 ||
+         account_budget_load(budget, path, (int64_t)time(NULL), berr, sizeof(berr)) < 0)) {
+        account_budget_free(budget);
+        budget = NULL;
+    }
     for (size_t i = 0; i < cfg->naccounts; i++) {
         const struct cfg_account *a = &cfg->accounts[i];
         struct token_record rec = {0};
@@ -57,10 +68,14 @@ static cJSON *from_store(const struct config *cfg, char *err, size_t errlen)
         cJSON_AddBoolToObject(o, "refresh_token_stored", has_rt);
         cJSON_AddBoolToObject(o, "reauthorize",
                               st && strcmp(a->grant, "refresh_token") == 0 && !has_rt);
+        if (budget)
+            account_budget_json(o, budget, a->name, a->daily_recipient_limit, (int64_t)time(NULL));
     }
+    account_budget_free(budget);
     token_store_free(st);
     return doc;
 oom:
+    account_budget_free(budget);
     token_store_free(st);
     cJSON_Delete(doc);
     snprintf(err, errlen, "out of memory");
@@ -107,6 +122,16 @@ static void after_table(const struct config *cfg, const cJSON *doc)
         const struct cfg_account *a = name ? config_account(cfg, name) : NULL;
         if (e)
             printf("%s: last error: %s\n", name ? name : "?", e);
+        if (cJSON_GetObjectItemCaseSensitive(o, "recipients_24h")) {
+            int64_t lim = cli_json_num(o, "recipient_limit");
+            char of[48];
+            if (lim)
+                snprintf(of, sizeof(of), "%lld", (long long)lim);
+            else
+                snprintf(of, sizeof(of), "no limit");
+            printf("%s: recipients last 24h: %lld of %s\n", name ? name : "?",
+                   (long long)cli_json_num(o, "recipients_24h"), of);
+        }
         if (a && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "reauthorize"))) {
             char hint[1024];
             account_tokens_authorize_hint(cfg, a, hint, sizeof(hint));

@@ -28,6 +28,7 @@
 #include "proxy/config/config.h"
 #include "proxy/admin/control_proto.h"
 #include "proxy/runtime/device_blocks.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/delivery/queue.h"
 #include "proxy/server/server.h"
@@ -301,6 +302,9 @@ static void cmd_accounts(struct control_conn *c, const char *arg, char *payload)
     }
     for (size_t i = 0; doc && i < g->cfg->naccounts; i++) {
         cJSON *o = account_json(&g->cfg->accounts[i], server_gen_token_cache(g, i));
+        if (o)
+            account_budget_json(o, c->ctl->srv->dctx.budget, g->cfg->accounts[i].name,
+                                g->cfg->accounts[i].daily_recipient_limit, (int64_t)time(NULL));
         if (!o || !cJSON_AddItemToArray(list, o)) {
             cJSON_Delete(o);
             cJSON_Delete(doc);

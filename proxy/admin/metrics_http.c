@@ -162,7 +162,9 @@ static int server_render(void *arg, struct evbuffer *out)
     queue_stats(srv->dctx.queue, &qs);
     if (metrics_render(srv->metrics, out, server_token_stats, srv, now) != 0)
         return -1;
-    return metrics_render_queue(out, srv->dctx.queue ? &qs : NULL, now);
+    if (metrics_render_queue(out, srv->dctx.queue ? &qs : NULL, now) != 0)
+        return -1;
+    return metrics_render_budget(srv->metrics, out, srv->dctx.budget, now);
 }
 
 static const char *server_health(void *arg)

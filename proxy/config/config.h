@@ -145,6 +145,9 @@ struct cfg_account {
     unsigned max_upstream_connections;
     char *bounce_to; /* NULL: bounces go to the envelope sender */
     int line;
+    /* recipients a day the upstream may accept (docs/account-budget.md); 0: no limit. Resolved:
+     * explicit, or 10000 for microsoft (Exchange Online's per mailbox), 0 for the others. */
+    unsigned daily_recipient_limit;
 };
 
 /* require_fcrdns: forward-confirmed reverse DNS of the device's address (docs/recipient-policy.md)

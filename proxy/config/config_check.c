@@ -471,6 +471,8 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
         if (!config_upstream_needs_token(&a->upstream)) {
             config_check_tokenless(c, s);
             a->rate_limit = config_check_key_set(s, "rate_limit") ? a->rate_limit : 0;
+            if (!config_check_key_set(s, "daily_recipient_limit"))
+                a->daily_recipient_limit = 0;
             return;
         }
         config_err(c, s->line,
@@ -536,6 +538,10 @@ static void config_check_account(struct config_ctx *c, const struct config_secti
             a->provider && strcmp(a->provider, "microsoft") == 0 && a->kind == UPSTREAM_KIND_SMTP
                 ? 30
                 : 0;
+    /* Exchange Online: 10,000 recipients a day per mailbox, by SMTP or Graph
+     * (docs/account-budget.md). */
+    if (!config_check_key_set(s, "daily_recipient_limit"))
+        a->daily_recipient_limit = a->provider && strcmp(a->provider, "microsoft") == 0 ? 10000 : 0;
     config_check_graph(c, s);
 }
 

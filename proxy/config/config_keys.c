@@ -219,6 +219,9 @@ static const struct config_key config_account_keys[] = {
      NULL, 0, NULL},
     {"bounce_to", config_value_set_mailbox, AF(bounce_to), NULL, 0, 0, NULL, KEY_EMPTY_OK,
      "local@domain (default: the envelope sender)"},
+    /* No default here: 10000 for microsoft, none for the others (config_check_account). */
+    {"daily_recipient_limit", config_value_set_uint, AF(daily_recipient_limit), NULL, 0, 10000000,
+     NULL, 0, NULL},
 };
 
 static const struct config_key config_device_keys[] = {

@@ -13,6 +13,7 @@
 #include "proxy/config/config.h"
 #include "proxy/smtp/exchange_explain.h"
 #include "proxy/delivery/message_log.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/delivery/deliver.h"
 #include "proxy/delivery/delivery_ctx.h"
@@ -48,6 +49,9 @@ struct direct_backend {
     void (*drain_cb)(void *arg);
     void *drain_arg;
     size_t drain_low;
+
+    int budget_held;        /* this transaction was held for the daily budget (counted once) */
+    char budget_reply[256]; /* the 451 it heard */
 };
 
 static const char *op_str(enum relay_op op)
@@ -90,7 +94,8 @@ static void log_message(struct direct_backend *r, enum metrics_result result, co
                             .result = result,
                             .reply = reply,
                             .rep = rep,
-                            .t_start = &r->t_start};
+                            .t_start = &r->t_start,
+                            .accepted = result == METRICS_DELIVERED ? r->rcpts_ok : 0};
     message_log_end(r->ctx, &e);
 }
 
@@ -183,6 +188,26 @@ static void relay_free(struct backend *b)
     free(r);
 }
 
+/* The account's daily recipient budget has no room for n recipients: the 451 the device hears
+ * (it tries again later; nothing is queued in this mode), else NULL. */
+static const char *budget_refusal(struct direct_backend *r, size_t n)
+{
+    int64_t now = (int64_t)time(NULL);
+    unsigned limit = r->acct->daily_recipient_limit;
+    if (account_budget_admit(r->ctx->budget, r->acct->name, limit, n, now, NULL))
+        return NULL;
+    if (!r->budget_held) {
+        r->budget_held = 1;
+        account_budget_count_held(r->ctx->budget, r->acct->name);
+    }
+    snprintf(r->budget_reply, sizeof(r->budget_reply),
+             "451 4.7.1 The daily recipient budget of account %s is used (%llu of %u in 24 "
+             "hours), try again later",
+             r->acct->name,
+             (unsigned long long)account_budget_used(r->ctx->budget, r->acct->name, now), limit);
+    return r->budget_reply;
+}
+
 static void relay_mail(struct backend *b, const char *from, const struct txn_mail_opts *o,
                        backend_reply_cb cb, void *arg)
 {
@@ -192,7 +217,13 @@ static void relay_mail(struct backend *b, const char *from, const struct txn_mai
     r->cb_arg = arg;
     r->mail_opts = *o;
     r->rcpts_ok = 0;
+    r->budget_held = 0;
     end_txn(r, 1); /* none is held between transactions; belt and braces */
+    const char *held = budget_refusal(r, 1);
+    if (held) {
+        finish(r, held);
+        return;
+    }
     clock_gettime(CLOCK_MONOTONIC, &r->t_start);
     free(r->from);
     r->from = strdup(from);
@@ -219,7 +250,10 @@ static void relay_rcpt(struct backend *b, const char *to, backend_reply_cb cb, v
 {
     struct direct_backend *r = (struct direct_backend *)b;
     const char *refusal;
-    if (have_txn(r, OP_RCPT, cb, arg) && (refusal = txn_rcpt(r->t, to, on_step, r)) != NULL)
+    if (!have_txn(r, OP_RCPT, cb, arg))
+        return;
+    if ((refusal = budget_refusal(r, (size_t)r->rcpts_ok + 1)) != NULL ||
+        (refusal = txn_rcpt(r->t, to, on_step, r)) != NULL)
         finish(r, refusal);
 }
 

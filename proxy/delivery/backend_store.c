@@ -12,6 +12,7 @@
 #include "proxy/config/config.h"
 #include "proxy/delivery/deliver.h"
 #include "proxy/delivery/message_log.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/delivery/queue.h"
 #include "proxy/delivery/delivery_ctx.h"
@@ -61,6 +62,7 @@ struct store_backend {
     backend_reply_cb cb;
     void *cb_arg;
     char reply[STORE_REPLY_MAX];
+    size_t accepted; /* recipients the direct attempt delivered (for the daily budget) */
 };
 
 static void stop_deadline(struct store_backend *r)
@@ -99,6 +101,7 @@ static void drop_body(struct store_backend *r)
     r->write_failed = 0;
     free(r->queue_rcpts);
     r->queue_rcpts = NULL;
+    r->accepted = 0;
 }
 
 static void forget(struct store_backend *r)
@@ -226,6 +229,7 @@ static void finish(struct store_backend *r, const char *reply, enum metrics_resu
         .t_start = &r->t_start,
         .delivery = r->acct->delivery == DELIVERY_SPOOL ? "spool" : "direct-then-spool",
         .queue_id = queue_id,
+        .accepted = r->accepted,
     };
     message_log_end(r->ctx, &e);
     snprintf(r->reply, sizeof(r->reply), "%s", reply);
@@ -315,6 +319,7 @@ static void on_delivered(void *arg, const struct txn_result *res)
             perm++;
         }
     }
+    r->accepted = ok;           /* counted when the message ends, whatever else happens to it */
     if (temp == 0 && ok == 0) { /* refused for good: the device's screen says so */
         finish(r, res->reply, METRICS_REFUSED, NULL);
         return;
@@ -385,12 +390,16 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 /* direct-then-spool goes to the queue at once when it would overtake queued messages of the
- * account, or when pacing would keep the device waiting. */
+ * account, when the account's daily recipient budget has no room for it (the queue holds it
+ * until there is), or when pacing would keep the device waiting. */
 static int straight_to_queue(struct store_backend *r, struct upstream_pool *pool)
 {
     if (r->acct->delivery == DELIVERY_SPOOL || !pool)
         return 1;
     if (queue_account_waiting(r->ctx->queue, r->acct->name))
+        return 1;
+    if (!account_budget_admit(r->ctx->budget, r->acct->name, r->acct->daily_recipient_limit,
+                              r->nrcpts, (int64_t)time(NULL), NULL))
         return 1;
     return upstream_pool_rate_wait_ms(pool) > STORE_RATE_WAIT_MAX_MS;
 }

@@ -13,6 +13,7 @@ struct queue;
 struct spool_committer;
 struct device_limits;
 struct device_blocks;
+struct account_budget;
 
 struct delivery_ctx {
     struct event_base *base;
@@ -24,6 +25,8 @@ struct delivery_ctx {
     /* per-device limits and the block list (docs/device-limits.md); NULL: none kept */
     struct device_limits *limits;
     struct device_blocks *blocks;
+    /* recipients accepted per account in 24 h, and the hold (account_budget.h); NULL: none */
+    struct account_budget *budget;
 };
 
 #endif

@@ -7,6 +7,7 @@
 #include "proxy/config/config.h"
 #include "proxy/runtime/device_blocks.h"
 #include "proxy/runtime/device_limits.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/smtp/exchange_explain.h"
 #include "proxy/delivery/delivery_ctx.h"
@@ -88,4 +89,11 @@ void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e
                            rep ? spam_reply_match(rep->code, rep->enhanced, e->reply)
                                : spam_reply_line_match(e->reply),
                            e->reply);
+    message_log_accepted(ctx, e->acct, e->accepted);
+}
+
+void message_log_accepted(const struct delivery_ctx *ctx, const struct cfg_account *acct, size_t n)
+{
+    if (n)
+        account_budget_add(ctx->budget, acct->name, n, (int64_t)time(NULL));
 }

@@ -28,6 +28,9 @@ struct message_end {
     const struct timespec *t_start;
     const char *delivery; /* " delivery=..." when not NULL */
     const char *queue_id; /* " queue_id=..." when not NULL */
+    /* recipients the upstream accepted (delivered), counted against the account's daily
+     * recipient budget (account_budget.h): a message queued after some were delivered has some */
+    size_t accepted;
 };
 
 /* "delivered", "refused", "deferred", "queued". */
@@ -38,5 +41,9 @@ void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e
  * the device's block_after_refusals as a refusal heard at once does (docs/device-limits.md). */
 void message_log_refused_later(const struct delivery_ctx *ctx, const char *device, int code,
                                const char *enhanced, const char *reply);
+/* n recipients of acct were accepted by the upstream: counted in its daily budget. Every
+ * delivery (message_log_end's accepted, the queue runner's deliveries, whatever the transport)
+ * is counted here and nowhere else. */
+void message_log_accepted(const struct delivery_ctx *ctx, const struct cfg_account *acct, size_t n);
 
 #endif

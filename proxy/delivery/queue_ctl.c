@@ -51,9 +51,10 @@ static cJSON *msg_json(const struct queue_msg *m, int64_t now)
         !cJSON_AddNumberToObject(o, "next_attempt", (double)e->next_attempt) ||
         !cJSON_AddStringToObject(o, "last_error", e->last_error ? e->last_error : "") ||
         !cJSON_AddStringToObject(o, "state",
-                                 m->sending ? "sending"
-                                 : e->held  ? "held"
-                                            : "queued"))
+                                 m->sending       ? "sending"
+                                 : e->held        ? "held"
+                                 : m->budget_held ? "budget"
+                                                  : "queued"))
         goto fail;
     return o;
 fail:

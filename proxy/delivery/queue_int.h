@@ -21,6 +21,7 @@ struct queue_msg {
     struct queue_msg *prev, *next; /* in the account's list: created, then id */
     int sending;                   /* the account's attempt is on this message */
     uint64_t seq;                  /* arrival order: listing ties of created like the runs */
+    int budget_held; /* waiting for the account's daily recipient budget (counted once) */
 };
 
 /* The messages of one account name, and its run: one attempt at a time, one timer. */

@@ -11,6 +11,7 @@
 #include "proxy/delivery/deliver.h"
 #include "proxy/delivery/delivery_ctx.h"
 #include "proxy/delivery/message_log.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/server_gen.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "store/spool.h"
@@ -191,6 +192,7 @@ static void conclude(struct queue_attempt *at, const struct txn_result *res)
     }
     if (ndel) {
         q->delivered++;
+        message_log_accepted(q->ctx, at->acct, ndel);
         log_info("event=queue_delivered queue_id=%s account=%s attempts=%u rcpts=%zu of=%zu "
                  "upstream=%s",
                  m->env.queue_id, a->name, m->env.attempts + 1, ndel, res->nrcpts,
@@ -333,6 +335,7 @@ static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct
     at->gen = server_gen_ref(q->gen);
     at->acct = acct;
     m->sending = 1;
+    m->budget_held = 0; /* a later hold is a new one */
     a->att = at;
     q->sending++;
     /* the callback never runs from inside the call */
@@ -345,11 +348,33 @@ static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct
     return 0;
 }
 
+/* The account's daily recipient budget has no room for m now: 1, and *room is when there will
+ * be. 0: m may start. */
+static int budget_full(struct queue_acct *a, const struct queue_msg *m,
+                       const struct cfg_account *acct, int64_t now, int64_t *room)
+{
+    return !account_budget_admit(a->q->ctx->budget, a->name, acct->daily_recipient_limit,
+                                 m->env.nrcpts, now, room);
+}
+
+/* m waits for the budget (room: when it has room again): held, not bounced (max_queue_lifetime
+ * still applies); counted and logged once per message. */
+static void budget_hold(struct queue_acct *a, struct queue_msg *m, int64_t now, int64_t room)
+{
+    if (m->budget_held)
+        return;
+    m->budget_held = 1;
+    account_budget_count_held(a->q->ctx->budget, a->name);
+    log_info("event=queue_budget_hold queue_id=%s account=%s rcpts=%zu next_in=%llds",
+             m->env.queue_id, a->name, m->env.nrcpts, (long long)(room - now));
+}
+
 void queue_run_acct(struct queue_acct *a)
 {
     struct queue *q = a->q;
     struct queue_backoff bp;
     int64_t now = queue_now(), next = 0;
+    int64_t room = 0; /* a message waits for the budget until then: none after it overtakes */
     if (!q->running || a->att || q->stopping || !a->head)
         return;
     if (a->stopped_until > now) {
@@ -383,6 +408,12 @@ void queue_run_acct(struct queue_acct *a)
         }
         if (!q->ctx->pools)
             continue; /* no upstream (tests): expiry only */
+        if (room || budget_full(a, m, acct, now, &room)) {
+            budget_hold(a, m, now, room);
+            if (!next || room < next)
+                next = room;
+            continue;
+        }
         if (start_attempt(a, m, acct) == 0)
             return;
         log_error("event=queue_attempt_failed queue_id=%s account=%s reason=\"out of memory\"",

@@ -93,6 +93,12 @@ struct queue_stats {
  * message's age, and delivered / deferred / bounced since start. st NULL: nothing (no queue).
  * 0 ok; -1 out of memory. */
 int metrics_render_queue(struct evbuffer *out, const struct queue_stats *st, int64_t now_wall);
+/* Each account's daily recipient budget, read live from b (account_budget.h): recipients the
+ * upstream accepted in the last 24 hours, the limit (0: none) and the messages held for it. b
+ * NULL: nothing. 0 ok; -1 out of memory. */
+struct account_budget;
+int metrics_render_budget(const struct metrics *m, struct evbuffer *out,
+                          const struct account_budget *b, int64_t now_wall);
 /* A label value escaped per the exposition format (\\, \", \n); truncated to fit dst. */
 const char *metrics_escape(char *dst, size_t dstlen, const char *src);
 

@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 
 #include "oauth/token_cache.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/config/config.h"
 
 #define P "smtp_oauth_proxy_"
@@ -228,5 +229,35 @@ int metrics_render_queue(struct evbuffer *out, const struct queue_stats *st, int
     head(&o, "queue_bounced_total", "counter",
          "Bounces (delivery status notifications) queued for refused or expired messages.");
     emit(&o, P "queue_bounced_total %lu\n", st->bounced);
+    return o.failed ? -1 : 0;
+}
+
+int metrics_render_budget(const struct metrics *m, struct evbuffer *out,
+                          const struct account_budget *b, int64_t now_wall)
+{
+    struct out o = {.buf = out};
+    char a[200];
+    if (!b)
+        return 0;
+    head(&o, "account_recipients_24h", "gauge",
+         "Recipients the upstream accepted in the last 24 hours, by account (the daily "
+         "recipient budget used).");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(&o, P "account_recipients_24h{account=\"%s\"} %" PRIu64 "\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name),
+             account_budget_used(b, m->cfg->accounts[i].name, now_wall));
+    head(&o, "account_recipient_limit", "gauge",
+         "The account's daily_recipient_limit (0: none); messages are held from 95 % of it.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(&o, P "account_recipient_limit{account=\"%s\"} %u\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name),
+             m->cfg->accounts[i].daily_recipient_limit);
+    head(&o, "account_budget_held_total", "counter",
+         "Messages held (queued, or 451 with delivery = direct) because the account's daily "
+         "recipient budget was used.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        emit(&o, P "account_budget_held_total{account=\"%s\"} %lu\n",
+             metrics_escape(a, sizeof(a), m->cfg->accounts[i].name),
+             account_budget_held(b, m->cfg->accounts[i].name));
     return o.failed ? -1 : 0;
 }

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "oauth/http.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/auth_throttle.h"
 #include "proxy/runtime/device_blocks.h"
 #include "proxy/runtime/device_limits.h"
@@ -170,8 +171,10 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->throttle = auth_throttle_new(SERVER_AUTH_TRACKED_MAX, NULL, NULL);
     s->dctx = (struct delivery_ctx){
         .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
-    s->dctx.limits = server_limits_open(cfg); /* loads STATE_DIR/device_limits.state */
-    s->dctx.blocks = server_blocks_open(cfg); /* loads STATE_DIR/device_blocks.state */
+    s->dctx.limits = server_limits_open(cfg);         /* loads STATE_DIR/device_limits.state */
+    s->dctx.blocks = server_blocks_open(cfg);         /* loads STATE_DIR/device_blocks.state */
+    s->budget = account_budget_keeper_new(base, cfg); /* loads STATE_DIR/account-budget.state */
+    s->dctx.budget = account_budget_keeper_budget(s->budget);
     if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle || !s->dctx.limits ||
         !s->dctx.blocks) {
         snprintf(err, errlen, "cannot initialise: out of memory");
@@ -224,6 +227,8 @@ void server_free(struct server *s)
     device_stats_keeper_free(s->devstats);
     server_limits_close(s, ran); /* after the sessions and the queue, which count into them */
     device_blocks_free(s->dctx.blocks);
+    account_budget_keeper_free(s->budget); /* after the queue and sessions that count into it */
+    s->dctx.budget = NULL;
     server_gen_unref(s->gen);   /* the last one: sessions and control connections are gone */
     metrics_free(s->metrics);   /* sessions count into it until they are gone */
     token_store_free(s->store); /* after the caches, which borrow it */

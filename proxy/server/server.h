@@ -23,6 +23,7 @@ struct queue;
 struct spool_committer;
 struct auth_throttle;
 struct auth_delay;
+struct account_budget_keeper;
 
 struct server {
     /* what the delivery side borrows: the loop, counters, pools, the queue and its committer
@@ -48,6 +49,8 @@ struct server {
     unsigned sessions_open;
     unsigned long sessions_total;
     int stopping;
+    /* the daily recipient budget per account (account_budget.h); NULL: out of memory, none */
+    struct account_budget_keeper *budget;
 };
 
 /* Builds everything from a validated config (takes ownership of cfg). NULL with err on failure:

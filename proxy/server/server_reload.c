@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "proxy/runtime/device_limits.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/device_stats.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/delivery/queue.h"
@@ -177,6 +178,7 @@ int server_reload(struct server *s, const char *path, char **errors)
              "token_caches_kept=%zu",
              g->id, s->nlisteners, g->cfg->naccounts, g->cfg->ndevices, g->tokens_kept);
     device_stats_keeper_retain(s->devstats, g->cfg); /* it borrowed the old config */
+    account_budget_keeper_retain(s->budget, g->cfg);
     /* the queue borrows the current generation: it gets the new one before the old may go */
     queue_reconfigured(s->dctx.queue, g); /* an account that came back delivers at once */
     s->gen->retired = 1;

@@ -9,6 +9,7 @@ Run one:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 \
 """
 import os
 import re
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -66,6 +67,18 @@ def parse_exposition(text):
             raise ValueError("duplicate series %r" % line)
         series[key] = float(value)
     return series
+
+
+def promtool_check(case, text):
+    """`promtool check metrics` on an exposition: Prometheus' own parser and naming lint
+    (scripts/install-deps.sh installs it with the prometheus package)."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        case.skipTest("promtool is missing: scripts/install-deps.sh installs prometheus")
+    r = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True,
+                       timeout=T)
+    case.assertEqual(r.returncode, 0, "promtool check metrics: %s%s"
+                     % (r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")))
 
 
 class TestMetrics(ProxyCase):
@@ -238,6 +251,27 @@ class TestMetrics(ProxyCase):
         r.send(b"last line\r\n.\r\n")
         self.assertEqual(r.reply()[0], 250)
         self.assertEqual(self.proxy.proc.wait(T), 0)
+
+
+    def test_promtool_accepts_exposition(self):
+        """Every metric (the daily recipient budget's included) passes promtool's lint."""
+        self.start()
+        s = self.smtp()
+        s.ehlo("copier.test")
+        self.assertEqual(s.mail("copier@contoso.test")[0], 250)
+        self.assertEqual(s.rcpt("alice@contoso.test")[0], 250)
+        self.assertEqual(s.data(MSG)[0], 250)
+        s.quit()
+        self.rig.sink_wait(1, T)
+        status, _, body = self.get("/metrics")
+        self.assertEqual(status, 200)
+        for name in ("account_recipients_24h", "account_recipient_limit",
+                     "account_budget_held_total"):
+            self.assertIn("# TYPE " + P + name + " ", body)
+        series = parse_exposition(body)
+        self.assertEqual(self.value(series, "account_recipients_24h", account="scanners"), 1)
+        self.assertEqual(self.value(series, "account_recipient_limit", account="scanners"), 10000)
+        promtool_check(self, body)
 
 
 class TestMetricsConfig(ProxyCase):

@@ -1320,6 +1320,7 @@ static void test_kind_examples(void **state)
     assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_LOGIN);
     assert_string_equal(a->upstream.password, "example-value");
     assert_int_equal(a->rate_limit, 30);
+    assert_int_equal(a->daily_recipient_limit, 0); /* no provider: none by default */
     config_free(cfg);
     free(text);
 
@@ -1331,6 +1332,7 @@ static void test_kind_examples(void **state)
     assert_int_equal(a->upstream.auth, UPSTREAM_AUTH_XOAUTH2);
     assert_string_equal(a->scope, "https://outlook.office365.com/.default");
     assert_int_equal(a->rate_limit, 0);
+    assert_int_equal(a->daily_recipient_limit, 0); /* not a mailbox's 10,000 a day */
     config_free(cfg);
     free(text);
 
@@ -1452,6 +1454,46 @@ static void test_fcrdns_keys(void **state)
                   "yes, session\n");
 }
 
+/* Issue 13: the daily recipient budget per account (docs/account-budget.md). */
+static void test_daily_recipient_limit(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(MIN_PROXY MIN_ACCOUNT MIN_DEVICE);
+    assert_int_equal(cfg->accounts[0].daily_recipient_limit, 10000); /* Exchange's per mailbox */
+    config_free(cfg);
+
+    cfg = expect_ok(MIN_PROXY MIN_ACCOUNT
+                    "daily_recipient_limit = 0\n"
+                    "[account g]\nprovider = oauth2\ntoken_url = https://idp.test/t\n"
+                    "client_id = cid\nclient_secret_file = @DIR@/b.secret\n"
+                    "mailbox = g@contoso.edu\n"
+                    "[account h]\nprovider = oauth2\ntoken_url = https://idp.test/t\n"
+                    "client_id = cid\nclient_secret_file = @DIR@/b.secret\n"
+                    "mailbox = h@contoso.edu\ndaily_recipient_limit = 5\n"
+                    "[account mx]\nupstream_host = mx.contoso.edu\nupstream_port = 25\n"
+                    "upstream_auth = none\nupstream_tls = opportunistic\n"
+                    "mailbox = mx@contoso.edu\n"
+                    "[account mx2]\nupstream_host = mx.contoso.edu\nupstream_port = 25\n"
+                    "upstream_auth = none\nupstream_tls = opportunistic\n"
+                    "mailbox = mx2@contoso.edu\ndaily_recipient_limit = 2000\n" MIN_DEVICE);
+    assert_int_equal(cfg->accounts[0].daily_recipient_limit, 0);    /* explicit: none */
+    assert_int_equal(cfg->accounts[1].daily_recipient_limit, 0);    /* not microsoft: none */
+    assert_int_equal(cfg->accounts[2].daily_recipient_limit, 5);    /* explicit */
+    assert_int_equal(cfg->accounts[3].daily_recipient_limit, 0);    /* no provider: none */
+    assert_int_equal(cfg->accounts[4].daily_recipient_limit, 2000); /* direct send, explicit */
+    config_free(cfg);
+
+    expect_errors(MIN_PROXY MIN_ACCOUNT "daily_recipient_limit = -5\n" MIN_DEVICE,
+                  "@DIR@/c.conf:9: daily_recipient_limit: invalid number '-5'; expected an "
+                  "integer 0..10000000\n");
+    expect_errors(MIN_PROXY MIN_ACCOUNT "daily_recipient_limit = 20000000\n" MIN_DEVICE,
+                  "@DIR@/c.conf:9: daily_recipient_limit: 20000000 is out of range; valid: "
+                  "0..10000000\n");
+    expect_errors(MIN_PROXY MIN_ACCOUNT "daily_recipient_limit = lots\n" MIN_DEVICE,
+                  "@DIR@/c.conf:9: daily_recipient_limit: invalid number 'lots'; expected an "
+                  "integer 0..10000000\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1489,6 +1531,8 @@ int main(void)
         cmocka_unit_test(test_allow_recipients),
         cmocka_unit_test(test_fcrdns_keys),
         cmocka_unit_test(test_device_limit_keys),
+        /* issue 13 */
+        cmocka_unit_test(test_daily_recipient_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

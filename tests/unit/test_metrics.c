@@ -15,6 +15,7 @@
 
 #include "oauth/token_cache.h"
 #include "proxy/config/config.h"
+#include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/admin/metrics_http.h"
 
@@ -424,6 +425,51 @@ static void test_http(void **state)
     event_base_free(c.base);
 }
 
+/* The daily recipient budget per account: used, limit and held, read live. */
+static void test_render_budget(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fixture_init(&f);
+    f.accounts[0].daily_recipient_limit = 10000;
+    struct metrics *m = metrics_new(&f.cfg);
+    struct account_budget *b = account_budget_new();
+    struct evbuffer *out = evbuffer_new();
+    assert_non_null(m);
+    assert_non_null(b);
+    assert_non_null(out);
+    account_budget_add(b, "scanners", 42, 100000);
+    account_budget_count_held(b, "scanners");
+    assert_int_equal(metrics_render_budget(m, out, NULL, 100000), 0); /* no budget: nothing */
+    assert_int_equal(evbuffer_get_length(out), 0);
+    assert_int_equal(metrics_render_budget(m, out, b, 100060), 0);
+    size_t n = evbuffer_get_length(out);
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    evbuffer_remove(out, s, n);
+    s[n] = '\0';
+    assert_string_equal(
+        s, "# HELP smtp_oauth_proxy_account_recipients_24h Recipients the upstream accepted in the "
+           "last 24 hours, by account (the daily recipient budget used).\n"
+           "# TYPE smtp_oauth_proxy_account_recipients_24h gauge\n"
+           "smtp_oauth_proxy_account_recipients_24h{account=\"scanners\"} 42\n"
+           "smtp_oauth_proxy_account_recipients_24h{account=\"od\\\"d\\\\name\"} 0\n"
+           "# HELP smtp_oauth_proxy_account_recipient_limit The account's daily_recipient_limit "
+           "(0: none); messages are held from 95 % of it.\n"
+           "# TYPE smtp_oauth_proxy_account_recipient_limit gauge\n"
+           "smtp_oauth_proxy_account_recipient_limit{account=\"scanners\"} 10000\n"
+           "smtp_oauth_proxy_account_recipient_limit{account=\"od\\\"d\\\\name\"} 0\n"
+           "# HELP smtp_oauth_proxy_account_budget_held_total Messages held (queued, or 451 with "
+           "delivery = direct) because the account's daily recipient budget was used.\n"
+           "# TYPE smtp_oauth_proxy_account_budget_held_total counter\n"
+           "smtp_oauth_proxy_account_budget_held_total{account=\"scanners\"} 1\n"
+           "smtp_oauth_proxy_account_budget_held_total{account=\"od\\\"d\\\\name\"} 0\n");
+    free(s);
+    evbuffer_free(out);
+    account_budget_free(b);
+    metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -432,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_reply_codes_bounded),
         cmocka_unit_test(test_null_registry),
         cmocka_unit_test(test_http),
+        cmocka_unit_test(test_render_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,222 @@
+/* A stored message made ready for Microsoft Graph (graph_mime.h): opening and parsing with GMime,
+ * the submitted copy's base64, the accessors. The recipient rewrite is graph_mime_rcpt.c, the
+ * split into a draft and attachments graph_mime_split.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "proxy/graph/graph_mime_int.h"
+
+static pthread_once_t gm_once = PTHREAD_ONCE_INIT;
+
+static void gm_init(void)
+{
+    g_mime_init();
+}
+
+int64_t gm_count(const struct graph_mime *m, GMimeObject *obj)
+{
+    GMimeStream *null = g_mime_stream_null_new();
+    ssize_t r = g_mime_object_write_to_stream(obj, m->fmt, null);
+    int64_t n = (int64_t)GMIME_STREAM_NULL(null)->written;
+    g_object_unref(null);
+    return r < 0 ? -1 : n;
+}
+
+void graph_mime_free(struct graph_mime *m)
+{
+    if (!m)
+        return;
+    gm_atts_free(m);
+    if (m->rd)
+        g_object_unref(m->rd);
+    if (m->body_stream)
+        g_object_unref(m->body_stream);
+    if (m->msg)
+        g_object_unref(m->msg);
+    if (m->src)
+        g_object_unref(m->src);
+    if (m->fmt)
+        g_mime_format_options_free(m->fmt);
+    free(m->scratch);
+    free(m);
+}
+
+static GMimeMessage *gm_parse(GMimeStream *s)
+{
+    GMimeParser *p = g_mime_parser_new_with_stream(s);
+    GMimeMessage *msg;
+    /* persist: a part's content stays a substream of s (offsets), not a copy in memory */
+    g_mime_parser_set_persist_stream(p, TRUE);
+    msg = g_mime_parser_construct_message(p, NULL);
+    g_object_unref(p);
+    return msg;
+}
+
+/* Serialise the submitted copy (it fits one request, so it is small) for the base64 reader. */
+static int gm_serialise(struct graph_mime *m, char *err, size_t errlen)
+{
+    m->body_stream = g_mime_stream_mem_new();
+    if (g_mime_object_write_to_stream(GMIME_OBJECT(m->msg), m->fmt, m->body_stream) < 0) {
+        snprintf(err, errlen, "cannot read the message: %s", strerror(errno ? errno : EIO));
+        return -1;
+    }
+    m->body = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(m->body_stream));
+    return 0;
+}
+
+/* Takes src. */
+static struct graph_mime *gm_open(GMimeStream *src, const struct graph_mime_opts *o, char *err,
+                                  size_t errlen)
+{
+    struct graph_mime *m;
+    if (!o || !o->rcpts || o->nrcpts == 0) {
+        snprintf(err, errlen, "no recipient");
+        g_object_unref(src);
+        return NULL;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        g_object_unref(src);
+        return NULL;
+    }
+    m->src = src;
+    m->request_max = o->request_max ? o->request_max : GRAPH_MIME_REQUEST_MAX;
+    m->fmt = g_mime_format_options_new();
+    g_mime_format_options_set_newline_format(m->fmt, GMIME_NEWLINE_FORMAT_DOS);
+
+    m->msg = gm_parse(src);
+    if (!m->msg) {
+        /* No header section GMime takes (text from the first byte, or nothing at all): the
+         * message is all body, after an empty header section. */
+        GMimeStream *cat = g_mime_stream_cat_new();
+        GMimeStream *blank = g_mime_stream_mem_new_with_buffer("\r\n", 2);
+        g_mime_stream_reset(src);
+        g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), blank);
+        g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), src);
+        g_object_unref(blank);
+        g_object_unref(src);
+        m->src = cat;
+        m->msg = gm_parse(cat);
+    }
+    if (!m->msg) {
+        snprintf(err, errlen, "cannot parse the message");
+        graph_mime_free(m);
+        return NULL;
+    }
+    if (gm_rewrite_rcpts(m, o, err, errlen) != 0 ||
+        (o->from_rewrite && gm_rewrite_from(m, o->from_rewrite, err, errlen) != 0) ||
+        gm_split(m, err, errlen) != 0 || (!m->refused && gm_serialise(m, err, errlen) != 0)) {
+        graph_mime_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+struct graph_mime *graph_mime_open_fd(int fd, uint64_t len, const struct graph_mime_opts *o,
+                                      char *err, size_t errlen)
+{
+    struct stat st;
+    int d;
+    pthread_once(&gm_once, gm_init);
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot read the message: %s", strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) || len > (uint64_t)INT64_MAX || (uint64_t)st.st_size < len) {
+        snprintf(err, errlen, "cannot read the message: not a regular file of %llu bytes",
+                 (unsigned long long)len);
+        return NULL;
+    }
+    d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0) {
+        snprintf(err, errlen, "cannot read the message: %s", strerror(errno));
+        return NULL;
+    }
+    /* bounded: the spool's trailer after len is not the message's */
+    return gm_open(g_mime_stream_fs_new_with_bounds(d, 0, (gint64)len), o, err, errlen);
+}
+
+struct graph_mime *graph_mime_open_mem(const void *buf, size_t len, const struct graph_mime_opts *o,
+                                       char *err, size_t errlen)
+{
+    pthread_once(&gm_once, gm_init);
+    return gm_open(g_mime_stream_mem_new_with_buffer(len ? buf : "", len), o, err, errlen);
+}
+
+const char *graph_mime_refusal(const struct graph_mime *m)
+{
+    return m->refused ? m->refusal : NULL;
+}
+
+size_t graph_mime_natt(const struct graph_mime *m)
+{
+    return m->refused ? 0 : m->natt;
+}
+
+const struct graph_mime_att *graph_mime_att(const struct graph_mime *m, size_t i)
+{
+    return i < graph_mime_natt(m) ? &m->att[i].pub : NULL;
+}
+
+uint64_t graph_mime_body_b64_size(const struct graph_mime *m)
+{
+    return m->body ? ((uint64_t)m->body->len + 2) / 3 * 4 : 0;
+}
+
+void graph_mime_body_rewind(struct graph_mime *m)
+{
+    m->body_pos = 0;
+    m->pend_len = m->pend_off = 0;
+}
+
+ssize_t graph_mime_body_read(struct graph_mime *m, void *buf, size_t cap, char *err, size_t errlen)
+{
+    size_t out = 0;
+    if (!m->body) {
+        snprintf(err, errlen, "the message is refused: %s", m->refusal);
+        return -1;
+    }
+    if (cap > SSIZE_MAX)
+        cap = SSIZE_MAX;
+    while (out < cap) {
+        size_t n;
+        if (m->pend_off < m->pend_len) {
+            n = m->pend_len - m->pend_off;
+            if (n > cap - out)
+                n = cap - out;
+            memcpy((char *)buf + out, m->pend + m->pend_off, n);
+            m->pend_off += n;
+            out += n;
+            continue;
+        }
+        if (m->body_pos >= m->body->len)
+            break;
+        /* 3072 bytes make 4096 characters (and EVP_EncodeBlock's NUL) */
+        n = m->body->len - m->body_pos;
+        if (n > 3072)
+            n = 3072;
+        m->pend_len =
+            (size_t)EVP_EncodeBlock((unsigned char *)m->pend, m->body->data + m->body_pos, (int)n);
+        m->pend_off = 0;
+        m->body_pos += n;
+    }
+    return (ssize_t)out;
+}
+
+void graph_mime_rcpt_stats(const struct graph_mime *m, unsigned *dropped, unsigned *bcc_added)
+{
+    if (dropped)
+        *dropped = m->dropped;
+    if (bcc_added)
+        *bcc_added = m->bcc_added;
+}

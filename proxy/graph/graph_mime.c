@@ -61,6 +61,77 @@ static GMimeMessage *gm_parse(GMimeStream *s)
     return msg;
 }
 
+/* A header name as RFC 5322 has it: printable ASCII but the colon, at least one. GMime keeps
+ * lines like ": x" as a header with an empty name; written out, another parser would end the
+ * header section there (and the Bcc: after it would be body). */
+static int gm_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    while (n > 0 && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+        n--; /* "Subject :" (obsolete, still read) */
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] <= 0x20 || (unsigned char)name[i] >= 0x7f || name[i] == ':')
+            return 0;
+    return 1;
+}
+
+/* A raw value that every reader splits into the same lines: each line end is a CRLF or LF
+ * followed by a space or tab (a folded line) or the value's end, no lone CR, and it ends with a
+ * line end (a message that stops inside its header section leaves the last one without: a
+ * header added after it would run on in its value). NULL when raw is already so. */
+static char *gm_fix_value(const char *raw)
+{
+    size_t n = strlen(raw);
+    int ok = n > 0 && raw[n - 1] == '\n';
+    GString *v;
+    for (size_t i = 0; ok && i < n; i++)
+        if ((raw[i] == '\r' && raw[i + 1] != '\n') ||
+            (raw[i] == '\n' && i + 1 < n && raw[i + 1] != ' ' && raw[i + 1] != '\t'))
+            ok = 0;
+    if (ok)
+        return NULL;
+    v = g_string_sized_new(n + 2);
+    for (size_t i = 0; i < n; i++) {
+        if (raw[i] == '\r' && raw[i + 1] == '\n')
+            continue; /* the LF writes the line end */
+        if (raw[i] == '\r') {
+            g_string_append_c(v, ' ');
+        } else if (raw[i] == '\n') {
+            g_string_append_c(v, '\n');
+            if (i + 1 < n && raw[i + 1] != ' ' && raw[i + 1] != '\t')
+                g_string_append_c(v, ' ');
+        } else {
+            g_string_append_c(v, raw[i]);
+        }
+    }
+    if (v->len == 0 || v->str[v->len - 1] != '\n')
+        g_string_append_c(v, '\n');
+    return g_string_free(v, FALSE);
+}
+
+/* The header section as every reader will see it (the message's and its top part's): fields
+ * with an unusable name go, values get sane line ends. */
+static void gm_sane_headers(GMimeObject *o)
+{
+    GMimeHeaderList *hl = o ? g_mime_object_get_header_list(o) : NULL;
+    for (int i = hl ? g_mime_header_list_get_count(hl) - 1 : -1; i >= 0; i--) {
+        GMimeHeader *h = g_mime_header_list_get_header_at(hl, i);
+        const char *raw = g_mime_header_get_raw_value(h);
+        char *v;
+        if (!gm_name_ok(g_mime_header_get_raw_name(h))) {
+            g_mime_header_list_remove_at(hl, i);
+            continue;
+        }
+        v = gm_fix_value(raw ? raw : "");
+        if (v) {
+            g_mime_header_set_raw_value(h, v);
+            g_free(v);
+        }
+    }
+}
+
 /* Serialise the submitted copy (it fits one request, so it is small) for the base64 reader. */
 static int gm_serialise(struct graph_mime *m, char *err, size_t errlen)
 {
@@ -113,6 +184,8 @@ static struct graph_mime *gm_open(GMimeStream *src, const struct graph_mime_opts
         graph_mime_free(m);
         return NULL;
     }
+    gm_sane_headers(GMIME_OBJECT(m->msg));
+    gm_sane_headers(g_mime_message_get_mime_part(m->msg));
     if (gm_rewrite_rcpts(m, o, err, errlen) != 0 ||
         (o->from_rewrite && gm_rewrite_from(m, o->from_rewrite, err, errlen) != 0) ||
         gm_split(m, err, errlen) != 0 || (!m->refused && gm_serialise(m, err, errlen) != 0)) {

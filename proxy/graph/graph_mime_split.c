@@ -209,7 +209,8 @@ int gm_split(struct graph_mime *m, char *err, size_t errlen)
             goto read_failed;
         c.v[i].cost = (uint64_t)n + (b ? strlen(b) + 6 : 0); /* CRLF "--" boundary CRLF */
     }
-    qsort(c.v, c.n, sizeof(*c.v), gm_cost_cmp);
+    if (c.n)
+        qsort(c.v, c.n, sizeof(*c.v), gm_cost_cmp);
     m->att = calloc(c.n ? c.n : 1, sizeof(*m->att));
     if (!m->att)
         goto oom;

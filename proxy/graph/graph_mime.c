@@ -50,15 +50,65 @@ void graph_mime_free(struct graph_mime *m)
     free(m);
 }
 
-static GMimeMessage *gm_parse(GMimeStream *s)
+/* Each header field the parser reads (a regex that matches every name): past GM_MAX_FIELDS the
+ * stream ends where the parser is, so it stops at once (what it has is dropped, refused). */
+static void gm_field_seen(GMimeParser *p, const char *name, const char *value, gint64 offset,
+                          gpointer arg)
+{
+    struct graph_mime *m = arg;
+    (void)p;
+    (void)name;
+    (void)value;
+    if (++m->nfields == GM_MAX_FIELDS + 1)
+        g_mime_stream_set_bounds(m->src, m->src->bound_start,
+                                 offset > m->src->bound_start ? offset : m->src->bound_start);
+}
+
+static GMimeMessage *gm_parse(struct graph_mime *m, GMimeStream *s)
 {
     GMimeParser *p = g_mime_parser_new_with_stream(s);
     GMimeMessage *msg;
     /* persist: a part's content stays a substream of s (offsets), not a copy in memory */
     g_mime_parser_set_persist_stream(p, TRUE);
+    g_mime_parser_set_header_regex(p, "^", gm_field_seen, m);
     msg = g_mime_parser_construct_message(p, NULL);
     g_object_unref(p);
     return msg;
+}
+
+/* Lines that begin with "--": every part of a multipart begins with one (its boundary), base64
+ * never does. Counted before parsing, as a bound on the parts GMime would build. */
+struct gm_dashes {
+    uint64_t n;
+    int state; /* 0: at a line's start, 1: after a '-' there, 2: inside a line */
+};
+
+static void gm_dashes_feed(struct gm_dashes *d, const unsigned char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '\n') {
+            d->state = 0;
+        } else if (d->state < 2 && p[i] == '-') {
+            if (d->state == 1)
+                d->n++;
+            d->state++;
+        } else if (d->state < 2) {
+            d->state = 2;
+        } else {
+            const unsigned char *nl = memchr(p + i, '\n', len - i);
+            if (!nl)
+                return;
+            i = (size_t)(nl - p) - 1; /* the '\n' next */
+        }
+    }
+}
+
+static void gm_refuse_complex(struct graph_mime *m, const char *what)
+{
+    m->refused = 1;
+    snprintf(m->refusal, sizeof(m->refusal),
+             "552 5.3.4 Message too complex for Microsoft Graph: more than %u %s",
+             what[0] == 'h' ? GM_MAX_FIELDS : GM_MAX_BOUNDARY_LINES, what);
 }
 
 /* A header name as RFC 5322 has it: printable ASCII but the colon, at least one. GMime keeps
@@ -145,8 +195,8 @@ static int gm_serialise(struct graph_mime *m, char *err, size_t errlen)
 }
 
 /* Takes src. */
-static struct graph_mime *gm_open(GMimeStream *src, const struct graph_mime_opts *o, char *err,
-                                  size_t errlen)
+static struct graph_mime *gm_open(GMimeStream *src, uint64_t dashes,
+                                  const struct graph_mime_opts *o, char *err, size_t errlen)
 {
     struct graph_mime *m;
     if (!o || !o->rcpts || o->nrcpts == 0) {
@@ -165,7 +215,15 @@ static struct graph_mime *gm_open(GMimeStream *src, const struct graph_mime_opts
     m->fmt = g_mime_format_options_new();
     g_mime_format_options_set_newline_format(m->fmt, GMIME_NEWLINE_FORMAT_DOS);
 
-    m->msg = gm_parse(src);
+    if (dashes > GM_MAX_BOUNDARY_LINES) {
+        gm_refuse_complex(m, "boundary lines");
+        return m;
+    }
+    m->msg = gm_parse(m, src);
+    if (m->nfields > GM_MAX_FIELDS) {
+        gm_refuse_complex(m, "header fields");
+        return m;
+    }
     if (!m->msg) {
         /* No header section GMime takes (text from the first byte, or nothing at all): the
          * message is all body, after an empty header section. */
@@ -177,7 +235,7 @@ static struct graph_mime *gm_open(GMimeStream *src, const struct graph_mime_opts
         g_object_unref(blank);
         g_object_unref(src);
         m->src = cat;
-        m->msg = gm_parse(cat);
+        m->msg = gm_parse(m, cat); /* all body: one part, no field */
     }
     if (!m->msg) {
         snprintf(err, errlen, "cannot parse the message");
@@ -199,6 +257,7 @@ struct graph_mime *graph_mime_open_fd(int fd, uint64_t len, const struct graph_m
                                       char *err, size_t errlen)
 {
     struct stat st;
+    struct gm_dashes dashes = {0, 0};
     int d;
     pthread_once(&gm_once, gm_init);
     if (fstat(fd, &st) != 0) {
@@ -210,20 +269,34 @@ struct graph_mime *graph_mime_open_fd(int fd, uint64_t len, const struct graph_m
                  (unsigned long long)len);
         return NULL;
     }
+    for (uint64_t off = 0; off < len;) {
+        unsigned char buf[65536];
+        size_t want = len - off < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
+        ssize_t r = pread(fd, buf, want, (off_t)off);
+        if (r <= 0) {
+            snprintf(err, errlen, "cannot read the message: %s", r < 0 ? strerror(errno) : "EOF");
+            return NULL;
+        }
+        gm_dashes_feed(&dashes, buf, (size_t)r);
+        off += (uint64_t)r;
+    }
     d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0) {
         snprintf(err, errlen, "cannot read the message: %s", strerror(errno));
         return NULL;
     }
     /* bounded: the spool's trailer after len is not the message's */
-    return gm_open(g_mime_stream_fs_new_with_bounds(d, 0, (gint64)len), o, err, errlen);
+    return gm_open(g_mime_stream_fs_new_with_bounds(d, 0, (gint64)len), dashes.n, o, err, errlen);
 }
 
 struct graph_mime *graph_mime_open_mem(const void *buf, size_t len, const struct graph_mime_opts *o,
                                        char *err, size_t errlen)
 {
+    struct gm_dashes dashes = {0, 0};
     pthread_once(&gm_once, gm_init);
-    return gm_open(g_mime_stream_mem_new_with_buffer(len ? buf : "", len), o, err, errlen);
+    gm_dashes_feed(&dashes, buf, len);
+    return gm_open(g_mime_stream_mem_new_with_buffer(len ? buf : "", len), dashes.n, o, err,
+                   errlen);
 }
 
 const char *graph_mime_refusal(const struct graph_mime *m)

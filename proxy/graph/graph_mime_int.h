@@ -20,6 +20,7 @@ struct graph_mime {
     GMimeMessage *msg;       /* parsed in persist-stream mode: parts are offsets into src */
     GMimeFormatOptions *fmt; /* CRLF line ends, as mail is sent */
     size_t request_max;
+    unsigned nfields; /* header fields GMime's parser met (all parts) */
     int refused;
     char refusal[160];
     unsigned dropped, bcc_added;
@@ -42,6 +43,12 @@ struct graph_mime {
     uint64_t rd_pos;
     char *scratch;
 };
+
+/* What GMime may hold of one message: its parser keeps every header field and every part as
+ * objects (about 500 bytes a field, 1.3 KB a part: 10 MB of "a:b" lines would take 1 GB), so a
+ * message with more of either is refused before it is held. Far above a real message's. */
+#define GM_MAX_FIELDS 10000u
+#define GM_MAX_BOUNDARY_LINES 10000u
 
 /* The bytes obj takes when written as mail (CRLF), counted in a null stream; -1 when a read of
  * the message failed. */

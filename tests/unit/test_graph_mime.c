@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <glib.h>
 #include <openssl/evp.h>
 
 #include "proxy/graph/graph_mime.h"
@@ -611,6 +612,55 @@ static void test_fd_bounds(void **state)
     }
 }
 
+/* What GMime would hold is bounded: too many header fields or parts are refused, and a 10 MB
+ * header section of tiny fields (1 GB in GMime's objects, unbounded) stays small. */
+static void test_too_complex(void **state)
+{
+    (void)state;
+    FILE *f = spool_file();
+    struct graph_mime *m;
+    long before;
+    uint64_t len;
+    for (size_t n = 0; n < 10u * 1024 * 1024; n += 5)
+        fputs("a:b\r\n", f);
+    fputs("To: a@x.org\r\n\r\nbody\r\n", f);
+    len = seal(f);
+    before = peak_rss_kb();
+    m = open_file(f, len, RCPTS, 1, 0);
+    assert_string_equal(graph_mime_refusal(m), "552 5.3.4 Message too complex for Microsoft "
+                                               "Graph: more than 10000 header fields");
+    assert_int_equal(graph_mime_natt(m), 0);
+    assert_int_equal(graph_mime_body_b64_size(m), 0);
+    printf("graph_mime: 10 MB of header fields: refused, peak RSS +%ld KiB\n",
+           peak_rss_kb() - before);
+    assert_true(peak_rss_kb() - before < 64 * 1024);
+    graph_mime_free(m);
+    fclose(f);
+
+    f = spool_file();
+    fputs("To: a@x.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n", f);
+    for (int i = 0; i < 10001; i++)
+        fputs("--b\r\n\r\n", f);
+    m = open_file(f, seal(f), RCPTS, 1, 0);
+    assert_string_equal(graph_mime_refusal(m), "552 5.3.4 Message too complex for Microsoft "
+                                               "Graph: more than 10000 boundary lines");
+    graph_mime_free(m);
+    fclose(f);
+
+    /* at the limits: fine (in memory too) */
+    {
+        GString *g =
+            g_string_new("To: a@x.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n");
+        for (int i = 0; i < 9999; i++)
+            g_string_append(g, "--b\r\n\r\n");
+        g_string_append(g, "--b--\r\n");
+        m = open_mem(g->str, RCPTS, 1, NULL, 0);
+        assert_null(graph_mime_refusal(m));
+        graph_mime_free(m);
+        g_string_free(g, TRUE);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_small_request_max_splits),
         cmocka_unit_test(test_text_that_never_fits),
         cmocka_unit_test(test_fd_bounds),
+        cmocka_unit_test(test_too_complex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

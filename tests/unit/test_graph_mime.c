@@ -633,7 +633,9 @@ static void test_too_complex(void **state)
     assert_int_equal(graph_mime_body_b64_size(m), 0);
     printf("graph_mime: 10 MB of header fields: refused, peak RSS +%ld KiB\n",
            peak_rss_kb() - before);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's quarantine keeps what was freed */
     assert_true(peak_rss_kb() - before < 64 * 1024);
+#endif
     graph_mime_free(m);
     fclose(f);
 

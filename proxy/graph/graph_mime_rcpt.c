@@ -234,14 +234,23 @@ int gm_rewrite_from(struct graph_mime *m, const char *mailbox, char *err, size_t
         if (g_ascii_strcasecmp(g_mime_header_get_name(g_mime_header_list_get_header_at(hl, i)),
                                "From") == 0)
             g_mime_header_list_remove_at(hl, i);
+    /* GMime has no way to insert a field after another: the Reply-To: line is written as part
+     * of From:'s raw value, so it follows From: as docs/header-rewrite.md has it. Nothing
+     * changes From: after this (GMime writes a raw value as it is). */
     v = g_strdup_printf(" <%s>\n", mailbox);
+    if (nrt) {
+        size_t first_line = strcspn(rt->str, "\r\n");
+        GString *both = g_string_new(v);
+        g_string_append(both, "Reply-To:");
+        if (9 + first_line > 998) /* the longer name would pass 998: fold after it */
+            g_string_append(both, rt->str[0] == ' ' || rt->str[0] == '\t' ? "\n" : "\n ");
+        g_string_append(both, rt->str);
+        g_string_append_c(both, '\n');
+        g_free(v);
+        v = g_string_free(both, FALSE);
+    }
     g_mime_header_set_raw_value(g_mime_header_list_get_header_at(hl, first), v);
     g_free(v);
-    if (nrt) {
-        g_string_append_c(rt, '\n');
-        g_mime_header_list_append(hl, "Reply-To", "", NULL);
-        g_mime_header_set_raw_value(g_mime_header_list_get_header(hl, "Reply-To"), rt->str);
-    }
     g_string_free(rt, TRUE);
     return 0;
 }

@@ -204,10 +204,10 @@ static void test_from_rewrite(void **state)
 {
     (void)state;
     struct graph_mime *m =
-        open_mem("From: Dev <dev@printer>\r\nTo: a@x.org\r\n\r\nx\r\n", RCPTS, 1, "relay@x.org", 0);
+        open_mem("Subject: s\r\nFrom: Dev <dev@printer>\r\nTo: a@x.org\r\n\r\nx\r\n", RCPTS, 1,
+                 "relay@x.org", 0);
     char *t = text_of(m);
-    assert_non_null(strstr(t, "From: <relay@x.org>\r\n"));
-    assert_non_null(strstr(t, "Reply-To: Dev <dev@printer>\r\n"));
+    assert_non_null(strstr(t, "\r\nFrom: <relay@x.org>\r\nReply-To: Dev <dev@printer>\r\n"));
     assert_null(strstr(t, "From: Dev"));
     free(t);
     graph_mime_free(m);
@@ -226,11 +226,26 @@ static void test_from_rewrite(void **state)
     m = open_mem("From: one@dev\r\nTo: a@x.org\r\nFrom:  \r\nFrom: two@dev\r\n\r\nx\r\n", RCPTS, 1,
                  "relay@x.org", 0);
     t = text_of(m);
-    assert_non_null(strstr(t, "From: <relay@x.org>\r\n"));
-    assert_non_null(strstr(t, "Reply-To: one@dev\r\n , two@dev\r\n"));
+    assert_non_null(strstr(t, "From: <relay@x.org>\r\nReply-To: one@dev\r\n , two@dev\r\n"));
     assert_null(strstr(strstr(t, "From:") + 5, "From:"));
     free(t);
     graph_mime_free(m);
+
+    /* a From: line that Reply-To:'s longer name would push past 998: folded after the name */
+    {
+        char msg[1200], want[1200];
+        char *local = malloc(986);
+        memset(local, 'l', 985);
+        local[985] = '\0';
+        snprintf(msg, sizeof(msg), "From: %s@b.c\r\nTo: a@x.org\r\n\r\nx\r\n", local);
+        snprintf(want, sizeof(want), "From: <relay@x.org>\r\nReply-To:\r\n %s@b.c\r\nTo:", local);
+        m = open_mem(msg, RCPTS, 1, "relay@x.org", 0);
+        t = text_of(m);
+        assert_non_null(strstr(t, want));
+        free(t);
+        graph_mime_free(m);
+        free(local);
+    }
 
     /* no From: at all: none added */
     m = open_mem("To: a@x.org\r\n\r\nx\r\n", RCPTS, 1, "relay@x.org", 0);

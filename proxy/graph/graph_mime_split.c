@@ -89,6 +89,27 @@ static int gm_collect(struct gm_cands *c, GMimeObject *o, GMimeMultipart *parent
     return 0;
 }
 
+/* What a part takes in the message, about: its header fields written out, and its content's
+ * length where it is in the file (no pass over the content; the split checks the rest by a real
+ * count). A content whose length is not known is counted. */
+static int64_t gm_part_size(const struct graph_mime *m, GMimePart *p)
+{
+    GMimeDataWrapper *w = g_mime_part_get_content(p);
+    GMimeStream *s = w ? g_mime_data_wrapper_get_stream(w) : NULL;
+    gint64 len = s ? g_mime_stream_length(s) : -1;
+    GMimeStream *null;
+    ssize_t r;
+    int64_t n;
+    if (len < 0)
+        return gm_count(m, GMIME_OBJECT(p));
+    null = g_mime_stream_null_new();
+    r = g_mime_header_list_write_to_stream(g_mime_object_get_header_list(GMIME_OBJECT(p)), m->fmt,
+                                           null);
+    n = (int64_t)GMIME_STREAM_NULL(null)->written;
+    g_object_unref(null);
+    return r < 0 ? -1 : n + 2 + len;
+}
+
 static int gm_cost_cmp(const void *a, const void *b)
 {
     const struct gm_cand *x = a, *y = b;
@@ -203,7 +224,7 @@ int gm_split(struct graph_mime *m, char *err, size_t errlen)
     if (gm_collect(&c, g_mime_message_get_mime_part(m->msg), NULL) != 0)
         goto oom;
     for (size_t i = 0; i < c.n; i++) {
-        int64_t n = gm_count(m, GMIME_OBJECT(c.v[i].part));
+        int64_t n = gm_part_size(m, c.v[i].part);
         const char *b = c.v[i].parent ? g_mime_multipart_get_boundary(c.v[i].parent) : NULL;
         if (n < 0)
             goto read_failed;

@@ -213,10 +213,17 @@ static void gm_refuse(struct graph_mime *m)
 int gm_split(struct graph_mime *m, char *err, size_t errlen)
 {
     struct gm_cands c = {0};
-    int64_t total = gm_count(m, GMIME_OBJECT(m->msg));
+    gint64 len = g_mime_stream_length(m->src);
+    int64_t total;
     uint64_t est;
     int rc = -1;
 
+    /* Written out, the message takes about its length in the file (the rewrite changes a few
+     * header fields): one far too large for a request is not counted whole, a pass saved. */
+    if (len > 0 && gm_b64((uint64_t)len) / 2 > m->request_max)
+        total = len;
+    else
+        total = gm_count(m, GMIME_OBJECT(m->msg));
     if (total < 0)
         goto read_failed;
     if (gm_b64((uint64_t)total) <= m->request_max)

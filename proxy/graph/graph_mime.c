@@ -258,6 +258,7 @@ struct graph_mime *graph_mime_open_fd(int fd, uint64_t len, const struct graph_m
 {
     struct stat st;
     struct gm_dashes dashes = {0, 0};
+    char path[64];
     int d;
     pthread_once(&gm_once, gm_init);
     if (fstat(fd, &st) != 0) {
@@ -280,7 +281,12 @@ struct graph_mime *graph_mime_open_fd(int fd, uint64_t len, const struct graph_m
         gm_dashes_feed(&dashes, buf, (size_t)r);
         off += (uint64_t)r;
     }
-    d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    /* Its own open file (same file, own offset): a dup would share the caller's offset, and
+     * GMime seeks. A dup only where /proc is not there. */
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    d = open(path, O_RDONLY | O_CLOEXEC);
+    if (d < 0)
+        d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0) {
         snprintf(err, errlen, "cannot read the message: %s", strerror(errno));
         return NULL;

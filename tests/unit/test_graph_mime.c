@@ -605,10 +605,14 @@ static void test_fd_bounds(void **state)
     const char *msg = "From: dev@printer\r\nTo: a@x.org\r\n\r\nhello\r\n";
     struct graph_mime *m;
     char *t;
-    size_t len;
+    uint64_t len;
+    size_t blen;
     fputs(msg, f);
-    m = open_file(f, seal(f), RCPTS, 1, 0);
-    t = body_of(m, &len);
+    len = seal(f);
+    assert_int_equal(lseek(fileno(f), 7, SEEK_SET), 7);
+    m = open_file(f, len, RCPTS, 1, 0);
+    assert_int_equal(lseek(fileno(f), 0, SEEK_CUR), 7); /* the caller's offset stays */
+    t = body_of(m, &blen);
     assert_string_equal(t, msg);
     assert_null(strstr(t, "SPOOLTRAILER"));
     free(t);

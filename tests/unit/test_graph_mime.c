@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -597,6 +598,15 @@ static void test_text_that_never_fits(void **state)
     free(msg);
 }
 
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        if (fcntl(fd, F_GETFD) != -1)
+            n++;
+    return n;
+}
+
 /* [0, len) of the file only: the trailer after it is not read. */
 static void test_fd_bounds(void **state)
 {
@@ -607,8 +617,10 @@ static void test_fd_bounds(void **state)
     char *t;
     uint64_t len;
     size_t blen;
+    int fds;
     fputs(msg, f);
     len = seal(f);
+    fds = open_fds();
     assert_int_equal(lseek(fileno(f), 7, SEEK_SET), 7);
     m = open_file(f, len, RCPTS, 1, 0);
     assert_int_equal(lseek(fileno(f), 0, SEEK_CUR), 7); /* the caller's offset stays */
@@ -616,7 +628,9 @@ static void test_fd_bounds(void **state)
     assert_string_equal(t, msg);
     assert_null(strstr(t, "SPOOLTRAILER"));
     free(t);
+    assert_int_equal(open_fds(), fds + 1); /* its own, until freed */
     graph_mime_free(m);
+    assert_int_equal(open_fds(), fds);
     fclose(f);
     /* a file shorter than len: refused */
     {

@@ -530,6 +530,12 @@ static struct http_req *http_start(struct http *h, const struct http_request *rq
         return NULL;
     if (rq->body_len > HTTP_REQUEST_BODY_MAX || (rq->body_len && !rq->body))
         return NULL;
+    /* header values: printable ASCII only, no line break that would start another header */
+    const char *vals[] = {rq->bearer, rq->content_type, rq->content_range};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
+        for (const char *c = vals[i]; c && *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+                return NULL;
     if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0 &&
         strcmp(method, "DELETE") != 0)
         return NULL;

@@ -63,6 +63,7 @@ struct graph_send {
     char *upload_url; /* the current attachment's upload session */
     size_t att_i;
     uint64_t att_off;
+    unsigned puts; /* of this attachment: bounded, whatever nextExpectedRanges says */
     struct graph_outcome out;
     struct graph_outcome failure; /* kept while the draft is deleted */
     int deleting;
@@ -590,6 +591,7 @@ static void gs_next_attachment(struct graph_send *s)
     s->upload_url = NULL;
     s->att_i++;
     s->att_off = 0;
+    s->puts = 0;
     s->step = s->att_i < graph_mime_natt(s->msg) ? GRAPH_STEP_UPLOAD_SESSION : GRAPH_STEP_SEND;
     gs_prepare(s);
 }
@@ -602,6 +604,12 @@ static void gs_uploaded(struct graph_send *s, const struct http_response *r)
     long long next = json_next_range(r->body, r->len);
     if (r->status == 201 || (next < 0 && sent_to >= size)) {
         gs_next_attachment(s);
+        return;
+    }
+    /* a session that keeps asking for ranges it had: at most twice the chunks it needs, + 4 */
+    if (++s->puts > 2 * (unsigned)((size + GRAPH_CHUNK - 1) / GRAPH_CHUNK) + 4) {
+        gs_fail_local(s, GRAPH_TEMP, 0,
+                      "451 4.3.0 Microsoft Graph's upload session does not progress", NULL);
         return;
     }
     if (next < 0 || (uint64_t)next >= size) {
@@ -686,6 +694,7 @@ static void gs_answer(void *arg, const struct http_response *r)
             return;
         }
         s->att_off = 0;
+        s->puts = 0;
         s->step = GRAPH_STEP_UPLOAD;
         gs_prepare(s);
         return;

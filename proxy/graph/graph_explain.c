@@ -34,91 +34,111 @@ struct graph_explanation {
     const char *text;  /* the reply's text after Microsoft Graph's code */
     const char *meaning;
     const char *fix; /* NULL: none */
+    /* NULL, or text Graph's message must contain (lower case; compared ignoring case) */
+    const char *fragment;
 };
 
 static const struct graph_explanation table[] = {
+    {401, 0, NULL, STEPS_ALL, GRAPH_TEMP, 1, "451 4.7.0", "Microsoft Graph refused the token",
+     "the token is for another resource (audience): Graph refuses a token for "
+     "outlook.office365.com",
+     "set scope = https://graph.microsoft.com/.default for the account (graph.microsoft.us, "
+     "dod-graph.microsoft.us or microsoftgraph.chinacloudapi.cn in the other clouds)",
+     "audience"},
+    {401, 0, NULL, STEPS_ALL, GRAPH_TEMP, 1, "451 4.7.0", "Microsoft Graph refused the token",
+     "Graph found the token expired although a fresh one was fetched: the host's clock is likely "
+     "wrong",
+     "check the host's time (timedatectl; NTP)", "expired"},
     {401, 0, NULL, STEPS_ALL, GRAPH_TEMP, 1, "451 4.7.0", "Microsoft Graph refused the token",
      "Graph refused the access token: issued for another audience (the scope must be "
      "https://graph.microsoft.com/.default, or the cloud's Graph), expired, or for another tenant",
      "set scope = https://graph.microsoft.com/.default for the account (graph.microsoft.us, "
      "dod-graph.microsoft.us or microsoftgraph.chinacloudapi.cn in the other clouds) and check "
-     "the host's clock"},
+     "the host's clock",
+     NULL},
     {403, 0, "ErrorAccessDenied", STEPS_DRAFT, GRAPH_PERM, 0, "550 5.7.1",
      "Microsoft Graph denied access to the mailbox's drafts",
      "a message larger than one request goes through a draft, which needs Mail.ReadWrite as well "
      "as Mail.Send, or RBAC for Applications scopes the app away from {mailbox}",
      "Entra admin center > App registrations > the app > API permissions > Microsoft Graph > "
      "Application permissions > Mail.ReadWrite > Grant admin consent (with RBAC for "
-     "Applications: the role Application Mail.ReadWrite scoped to {mailbox})"},
+     "Applications: the role Application Mail.ReadWrite scoped to {mailbox})",
+     NULL},
     {403, 0, NULL, STEPS_DRAFT, GRAPH_PERM, 0, "550 5.7.1",
      "Microsoft Graph denied access to the mailbox's drafts",
      "a message larger than one request goes through a draft, which needs Mail.ReadWrite as well "
      "as Mail.Send",
      "Entra admin center > App registrations > the app > API permissions > Microsoft Graph > "
-     "Application permissions > Mail.ReadWrite > Grant admin consent"},
+     "Application permissions > Mail.ReadWrite > Grant admin consent",
+     NULL},
     {403, 0, "ErrorSendAsDenied", STEPS_ALL, GRAPH_PERM, 0, "550 5.7.60",
      "Microsoft Graph refused the sender",
      "the message's From: is not {mailbox} and the mailbox may not send as that address",
      "set sender_rewrite = header in the account (From: becomes {mailbox}, the original kept as "
      "Reply-To:), or grant SendAs: Add-RecipientPermission -Identity <From: address> -Trustee "
-     "{mailbox} -AccessRights SendAs"},
+     "{mailbox} -AccessRights SendAs",
+     NULL},
     {403, 0, "MailboxNotEnabledForRESTAPI", STEPS_ALL, GRAPH_PERM, 0, "550 5.7.1",
      "Microsoft Graph cannot use this mailbox",
      "{mailbox} is on-premises, inactive, soft-deleted or has no Exchange Online licence: Graph "
      "sends only from Exchange Online mailboxes",
      "assign an Exchange Online licence to {mailbox} (or use a cloud mailbox), or use upstream = "
-     "smtp for an on-premises mailbox"},
+     "smtp for an on-premises mailbox",
+     NULL},
     {403, 0, NULL, STEPS_ALL, GRAPH_PERM, 0, "550 5.7.1",
      "Microsoft Graph denied the app access to the mailbox",
      "no Mail.Send application permission or admin consent, or RBAC for Applications or an "
      "application access policy keeps the app from the mailbox",
-     CONSENT "; " PS_RBAC},
+     CONSENT "; " PS_RBAC, NULL},
     {404, 0, "MailboxNotEnabledForRESTAPI", STEPS_ALL, GRAPH_PERM, 0, "550 5.7.1",
      "Microsoft Graph cannot use this mailbox",
      "{mailbox} is on-premises, inactive, soft-deleted or has no Exchange Online licence",
-     "assign an Exchange Online licence to {mailbox}, or use upstream = smtp"},
+     "assign an Exchange Online licence to {mailbox}, or use upstream = smtp", NULL},
     {404, 0, NULL, STEP_BIT(GRAPH_STEP_UPLOAD) | STEP_BIT(GRAPH_STEP_SEND), GRAPH_TEMP, 0,
      "451 4.3.0", "Microsoft Graph lost the draft or its upload session",
-     "the draft or the upload session expired or was removed while the message was sent", NULL},
+     "the draft or the upload session expired or was removed while the message was sent", NULL,
+     NULL},
     {404, 0, NULL, STEPS_ALL, GRAPH_PERM, 0, "550 5.1.1",
      "Microsoft Graph does not know the mailbox",
      "{mailbox} does not exist in the tenant (ErrorInvalidUser, ResourceNotFound) or has no "
      "Exchange licence",
      "check mailbox = in the account: the mailbox's primary SMTP address or user principal name, "
-     "with an Exchange Online licence"},
+     "with an Exchange Online licence",
+     NULL},
     {400, 0, "ErrorMimeContentInvalidBase64String", STEPS_ALL, GRAPH_PERM, 0, "554 5.6.0",
      "Microsoft Graph could not decode the message",
-     "Graph refused the base64 of the message's MIME", NULL},
+     "Graph refused the base64 of the message's MIME", NULL, NULL},
     {0, 0, "ErrorMessageSizeExceeded", STEPS_ALL, GRAPH_PERM, 0, "552 5.3.4",
      "Message too large for Microsoft Graph",
      "the message passes the mailbox's size limit (MaxSendSize, at most 150 MB)",
-     "Set-Mailbox -Identity {mailbox} -MaxSendSize 150MB, or send smaller messages"},
+     "Set-Mailbox -Identity {mailbox} -MaxSendSize 150MB, or send smaller messages", NULL},
     {413, 0, NULL, STEPS_ALL, GRAPH_PERM, 0, "552 5.3.4", "Message too large for Microsoft Graph",
      "one request passed Graph's 4 MB limit or the mailbox's size limit",
-     "Set-Mailbox -Identity {mailbox} -MaxSendSize 150MB, or send smaller messages"},
+     "Set-Mailbox -Identity {mailbox} -MaxSendSize 150MB, or send smaller messages", NULL},
     {0, 0, "ErrorSendAsDenied", STEPS_ALL, GRAPH_PERM, 0, "550 5.7.60",
      "Microsoft Graph refused the sender",
      "the message's From: is not {mailbox} and the mailbox may not send as that address",
-     "set sender_rewrite = header in the account"},
+     "set sender_rewrite = header in the account", NULL},
     {0, 0, "MailboxNotEnabledForRESTAPI", STEPS_ALL, GRAPH_PERM, 0, "550 5.7.1",
      "Microsoft Graph cannot use this mailbox",
      "{mailbox} is on-premises, inactive, soft-deleted or has no Exchange Online licence",
-     "assign an Exchange Online licence to {mailbox}, or use upstream = smtp"},
+     "assign an Exchange Online licence to {mailbox}, or use upstream = smtp", NULL},
     {429, 0, NULL, STEPS_ALL, GRAPH_TEMP, 1, "451 4.7.0",
      "Microsoft Graph is throttling the mailbox",
      "Graph throttles the mailbox (10,000 requests per 10 minutes, 4 at once): the message waits "
      "in the spool until Retry-After has passed",
-     "set rate_limit for the account if this happens often"},
+     "set rate_limit for the account if this happens often", NULL},
     {503, 0, NULL, STEPS_ALL, GRAPH_TEMP, 1, "451 4.3.2", "Microsoft Graph is unavailable",
-     "Graph is busy or down: the message waits in the spool until Retry-After has passed", NULL},
+     "Graph is busy or down: the message waits in the spool until Retry-After has passed", NULL,
+     NULL},
     {408, 0, NULL, STEPS_ALL, GRAPH_TEMP, 1, "451 4.4.2", "Microsoft Graph timed out",
-     "Graph did not get the request in time", NULL},
+     "Graph did not get the request in time", NULL, NULL},
     {500, 0, NULL, STEPS_ALL, GRAPH_TEMP, 0, "451 4.3.0", "Microsoft Graph failed",
-     "Graph failed on this request: it is tried again later", NULL},
+     "Graph failed on this request: it is tried again later", NULL, NULL},
     {500, 1, NULL, STEPS_ALL, GRAPH_TEMP, 1, "451 4.3.0", "Microsoft Graph failed",
-     "Graph or a gateway in front of it failed: it is tried again later", NULL},
+     "Graph or a gateway in front of it failed: it is tried again later", NULL, NULL},
     {400, 1, NULL, STEPS_ALL, GRAPH_PERM, 0, "554 5.0.0", "Microsoft Graph refused the message",
-     "Graph refused the request", NULL},
+     "Graph refused the request", NULL, NULL},
 };
 
 void graph_sanitize(char *s)
@@ -185,13 +205,31 @@ int graph_error_parse(const char *body, size_t len, struct graph_error *e)
     return found;
 }
 
-static const struct graph_explanation *lookup(long status, const char *code, enum graph_step step)
+/* needle (lower case) in hay, ignoring case */
+static int contains_nocase(const char *hay, const char *needle)
+{
+    size_t nl = strlen(needle);
+    for (; *hay; hay++) {
+        size_t k = 0;
+        while (k < nl && hay[k] &&
+               (hay[k] >= 'A' && hay[k] <= 'Z' ? hay[k] - 'A' + 'a' : hay[k]) == needle[k])
+            k++;
+        if (k == nl)
+            return 1;
+    }
+    return 0;
+}
+
+static const struct graph_explanation *lookup(long status, const char *code, const char *message,
+                                              enum graph_step step)
 {
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         const struct graph_explanation *t = &table[i];
         if (t->steps && !(t->steps & STEP_BIT(step)))
             continue;
         if (t->code && strcasecmp(t->code, code) != 0)
+            continue;
+        if (t->fragment && !contains_nocase(message, t->fragment))
             continue;
         if (t->status && (t->status_class ? t->status / 100 != status / 100 : t->status != status))
             continue;
@@ -235,7 +273,7 @@ void graph_explain_answer(long status, const char *body, size_t len, enum graph_
         snprintf(o->reply, sizeof(o->reply), "250 2.0.0 Accepted by Microsoft Graph");
         return;
     }
-    const struct graph_explanation *t = lookup(status, e.code, step);
+    const struct graph_explanation *t = lookup(status, e.code, e.message, step);
     if (!t) { /* 1xx, 3xx, or beyond 599: nothing Graph answers; try again later */
         o->status = GRAPH_TEMP;
         snprintf(o->reply, sizeof(o->reply),

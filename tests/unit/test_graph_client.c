@@ -124,7 +124,7 @@ static void mime_free(struct graph_mime *m)
 
 /* ---- the stand-in: token endpoint and Graph ---- */
 
-enum gmode { G_OK, G_401_ONCE, G_429_ONCE, G_HANG, G_SEND_403, G_PARTIAL_PUT };
+enum gmode { G_OK, G_401_ONCE, G_429_ONCE, G_HANG, G_SEND_403, G_PARTIAL_PUT, G_STALL };
 
 #define MAXREQ 64
 
@@ -262,7 +262,9 @@ static void srv_cb(struct evhttp_request *req, void *arg)
         unsigned long long a = 0, b = 0, total = 0;
         g->bytes_ok = put_bytes_ok(g, in);
         sscanf(g->range, "bytes %llu-%llu/%llu", &a, &b, &total);
-        if (s->mode == G_PARTIAL_PUT && !s->partial_done) {
+        if (s->mode == G_STALL) {
+            reply(req, 200, "{\"nextExpectedRanges\":[\"0-\"]}"); /* never progresses */
+        } else if (s->mode == G_PARTIAL_PUT && !s->partial_done) {
             /* as if only the first 1000000 bytes had arrived */
             s->partial_done = 1;
             reply(req, 200, "{\"nextExpectedRanges\":[\"1000000-\"]}");
@@ -496,6 +498,26 @@ static void test_upload_follows_next_range(void **state)
     check_put(&f.srv.reqs[2], "bytes 0-3276799/5000000");
     check_put(&f.srv.reqs[3], "bytes 1000000-4276799/5000000"); /* what Graph asked for */
     check_put(&f.srv.reqs[4], "bytes 4276800-4999999/5000000");
+    mime_free(m);
+    fx_free(&f);
+}
+
+/* A hostile upload session that always wants the start again: bounded, then the draft goes. */
+static void test_upload_stall_bounded(void **state)
+{
+    (void)state;
+    struct fx f;
+    struct res r;
+    fx_init(&f, NULL);
+    f.srv.mode = G_STALL;
+    struct graph_mime *m = mime_new(100, 1, 1000, 0);
+    start(&f, m, &r);
+    run_until(f.base, &r.done, 20000);
+    assert_int_equal(r.o.status, GRAPH_TEMP);
+    assert_string_equal(r.o.reply, "451 4.3.0 Microsoft Graph's upload session does not progress");
+    /* draft, session, 2 x 1 + 4 + 1 PUTs, DELETE */
+    assert_int_equal(f.srv.nreqs, 2 + 7 + 1);
+    assert_string_equal(f.srv.reqs[f.srv.nreqs - 1].method, "DELETE");
     mime_free(m);
     fx_free(&f);
 }
@@ -776,6 +798,7 @@ int main(void)
         cmocka_unit_test(test_sendmail_single),
         cmocka_unit_test(test_draft_uploads_send),
         cmocka_unit_test(test_upload_follows_next_range),
+        cmocka_unit_test(test_upload_stall_bounded),
         cmocka_unit_test(test_send_fails_draft_deleted),
         cmocka_unit_test(test_401_then_fresh_token),
         cmocka_unit_test(test_429_holds_pool),

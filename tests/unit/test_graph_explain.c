@@ -100,6 +100,24 @@ static void test_every_code(void **state)
     expect(404, "ErrorItemNotFound", GRAPH_STEP_SEND, GRAPH_TEMP, 0, "451 4.3.0", "draft");
 }
 
+/* 401: Graph's message tells a wrong audience from an expired token */
+static void test_401_kinds(void **state)
+{
+    (void)state;
+    struct graph_outcome o;
+    answer(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
+           GRAPH_STEP_SENDMAIL, 0, &o);
+    assert_non_null(strstr(o.explain, "outlook.office365.com"));
+    assert_non_null(strstr(o.explain, "scope = https://graph.microsoft.com/.default"));
+    answer(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is EXPIRED.",
+           GRAPH_STEP_SEND, 0, &o);
+    assert_non_null(strstr(o.explain, "clock"));
+    assert_int_equal(o.status, GRAPH_TEMP);
+    assert_int_equal(o.conn_failure, 1);
+    answer(401, "InvalidAuthenticationToken", "Something else.", GRAPH_STEP_SENDMAIL, 0, &o);
+    assert_non_null(strstr(o.explain, "expired, or for another tenant"));
+}
+
 static void test_success_and_retry_after(void **state)
 {
     (void)state;
@@ -249,9 +267,13 @@ static void test_explanations_fit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_code),    cmocka_unit_test(test_success_and_retry_after),
-        cmocka_unit_test(test_no_answer),     cmocka_unit_test(test_sanitised),
-        cmocka_unit_test(test_parse_hostile), cmocka_unit_test(test_explanations_fit),
+        cmocka_unit_test(test_every_code),
+        cmocka_unit_test(test_401_kinds),
+        cmocka_unit_test(test_success_and_retry_after),
+        cmocka_unit_test(test_no_answer),
+        cmocka_unit_test(test_sanitised),
+        cmocka_unit_test(test_parse_hostile),
+        cmocka_unit_test(test_explanations_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -280,6 +280,12 @@ static void test_refused_before_any_socket(void **state)
     assert_null(http_request(f->h, &rq, result_cb, &r));
     rq.body_len = 1;
     assert_null(http_request(f->h, &rq, NULL, &r));
+    rq.bearer = "tok\r\nX-Injected: 1"; /* a header value with a line break */
+    assert_null(http_request(f->h, &rq, result_cb, &r));
+    rq.bearer = NULL;
+    rq.content_type = "text/plain\n";
+    assert_null(http_request(f->h, &rq, result_cb, &r));
+    rq.content_type = NULL;
     assert_null(http_request(f->h, NULL, result_cb, &r));
     run_until(f->base, NULL, 100);
     assert_int_equal(r.calls, 0);

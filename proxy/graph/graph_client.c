@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "common/log.h"
 #include "oauth/http.h"
@@ -25,12 +26,18 @@
 /* 10 x 320 KiB: Graph wants upload chunks in multiples of 320 KiB, under 4 MB each */
 #define GRAPH_CHUNK (10u * 320u * 1024u)
 #define GRAPH_URL_MAX 4096
+/* Graph takes upload sessions for attachments of 3 MB and more only
+ * (ErrorAttachmentSizeShouldNotBeLessThanMinimumSize); a smaller one is posted whole, its bytes
+ * in base64 in a fileAttachment (under 4 MB as JSON). */
+#define GRAPH_UPLOAD_MIN (3u * 1024u * 1024u)
 
 struct graph_send {
     struct graph_waiter w; /* first: the pool hands it back */
     struct graph_pool *p;
     struct graph_send *next, *prev; /* the pool's sends */
-    struct server_gen *gen;
+    struct server_gen *gen; /* a reference; NULL for test's sends (graph_send_start_tokens) */
+    struct token_cache *tc; /* the account's tokens (the generation's, or test's own) */
+    unsigned timeout_s;     /* per request */
     const struct cfg_account *acct;
     struct graph_mime *msg;
     char log_id[64];
@@ -267,7 +274,7 @@ static void gs_granted(struct graph_waiter *w)
     struct graph_send *s = (struct graph_send *)(void *)w;
     char path[512];
     struct http *h = graph_pool_http(s->p, s->acct);
-    unsigned timeout_s = s->gen->cfg->upstream_timeout ? s->gen->cfg->upstream_timeout : 300;
+    unsigned timeout_s = s->timeout_s;
     struct http_request rq = {
         .method = s->method,
         .url = s->url,
@@ -316,7 +323,7 @@ static void gs_token_cb(void *arg, const char *token, const char *err)
 /* Get a token (s->token), then gs_step. */
 static void gs_get_token(struct graph_send *s)
 {
-    struct token_cache *c = server_gen_account_tokens(s->gen, s->acct);
+    struct token_cache *c = s->tc;
     if (!c) {
         gs_fail_local(s, GRAPH_TEMP, 1, "451 4.7.0 No token for the account", NULL);
         return;
@@ -418,6 +425,55 @@ static char *gs_session_json(const struct graph_mime_att *a)
     return out;
 }
 
+/* A small attachment as Graph's fileAttachment: {"@odata.type", name, contentType, isInline,
+ * contentId, contentBytes (its bytes in base64)}. NULL when it cannot be read (s failed) or out
+ * of memory (*oom set). */
+static char *gs_attach_json(struct graph_send *s, const struct graph_mime_att *a, int *oom)
+{
+    char err[256] = "";
+    unsigned char *raw = malloc(a->size ? (size_t)a->size : 1);
+    char *b64 = malloc(((size_t)a->size + 2) / 3 * 4 + 1), *out = NULL;
+    cJSON *root = cJSON_CreateObject();
+    *oom = 1;
+    if (!raw || !b64 || !root)
+        goto done;
+    size_t got = 0;
+    while (got < a->size) {
+        ssize_t n = graph_mime_att_read(s->msg, s->att_i, got, raw + got, (size_t)a->size - got,
+                                        err, sizeof(err));
+        if (n <= 0) {
+            char reply[400];
+            snprintf(reply, sizeof(reply), "451 4.3.0 Could not read attachment %zu: %s",
+                     s->att_i + 1, n < 0 ? err : "shorter than its size");
+            *oom = 0;
+            gs_fail_local(s, GRAPH_TEMP, 0, reply, NULL);
+            goto done;
+        }
+        got += (size_t)n;
+    }
+    EVP_EncodeBlock((unsigned char *)b64, raw, (int)a->size);
+    if (cJSON_AddStringToObject(root, "@odata.type", "#microsoft.graph.fileAttachment") &&
+        cJSON_AddStringToObject(root, "name", a->name ? a->name : "attachment") &&
+        cJSON_AddStringToObject(root, "contentType",
+                                a->content_type ? a->content_type : "application/octet-stream") &&
+        cJSON_AddBoolToObject(root, "isInline", a->is_inline ? 1 : 0) &&
+        (!a->content_id || cJSON_AddStringToObject(root, "contentId", a->content_id)) &&
+        cJSON_AddStringToObject(root, "contentBytes", b64))
+        out = cJSON_PrintUnformatted(root);
+done:
+    cJSON_Delete(root);
+    free(raw);
+    free(b64);
+    return out;
+}
+
+/* The step for attachment att_i: posted whole, or an upload session. */
+static enum graph_step gs_att_step(const struct graph_send *s)
+{
+    const struct graph_mime_att *a = graph_mime_att(s->msg, s->att_i);
+    return a && a->size < GRAPH_UPLOAD_MIN ? GRAPH_STEP_ATTACH : GRAPH_STEP_UPLOAD_SESSION;
+}
+
 /* Prepare the request of s->step and submit it. */
 static void gs_prepare(struct graph_send *s)
 {
@@ -455,6 +511,22 @@ static void gs_prepare(struct graph_send *s)
         s->url = s->upload_url ? strdup(s->upload_url) : NULL;
         if (s->url && a && gs_read_chunk(s, a->size) != 0)
             return;
+        break;
+    }
+    case GRAPH_STEP_ATTACH: {
+        const struct graph_mime_att *a = graph_mime_att(s->msg, s->att_i);
+        int oom = 1;
+        s->method = "POST";
+        s->ctype = "application/json";
+        s->url = gs_user_url(s, "messages", s->msg_id, "/attachments");
+        s->body = s->url && a ? gs_attach_json(s, a, &oom) : NULL;
+        if (!s->body && !oom)
+            return; /* s failed: the attachment could not be read */
+        s->body_len = s->body ? strlen(s->body) : 0;
+        if (!s->body) {
+            free(s->url);
+            s->url = NULL;
+        }
         break;
     }
     case GRAPH_STEP_SEND:
@@ -513,11 +585,12 @@ static void gs_start_cb(evutil_socket_t fd, short what, void *arg)
     gs_get_token(s);
 }
 
-struct graph_send *graph_send_start(struct graph_pool *p, struct server_gen *gen,
-                                    const struct cfg_account *acct, struct graph_mime *msg,
-                                    const char *log_id, graph_send_cb cb, void *arg)
+static struct graph_send *gs_new(struct graph_pool *p, struct server_gen *gen,
+                                 struct token_cache *tc, unsigned timeout_s,
+                                 const struct cfg_account *acct, struct graph_mime *msg,
+                                 const char *log_id, graph_send_cb cb, void *arg)
 {
-    if (!p || !gen || !acct || !msg || !cb)
+    if (!p || !acct || !msg || !cb)
         return NULL;
     struct graph_send *s = calloc(1, sizeof(*s));
     if (!s)
@@ -536,9 +609,29 @@ struct graph_send *graph_send_start(struct graph_pool *p, struct server_gen *gen
         free(s);
         return NULL;
     }
-    s->gen = server_gen_ref(gen);
+    s->gen = gen ? server_gen_ref(gen) : NULL;
+    s->tc = tc;
+    s->timeout_s = timeout_s ? timeout_s : 300;
     graph_send_link(p, s);
     return s;
+}
+
+struct graph_send *graph_send_start(struct graph_pool *p, struct server_gen *gen,
+                                    const struct cfg_account *acct, struct graph_mime *msg,
+                                    const char *log_id, graph_send_cb cb, void *arg)
+{
+    if (!gen)
+        return NULL;
+    return gs_new(p, gen, server_gen_account_tokens(gen, acct), gen->cfg->upstream_timeout, acct,
+                  msg, log_id, cb, arg);
+}
+
+struct graph_send *graph_send_start_tokens(struct graph_pool *p, struct token_cache *tokens,
+                                           unsigned timeout_s, const struct cfg_account *acct,
+                                           struct graph_mime *msg, const char *log_id,
+                                           graph_send_cb cb, void *arg)
+{
+    return gs_new(p, NULL, tokens, timeout_s, acct, msg, log_id, cb, arg);
 }
 
 static void gs_fail(struct graph_send *s, const struct graph_outcome *o)
@@ -592,7 +685,7 @@ static void gs_next_attachment(struct graph_send *s)
     s->att_i++;
     s->att_off = 0;
     s->puts = 0;
-    s->step = s->att_i < graph_mime_natt(s->msg) ? GRAPH_STEP_UPLOAD_SESSION : GRAPH_STEP_SEND;
+    s->step = s->att_i < graph_mime_natt(s->msg) ? gs_att_step(s) : GRAPH_STEP_SEND;
     gs_prepare(s);
 }
 
@@ -654,7 +747,7 @@ static void gs_answer(void *arg, const struct http_response *r)
         return;
     }
     if (r->status == 401 && s->auth && s->token) {
-        token_cache_invalidate(server_gen_account_tokens(s->gen, s->acct), s->token);
+        token_cache_invalidate(s->tc, s->token);
         if (!s->retried_401) { /* once: the same request with a fresh token */
             s->retried_401 = 1;
             s->retry_pending = 1;
@@ -683,8 +776,11 @@ static void gs_answer(void *arg, const struct http_response *r)
         }
         s->att_i = 0;
         s->att_off = 0;
-        s->step = GRAPH_STEP_UPLOAD_SESSION;
+        s->step = graph_mime_natt(s->msg) ? gs_att_step(s) : GRAPH_STEP_SEND;
         gs_prepare(s);
+        return;
+    case GRAPH_STEP_ATTACH: /* 201: the next one */
+        gs_next_attachment(s);
         return;
     case GRAPH_STEP_UPLOAD_SESSION:
         s->upload_url = json_dup_str(r->body, r->len, "uploadUrl");

@@ -13,7 +13,8 @@
 #define STEP_BIT(s) (1u << (s))
 #define STEPS_DRAFT                                                                                \
     (STEP_BIT(GRAPH_STEP_DRAFT) | STEP_BIT(GRAPH_STEP_UPLOAD_SESSION) |                            \
-     STEP_BIT(GRAPH_STEP_UPLOAD) | STEP_BIT(GRAPH_STEP_SEND) | STEP_BIT(GRAPH_STEP_DELETE))
+     STEP_BIT(GRAPH_STEP_UPLOAD) | STEP_BIT(GRAPH_STEP_SEND) | STEP_BIT(GRAPH_STEP_DELETE) |       \
+     STEP_BIT(GRAPH_STEP_ATTACH))
 
 #define PS_RBAC                                                                                    \
     "New-ManagementRoleAssignment -App <app object ID> -Role 'Application Mail.Send' "             \

@@ -20,6 +20,7 @@ enum graph_step {
     GRAPH_STEP_UPLOAD,         /* PUT uploadUrl */
     GRAPH_STEP_SEND,           /* POST .../messages/{id}/send */
     GRAPH_STEP_DELETE,         /* DELETE .../messages/{id} */
+    GRAPH_STEP_ATTACH,         /* POST .../messages/{id}/attachments (under 3 MB) */
 };
 
 /* Only the first GRAPH_ERROR_BODY_MAX bytes of a body are parsed. */

@@ -453,8 +453,8 @@ static void test_draft_uploads_send(void **state)
     assert_int_equal(r.o.status, GRAPH_OK);
     assert_string_equal(r.o.reply, "250 2.0.0 Accepted by Microsoft Graph");
     const char *drafts = "/v1.0/users/scan%40contoso.test/messages";
-    assert_int_equal(f.srv.nreqs, 7);
-    assert_int_equal(r.o.requests, 7);
+    assert_int_equal(f.srv.nreqs, 6);
+    assert_int_equal(r.o.requests, 6);
     assert_string_equal(f.srv.reqs[0].method, "POST");
     assert_string_equal(f.srv.reqs[0].uri, drafts);
     assert_string_equal(f.srv.reqs[0].ctype, "text/plain");
@@ -466,14 +466,18 @@ static void test_draft_uploads_send(void **state)
     check_put(&f.srv.reqs[2], "bytes 0-3276799/5000000"); /* 10 x 320 KiB */
     assert_int_equal(f.srv.reqs[2].len, 3276800);
     check_put(&f.srv.reqs[3], "bytes 3276800-4999999/5000000");
+    /* under 3 MB: posted whole as a fileAttachment (Graph refuses upload sessions for it) */
+    assert_string_equal(f.srv.reqs[4].method, "POST");
     assert_string_equal(f.srv.reqs[4].uri, "/v1.0/users/scan%40contoso.test/messages/"
-                                           "draft%2F1%3D/attachments/createUploadSession");
-    check_put(&f.srv.reqs[5], "bytes 0-99/100");
-    assert_string_equal(f.srv.reqs[6].method, "POST");
-    assert_string_equal(f.srv.reqs[6].uri,
+                                           "draft%2F1%3D/attachments");
+    assert_string_equal(f.srv.reqs[4].ctype, "application/json");
+    assert_string_equal(f.srv.reqs[4].auth, "Bearer tok-1");
+    assert_true(f.srv.reqs[4].len > 136); /* 100 bytes are 136 in base64, and the JSON */
+    assert_string_equal(f.srv.reqs[5].method, "POST");
+    assert_string_equal(f.srv.reqs[5].uri,
                         "/v1.0/users/scan%40contoso.test/messages/draft%2F1%3D/send");
-    assert_string_equal(f.srv.reqs[6].auth, "Bearer tok-1");
-    assert_int_equal(f.srv.reqs[6].len, 0);
+    assert_string_equal(f.srv.reqs[5].auth, "Bearer tok-1");
+    assert_int_equal(f.srv.reqs[5].len, 0);
     /* the upload URL's query is never logged, nor the token */
     assert_null(strstr(logged, "SECRETSIG"));
     assert_null(strstr(logged, "tok-1"));
@@ -510,13 +514,13 @@ static void test_upload_stall_bounded(void **state)
     struct res r;
     fx_init(&f, NULL);
     f.srv.mode = G_STALL;
-    struct graph_mime *m = mime_new(100, 1, 1000, 0);
+    struct graph_mime *m = mime_new(100, 1, 4000000, 0);
     start(&f, m, &r);
     run_until(f.base, &r.done, 20000);
     assert_int_equal(r.o.status, GRAPH_TEMP);
     assert_string_equal(r.o.reply, "451 4.3.0 Microsoft Graph's upload session does not progress");
-    /* draft, session, 2 x 1 + 4 + 1 PUTs, DELETE */
-    assert_int_equal(f.srv.nreqs, 2 + 7 + 1);
+    /* draft, session, 2 x 2 chunks + 4 + 1 PUTs, DELETE */
+    assert_int_equal(f.srv.nreqs, 2 + 9 + 1);
     assert_string_equal(f.srv.reqs[f.srv.nreqs - 1].method, "DELETE");
     mime_free(m);
     fx_free(&f);
@@ -537,11 +541,12 @@ static void test_send_fails_draft_deleted(void **state)
     assert_string_equal(r.o.code, "ErrorAccessDenied");
     assert_true(strncmp(r.o.reply, "550 5.7.1 ", 10) == 0);
     assert_non_null(strstr(r.o.explain, "Mail.ReadWrite"));
-    assert_int_equal(f.srv.nreqs, 5);
-    assert_string_equal(f.srv.reqs[4].method, "DELETE");
-    assert_string_equal(f.srv.reqs[4].uri, "/v1.0/users/scan%40contoso.test/messages/draft%2F1%3D");
-    assert_string_equal(f.srv.reqs[4].auth, "Bearer tok-1");
-    assert_int_equal(r.o.requests, 5);
+    /* draft, the attachment posted whole, send (403), DELETE */
+    assert_int_equal(f.srv.nreqs, 4);
+    assert_string_equal(f.srv.reqs[3].method, "DELETE");
+    assert_string_equal(f.srv.reqs[3].uri, "/v1.0/users/scan%40contoso.test/messages/draft%2F1%3D");
+    assert_string_equal(f.srv.reqs[3].auth, "Bearer tok-1");
+    assert_int_equal(r.o.requests, 4);
     mime_free(m);
     fx_free(&f);
 }

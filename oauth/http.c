@@ -9,10 +9,13 @@
 #include "oauth/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -20,6 +23,8 @@
 
 #define HTTP_BODY_MAX (1024 * 1024)
 #define HTTP_USER_AGENT "smtp-oauth-proxy/0.1"
+#define HTTP_LOCATION_MAX 2048
+#define HTTP_RETRY_AFTER_MAX_S 86400LL
 
 struct http_sock {
     struct http *h;
@@ -32,13 +37,17 @@ struct http_req {
     struct http *h;
     CURL *easy;
     struct curl_slist *headers;
-    char *form; /* our copy of the POST body: curl borrows it (CURLOPT_POSTFIELDS) */
+    /* our copy of the request body (a form, a message): curl borrows it (CURLOPT_POSTFIELDS) */
+    char *form;
     size_t form_len;
     char *body;
     size_t body_len, body_cap;
     int too_big;
-    http_done_cb cb;
+    http_done_cb cb;      /* http_post_form's callback, or NULL */
+    http_response_cb rcb; /* http_request's, or NULL */
     void *arg;
+    long long retry_after_ms; /* -1: none */
+    char location[HTTP_LOCATION_MAX];
     struct http_req *prev, *next;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -66,6 +75,15 @@ static void http_wipe_free(char *p, size_t len)
     free(p);
 }
 
+/* Header lines may hold a bearer token: wipe them before they go. */
+static void http_slist_wipe_free(struct curl_slist *l)
+{
+    for (struct curl_slist *i = l; i; i = i->next)
+        if (i->data)
+            OPENSSL_cleanse(i->data, strlen(i->data));
+    curl_slist_free_all(l);
+}
+
 /* Unlink r from h, detach it from curl and free it. No callback. */
 static void http_req_destroy(struct http_req *r)
 {
@@ -81,7 +99,7 @@ static void http_req_destroy(struct http_req *r)
         curl_multi_remove_handle(h->multi, r->easy);
         curl_easy_cleanup(r->easy);
     }
-    curl_slist_free_all(r->headers);
+    http_slist_wipe_free(r->headers);
     /* The form may hold a client secret, the body an access token. */
     http_wipe_free(r->form, r->form_len);
     http_wipe_free(r->body, r->body_cap);
@@ -135,6 +153,7 @@ static void http_req_finish(struct http_req *r, CURLcode res)
         status = 0;
 
     http_done_cb cb = r->cb;
+    http_response_cb rcb = r->rcb;
     void *arg = r->arg;
     /* Take the request out of curl and of h before the callback: the callback may start new
      * requests, cancel others or free h. r itself stays ours until after the callback. */
@@ -149,10 +168,24 @@ static void http_req_finish(struct http_req *r, CURLcode res)
     curl_easy_cleanup(r->easy);
     r->easy = NULL;
     r->cb = NULL; /* http_cancel() on a finished request is then a no-op */
+    r->rcb = NULL;
 
     const char *body = status && r->body ? r->body : "";
     size_t len = status && r->body ? r->body_len : 0;
-    cb(arg, status, body, len, err);
+    if (cb) {
+        cb(arg, status, body, len, err);
+    } else {
+        struct http_response resp = {
+            .status = status,
+            .body = body,
+            .len = len,
+            .err = err,
+            .retry_after_ms = status ? r->retry_after_ms : -1,
+            .location = status ? r->location : "",
+            .timed_out = res == CURLE_OPERATION_TIMEDOUT,
+        };
+        rcb(arg, &resp);
+    }
     http_req_destroy(r);
 }
 
@@ -292,6 +325,72 @@ static size_t http_write_cb(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+long long http_retry_after_ms(const char *value, long long now_s)
+{
+    long long v = 0;
+    const char *p = value;
+    if (!value)
+        return -1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p >= '0' && *p <= '9') {
+        for (; *p >= '0' && *p <= '9'; p++)
+            if ((v = v * 10 + (*p - '0')) > HTTP_RETRY_AFTER_MAX_S)
+                v = HTTP_RETRY_AFTER_MAX_S;
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        return *p ? -1 : v * 1000;
+    }
+    char date[128];
+    size_t n = strcspn(p, "\r\n");
+    if (n == 0 || n >= sizeof(date))
+        return -1;
+    memcpy(date, p, n);
+    date[n] = '\0';
+    time_t t = curl_getdate(date, NULL);
+    if (t == (time_t)-1)
+        return -1;
+    v = (long long)t - now_s;
+    if (v < 0)
+        v = 0;
+    if (v > HTTP_RETRY_AFTER_MAX_S)
+        v = HTTP_RETRY_AFTER_MAX_S;
+    return v * 1000;
+}
+
+/* CURLOPT_HEADERFUNCTION: Retry-After and Location of the final answer (a status line starts a
+ * new answer: 100 Continue's headers do not count). */
+static size_t http_header_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct http_req *r = arg;
+    size_t n = size * nmemb;
+    char line[HTTP_LOCATION_MAX + 32];
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        r->retry_after_ms = -1;
+        r->location[0] = '\0';
+        return n;
+    }
+    if (n >= sizeof(line))
+        return n; /* longer than anything we use: ignored */
+    memcpy(line, data, n);
+    line[n] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    if (strncasecmp(line, "Retry-After:", 12) == 0) {
+        r->retry_after_ms = http_retry_after_ms(line + 12, (long long)time(NULL));
+    } else if (strncasecmp(line, "Location:", 9) == 0) {
+        const char *v = line + 9;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t vl = strlen(v);
+        if (vl < sizeof(r->location)) {
+            for (size_t i = 0; i < vl; i++) /* printable only: it may be logged */
+                r->location[i] = (v[i] > 0x20 && v[i] < 0x7f) ? v[i] : '_';
+            r->location[vl] = '\0';
+        }
+    }
+    return n;
+}
+
 struct http *http_new(struct event_base *base)
 {
     struct http *h = NULL;
@@ -416,19 +515,34 @@ int http_url_is_loopback(const char *url)
     return http_host_is_loopback(host);
 }
 
-struct http_req *http_post_form(struct http *h, const char *url, const char *form,
-                                const char *ca_file, long timeout_ms, http_done_cb cb, void *arg)
+/* One implementation for every request: method, headers and body as rq says; exactly one of
+ * cb / rcb. */
+static struct http_req *http_start(struct http *h, const struct http_request *rq,
+                                   const char *accept, http_done_cb cb, http_response_cb rcb,
+                                   void *arg)
 {
     struct http_req *r = NULL;
     int is_https = 0, loopback;
     char host[256];
+    const char *method = rq->method ? rq->method : "GET";
 
-    if (!h || h->dead || !url || !form || !cb)
+    if (!h || h->dead || !rq->url || (!cb && !rcb))
         return NULL;
-    if (http_url_parts(url, &is_https, host, sizeof(host)) != 0)
+    if (rq->body_len > HTTP_REQUEST_BODY_MAX || (rq->body_len && !rq->body))
+        return NULL;
+    /* header values: printable ASCII only, no line break that would start another header */
+    const char *vals[] = {rq->bearer, rq->content_type, rq->content_range};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
+        for (const char *c = vals[i]; c && *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+                return NULL;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0 &&
+        strcmp(method, "DELETE") != 0)
+        return NULL;
+    if (http_url_parts(rq->url, &is_https, host, sizeof(host)) != 0)
         return NULL;
     loopback = http_host_is_loopback(host);
-    /* Plain http would expose the client secret: only tests talk to a local endpoint. */
+    /* Plain http would expose the secret or the token: only tests talk to a local endpoint. */
     if (!is_https && !loopback)
         return NULL;
 
@@ -437,38 +551,100 @@ struct http_req *http_post_form(struct http *h, const char *url, const char *for
         return NULL;
     r->h = h;
     r->cb = cb;
+    r->rcb = rcb;
     r->arg = arg;
-    r->form_len = strlen(form);
-    r->form = malloc(r->form_len + 1);
+    r->retry_after_ms = -1;
     r->easy = curl_easy_init();
-    r->headers = curl_slist_append(NULL, "Accept: application/json");
-    if (!r->form || !r->easy || !r->headers)
+    if (!r->easy)
         goto fail;
-    memcpy(r->form, form, r->form_len + 1);
+
+    int bad = 0;
+    struct curl_slist *l;
+    char hdr[HTTP_LOCATION_MAX];
+#define HTTP_ADD_HEADER(...)                                                                       \
+    do {                                                                                           \
+        snprintf(hdr, sizeof(hdr), __VA_ARGS__);                                                   \
+        l = curl_slist_append(r->headers, hdr);                                                    \
+        if (!l)                                                                                    \
+            bad = 1;                                                                               \
+        else                                                                                       \
+            r->headers = l;                                                                        \
+    } while (0)
+    HTTP_ADD_HEADER("Accept: %s", accept);
+    /* No "Expect: 100-continue" round trip before a large body. */
+    HTTP_ADD_HEADER("Expect:");
+    if (rq->content_type)
+        HTTP_ADD_HEADER("Content-Type: %s", rq->content_type);
+    if (rq->content_range)
+        HTTP_ADD_HEADER("Content-Range: %s", rq->content_range);
+    if (rq->bearer) {
+        if (strlen(rq->bearer) + 32 > sizeof(hdr) - 1) {
+            /* a token longer than 2 KiB: build the line on the heap */
+            size_t bl = strlen(rq->bearer) + sizeof("Authorization: Bearer ");
+            char *big = malloc(bl);
+            if (!big) {
+                bad = 1;
+            } else {
+                snprintf(big, bl, "Authorization: Bearer %s", rq->bearer);
+                l = curl_slist_append(r->headers, big);
+                OPENSSL_cleanse(big, bl);
+                free(big);
+                if (!l)
+                    bad = 1;
+                else
+                    r->headers = l;
+            }
+        } else {
+            HTTP_ADD_HEADER("Authorization: Bearer %s", rq->bearer);
+        }
+    }
+#undef HTTP_ADD_HEADER
+    OPENSSL_cleanse(hdr, sizeof(hdr));
+    if (bad)
+        goto fail;
+
+    int has_body = rq->body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0;
+    if (has_body) {
+        r->form_len = rq->body_len;
+        r->form = malloc(r->form_len + 1);
+        if (!r->form)
+            goto fail;
+        if (r->form_len)
+            memcpy(r->form, rq->body, r->form_len);
+        r->form[r->form_len] = '\0';
+    }
 
     CURL *e = r->easy;
-    int bad = 0;
-    bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, rq->url) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, HTTP_USER_AGENT) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
-    /* POSTFIELDS borrows r->form (no copy inside curl that we could not wipe). */
-    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->form_len) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->form) != CURLE_OK;
-    bad |=
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 30000L) != CURLE_OK;
+    if (has_body) {
+        bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
+        /* POSTFIELDS borrows r->form (no copy inside curl that we could not wipe). */
+        bad |=
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->form_len) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->form) != CURLE_OK;
+    } else {
+        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    }
+    if (strcmp(method, "PUT") == 0 || strcmp(method, "DELETE") == 0)
+        bad |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, rq->timeout_ms > 0 ? rq->timeout_ms : 30000L) !=
+           CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_BODY_MAX) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, r) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, r) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
-    if (ca_file && *ca_file)
-        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, ca_file) != CURLE_OK;
+    if (rq->ca_file && *rq->ca_file)
+        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, rq->ca_file) != CURLE_OK;
     if (h->proxy) {
         /* The configured proxy, for every endpoint: NOPROXY "" overrides the environment's
          * no_proxy, and curl exempts no host by itself. */
@@ -497,16 +673,41 @@ struct http_req *http_post_form(struct http *h, const char *url, const char *for
 fail:
     if (r->easy)
         curl_easy_cleanup(r->easy);
-    curl_slist_free_all(r->headers);
-    http_wipe_free(r->form, r->form_len);
+    http_slist_wipe_free(r->headers);
+    http_wipe_free(r->form, r->form_len + 1);
     free(r);
     return NULL;
+}
+
+struct http_req *http_post_form(struct http *h, const char *url, const char *form,
+                                const char *ca_file, long timeout_ms, http_done_cb cb, void *arg)
+{
+    if (!form || !cb)
+        return NULL;
+    struct http_request rq = {
+        .method = "POST",
+        .url = url,
+        .ca_file = ca_file,
+        .content_type = "application/x-www-form-urlencoded",
+        .body = form,
+        .body_len = strlen(form),
+        .timeout_ms = timeout_ms,
+    };
+    return http_start(h, &rq, "application/json", cb, NULL, arg);
+}
+
+struct http_req *http_request(struct http *h, const struct http_request *rq, http_response_cb cb,
+                              void *arg)
+{
+    if (!rq || !cb)
+        return NULL;
+    return http_start(h, rq, "application/json", NULL, cb, arg);
 }
 
 void http_cancel(struct http_req *r)
 {
     /* A finished request (its callback running) has no cb left: nothing to stop. */
-    if (!r || !r->cb)
+    if (!r || (!r->cb && !r->rcb))
         return;
     http_req_destroy(r);
 }

@@ -30,6 +30,42 @@ void http_free(struct http *h);
  * whole request. Returns NULL if the request could not be started (cb is not called). */
 struct http_req *http_post_form(struct http *h, const char *url, const char *form,
                                 const char *ca_file, long timeout_ms, http_done_cb cb, void *arg);
+/* A general request (Microsoft Graph): any method, headers of our choosing, a body from memory,
+ * and the response's status, body and the headers a client acts on. */
+struct http_request {
+    const char *method;  /* "GET", "POST", "PUT", "DELETE"; NULL: GET */
+    const char *url;     /* absolute; https:// verified, http:// only to loopback */
+    const char *ca_file; /* NULL: the system store */
+    /* "Authorization: Bearer <bearer>" when not NULL: copied, wiped after use, never logged */
+    const char *bearer;
+    const char *content_type;  /* NULL: none */
+    const char *content_range; /* "bytes 0-327679/1048576"; NULL: none */
+    const void *body;          /* copied (at most HTTP_REQUEST_BODY_MAX bytes); NULL: none */
+    size_t body_len;
+    long timeout_ms; /* the whole request; <= 0: 30 s */
+};
+#define HTTP_REQUEST_BODY_MAX (5u * 1024u * 1024u)
+
+struct http_response {
+    long status;      /* 0: no HTTP answer (err says why) */
+    const char *body; /* NUL-terminated, at most 1 MiB; "" when none */
+    size_t len;
+    const char *err;          /* NULL when an answer came */
+    long long retry_after_ms; /* Retry-After (seconds or an HTTP-date) in ms; -1: none */
+    const char *location;     /* the Location header, "" when none (bounded: 2 KiB) */
+    int timed_out;            /* no answer within timeout_ms */
+};
+/* resp and everything in it is valid only during the call. */
+typedef void (*http_response_cb)(void *arg, const struct http_response *resp);
+
+/* Start rq (everything in it is copied). NULL if it could not be started (bad URL, plain http
+ * to a non-loopback host, body too large, out of memory): cb is not called. */
+struct http_req *http_request(struct http *h, const struct http_request *rq, http_response_cb cb,
+                              void *arg);
+/* Retry-After's value (delta-seconds or an HTTP-date, RFC 9110 10.2.3) in ms from now_s (wall
+ * clock, seconds since the epoch); -1 when it is neither. Bounded to one day. */
+long long http_retry_after_ms(const char *value, long long now_s);
+
 /* Stop a request; its callback is never called. */
 void http_cancel(struct http_req *r);
 /* Append "&key=value" (first pair without '&') to a form, URL-encoding value. *form is malloc'd

@@ -73,7 +73,14 @@ struct graph_pool *graph_pools_get(struct graph_pools *ps, const char *account);
 struct graph_send *graph_send_start(struct graph_pool *p, struct server_gen *gen,
                                     const struct cfg_account *acct, struct graph_mime *msg,
                                     const char *log_id, graph_send_cb cb, void *arg);
-/* The same with a trace hook (test). */
+/* The same without a generation, for `test` (its own process): tokens from its own cache
+ * (borrowed, outlives the send), timeout_s per request. */
+struct token_cache;
+struct graph_send *graph_send_start_tokens(struct graph_pool *p, struct token_cache *tokens,
+                                           unsigned timeout_s, const struct cfg_account *acct,
+                                           struct graph_mime *msg, const char *log_id,
+                                           graph_send_cb cb, void *arg);
+/* A trace hook (test). */
 void graph_send_set_trace(struct graph_send *s, graph_trace_cb trace, void *arg);
 /* Stop: requests in flight are cancelled, cb does not run. A draft already created is left (it
  * is never sent). Accepts NULL. */

@@ -144,6 +144,23 @@ void metrics_upstream_conn(struct metrics *m, const struct cfg_account *acct, in
         a->conns_opened++;
 }
 
+/* none (no answer), then the statuses Graph gives, then other (-1) */
+const long metrics_graph_statuses[METRICS_GRAPH_NSTATUS] = {
+    0, 200, 201, 202, 204, 400, 401, 403, 404, 408, 409, 413, 429, 500, 502, 503, 504, -1};
+
+void metrics_graph_request(struct metrics *m, const struct cfg_account *acct, long status)
+{
+    struct metrics_account *a = m && acct ? account_of(m, acct) : NULL;
+    size_t i = 0;
+    if (!a)
+        return;
+    while (i + 1 < METRICS_GRAPH_NSTATUS && metrics_graph_statuses[i] != status)
+        i++;
+    a->graph_requests[i]++;
+    if (status == 429 || status == 503)
+        a->graph_throttled++;
+}
+
 /* "x.y.z" with x the reply's class, y one digit (RFC 3463 defines subjects 0-7) and z at most
  * three: written back in canonical form ("5.7.03" and "5.7.3" are one series). 0 ok, -1 not. */
 static int enhanced_canonical(int klass, const char *e, char *out, size_t outlen)

@@ -48,6 +48,9 @@ void metrics_upstream_conn(struct metrics *m, const struct cfg_account *acct, in
  * as code="other". */
 void metrics_upstream_reply(struct metrics *m, enum metrics_cmd cmd, int code,
                             const char *enhanced);
+/* A Microsoft Graph request of acct answered with HTTP status (0: no answer); 429 and 503 also
+ * count as throttled. */
+void metrics_graph_request(struct metrics *m, const struct cfg_account *acct, long status);
 /* The device whose username is user, for metrics_auth_failed (-1: no such device). */
 int metrics_device_by_user(const struct metrics *m, const char *user);
 /* A failed AUTH: device is metrics_device_by_user's answer (-1 counts as device="unknown"). */

@@ -14,6 +14,9 @@
 #define METRICS_NCMDS 4
 #define METRICS_NCLASSES 5 /* 2xx..5xx, and "other" for a code outside 200..599 */
 #define METRICS_NRESULTS 4
+/* Graph's statuses counted on their own; the last slot is "other", the first "none" (no answer) */
+#define METRICS_GRAPH_NSTATUS 18
+extern const long metrics_graph_statuses[METRICS_GRAPH_NSTATUS];
 
 struct metrics_listener {
     char name[96];
@@ -24,6 +27,9 @@ struct metrics_account {
     unsigned long messages[METRICS_NRESULTS]; /* by enum metrics_result */
     uint64_t bytes;
     unsigned long conns_opened, conns_reused; /* upstream connections (upstream_pool.c) */
+    /* Microsoft Graph requests by status (metrics_graph_statuses), and 429/503 answers */
+    unsigned long graph_requests[METRICS_GRAPH_NSTATUS];
+    unsigned long graph_throttled;
 };
 
 struct metrics_reply {

@@ -192,6 +192,47 @@ static void render_device_limits(const struct metrics *m, struct out *o)
                  metrics_device_limit_names[k], m->device_limits[i][k]);
 }
 
+/* Only when an account has upstream = graph: requests by status (the ones seen), throttled. */
+static void render_graph(const struct metrics *m, struct out *o)
+{
+    char a[200], st[24];
+    int any = 0;
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        any |= m->cfg->accounts[i].kind == UPSTREAM_KIND_GRAPH;
+    if (!any)
+        return;
+    head(o, "graph_requests_total", "counter",
+         "Microsoft Graph requests, by account and HTTP status (none: no answer; other: a status "
+         "not listed).");
+    for (size_t i = 0; i < m->cfg->naccounts; i++) {
+        if (m->cfg->accounts[i].kind != UPSTREAM_KIND_GRAPH)
+            continue;
+        metrics_escape(a, sizeof(a), m->cfg->accounts[i].name);
+        for (size_t k = 0; k < METRICS_GRAPH_NSTATUS; k++) {
+            long s = metrics_graph_statuses[k];
+            /* 202 always (the success series exists from the start), the others once seen */
+            if (s != 202 && m->accounts[i].graph_requests[k] == 0)
+                continue;
+            if (s == 0)
+                snprintf(st, sizeof(st), "none");
+            else if (s < 0)
+                snprintf(st, sizeof(st), "other");
+            else
+                snprintf(st, sizeof(st), "%ld", s);
+            emit(o, P "graph_requests_total{account=\"%s\",status=\"%s\"} %lu\n", a, st,
+                 m->accounts[i].graph_requests[k]);
+        }
+    }
+    head(o, "graph_throttled_total", "counter",
+         "Microsoft Graph answers 429 or 503 (the account's requests wait for Retry-After), by "
+         "account.");
+    for (size_t i = 0; i < m->cfg->naccounts; i++)
+        if (m->cfg->accounts[i].kind == UPSTREAM_KIND_GRAPH)
+            emit(o, P "graph_throttled_total{account=\"%s\"} %lu\n",
+                 metrics_escape(a, sizeof(a), m->cfg->accounts[i].name),
+                 m->accounts[i].graph_throttled);
+}
+
 int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_stats_fn stats,
                    void *arg, int64_t now_wall)
 {
@@ -203,6 +244,7 @@ int metrics_render(const struct metrics *m, struct evbuffer *out, metrics_token_
     render_auth(m, &o);
     render_refused(m, &o);
     render_device_limits(m, &o);
+    render_graph(m, &o);
     return o.failed ? -1 : 0;
 }
 

@@ -275,6 +275,64 @@ static void test_reply_codes_bounded(void **state)
     metrics_free(m);
 }
 
+/* upstream = graph: requests by status (202 always, the others once seen), throttled; the lines
+ * appear only for graph accounts, after everything else. */
+static void test_graph_requests(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fixture_init(&f);
+    f.accounts[1].kind = UPSTREAM_KIND_GRAPH;
+    struct metrics *m = metrics_new(&f.cfg);
+    assert_non_null(m);
+    char *s = render(m, NULL, NULL, 0);
+    assert_non_null(strstr(s, "\n# HELP smtp_oauth_proxy_graph_requests_total Microsoft Graph "
+                              "requests, by account and HTTP status (none: no answer; other: a "
+                              "status not listed).\n# TYPE smtp_oauth_proxy_graph_requests_total "
+                              "counter\nsmtp_oauth_proxy_graph_requests_total{account=\"od\\\"d\\\\"
+                              "name\",status=\"202\"} 0\n# HELP smtp_oauth_proxy_graph_throttled_"
+                              "total "));
+    free(s);
+    metrics_graph_request(m, &f.accounts[1], 202);
+    metrics_graph_request(m, &f.accounts[1], 202);
+    metrics_graph_request(m, &f.accounts[1], 429);
+    metrics_graph_request(m, &f.accounts[1], 503);
+    metrics_graph_request(m, &f.accounts[1], 0);
+    metrics_graph_request(m, &f.accounts[1], 418); /* not listed: other */
+    metrics_graph_request(m, &f.accounts[1], 999);
+    metrics_graph_request(m, &f.accounts[0], 202); /* an smtp account: counted, not shown */
+    metrics_graph_request(NULL, &f.accounts[1], 202);
+    s = render(m, NULL, NULL, 0);
+    const char *want = "smtp_oauth_proxy_graph_requests_total{account=\"od\\\"d\\\\name\","
+                       "status=\"none\"} 1\n"
+                       "smtp_oauth_proxy_graph_requests_total{account=\"od\\\"d\\\\name\","
+                       "status=\"202\"} 2\n"
+                       "smtp_oauth_proxy_graph_requests_total{account=\"od\\\"d\\\\name\","
+                       "status=\"429\"} 1\n"
+                       "smtp_oauth_proxy_graph_requests_total{account=\"od\\\"d\\\\name\","
+                       "status=\"503\"} 1\n"
+                       "smtp_oauth_proxy_graph_requests_total{account=\"od\\\"d\\\\name\","
+                       "status=\"other\"} 2\n"
+                       "# HELP smtp_oauth_proxy_graph_throttled_total Microsoft Graph answers 429 "
+                       "or 503 (the account's requests wait for Retry-After), by account.\n"
+                       "# TYPE smtp_oauth_proxy_graph_throttled_total counter\n"
+                       "smtp_oauth_proxy_graph_throttled_total{account=\"od\\\"d\\\\name\"} 2\n";
+    const char *p = strstr(s, "smtp_oauth_proxy_graph_requests_total{");
+    assert_non_null(p);
+    assert_string_equal(p, want);
+    assert_null(strstr(s, "graph_requests_total{account=\"scanners\""));
+    free(s);
+    metrics_free(m);
+
+    /* no graph account: no graph lines at all */
+    fixture_init(&f);
+    m = metrics_new(&f.cfg);
+    s = render(m, NULL, NULL, 0);
+    assert_null(strstr(s, "graph"));
+    free(s);
+    metrics_free(m);
+}
+
 static void test_null_registry(void **state)
 {
     (void)state;
@@ -288,6 +346,7 @@ static void test_null_registry(void **state)
     assert_int_equal(metrics_device_by_user(NULL, "x"), -1);
     metrics_auth_failed(NULL, 0);
     metrics_device_limit(NULL, "x", METRICS_LIMIT_BLOCKED);
+    metrics_graph_request(NULL, NULL, 202);
 }
 
 /* ---- HTTP ---- */
@@ -473,11 +532,9 @@ static void test_render_budget(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_render_exact),
-        cmocka_unit_test(test_escape),
-        cmocka_unit_test(test_reply_codes_bounded),
-        cmocka_unit_test(test_null_registry),
-        cmocka_unit_test(test_http),
+        cmocka_unit_test(test_render_exact),        cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_reply_codes_bounded), cmocka_unit_test(test_graph_requests),
+        cmocka_unit_test(test_null_registry),       cmocka_unit_test(test_http),
         cmocka_unit_test(test_render_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -414,7 +414,9 @@ static void test_expiry_while_pending(void **state)
     run(f, NULL, 20); /* expires after 5 * 20 = 100 ms */
     assert_false(f->r.ok);
     assert_string_equal(f->r.err, "the code expired before anyone signed in; run authorize again");
-    assert_true(f->r.done_ms - f->started_ms >= 100);
+    /* not before the expiry: libevent's timers run on its cached clock, which may read a few
+     * ms behind ours (seen once in CI: 97 ms), hence the margin */
+    assert_true(f->r.done_ms - f->started_ms >= 90);
     assert_true(f->r.done_ms - f->started_ms < 2000);
     assert_true(f->idp.polls >= 2);
     assert_true(f->idp.polls <= 5);

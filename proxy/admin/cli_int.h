@@ -47,6 +47,11 @@ int cli_offline_token(struct cli_offline *o, char **token, int64_t *expires_at, 
                       size_t errlen);
 void cli_offline_close(struct cli_offline *o);
 
+/* cli_test_graph.c: `test ACCOUNT --to ADDR` for upstream = graph: msg (len bytes) sent through
+ * Graph with o's token cache, every request and answer printed. 0 accepted; -1 not (said why). */
+int cli_test_graph(const struct config *cfg, const struct cfg_account *a, struct cli_offline *o,
+                   const char *msg, size_t len, const char *to);
+
 /* cli_report.c: a report command (accounts, devices): the daemon's JSON document for the
  * request named like the command, or, with no daemon, offline(); printed whole with --json, else
  * as an aligned table of the document's list_key array. */

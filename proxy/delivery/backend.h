@@ -63,6 +63,13 @@ struct backend *backend_new(const struct delivery_ctx *ctx, struct server_gen *g
                             const struct cfg_device *device, const struct sockaddr *peer,
                             struct evdns_base *dns, const char *log_id);
 
+/* For the modes where the device waits for the upstream (direct): the account's daily recipient
+ * budget has no room for n recipients: the 451 4.7.1 the device hears, written in buf, else
+ * NULL. *held: set once the transaction was counted as held (counted once per transaction). */
+struct cfg_account;
+const char *backend_budget_refusal(const struct delivery_ctx *ctx, const struct cfg_account *acct,
+                                   size_t n, int *held, char *buf, size_t len);
+
 static inline void backend_free(struct backend *b)
 {
     if (b)

@@ -192,20 +192,8 @@ static void relay_free(struct backend *b)
  * (it tries again later; nothing is queued in this mode), else NULL. */
 static const char *budget_refusal(struct direct_backend *r, size_t n)
 {
-    int64_t now = (int64_t)time(NULL);
-    unsigned limit = r->acct->daily_recipient_limit;
-    if (account_budget_admit(r->ctx->budget, r->acct->name, limit, n, now, NULL))
-        return NULL;
-    if (!r->budget_held) {
-        r->budget_held = 1;
-        account_budget_count_held(r->ctx->budget, r->acct->name);
-    }
-    snprintf(r->budget_reply, sizeof(r->budget_reply),
-             "451 4.7.1 The daily recipient budget of account %s is used (%llu of %u in 24 "
-             "hours), try again later",
-             r->acct->name,
-             (unsigned long long)account_budget_used(r->ctx->budget, r->acct->name, now), limit);
-    return r->budget_reply;
+    return backend_budget_refusal(r->ctx, r->acct, n, &r->budget_held, r->budget_reply,
+                                  sizeof(r->budget_reply));
 }
 
 static void relay_mail(struct backend *b, const char *from, const struct txn_mail_opts *o,

@@ -11,6 +11,8 @@
 #include "common/log.h"
 #include "proxy/config/config.h"
 #include "proxy/delivery/deliver.h"
+#include "proxy/delivery/deliver_graph.h"
+#include "proxy/graph/graph_client.h"
 #include "proxy/delivery/message_log.h"
 #include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/metrics.h"
@@ -38,7 +40,10 @@ struct store_backend {
     char log_id[32];
 
     /* the transaction */
-    char *from; /* as the device sent it; "" is the null sender */
+    char *from;             /* as the device sent it; "" is the null sender */
+    int budget_held;        /* direct (graph): held for the daily budget (counted once) */
+    int64_t retry_after_ms; /* the attempt's upstream said when to try again (0: backoff) */
+    char budget_reply[256]; /* the 451 it heard */
     char **rcpts;
     size_t nrcpts, cap;
     struct txn_mail_opts opts;
@@ -56,6 +61,7 @@ struct store_backend {
     char **queue_rcpts;        /* the recipients left to queue after an attempt */
     struct upstream_lease *lease;
     struct deliver *dl;
+    struct deliver_graph *gdl; /* a graph account's attempt */
     struct spool_commit *commit;
     struct spool_body *reader;
     struct event *deadline; /* direct-then-spool: the device waits no longer than this */
@@ -82,6 +88,8 @@ static void stop_attempt(struct store_backend *r)
     r->lease = NULL;
     deliver_cancel(r->dl);
     r->dl = NULL;
+    deliver_graph_cancel(r->gdl);
+    r->gdl = NULL;
     spool_body_free(r->reader);
     r->reader = NULL;
 }
@@ -112,6 +120,7 @@ static void forget(struct store_backend *r)
     for (size_t i = 0; i < r->nrcpts; i++)
         free(r->rcpts[i]);
     r->nrcpts = 0;
+    r->retry_after_ms = 0;
     r->cb = NULL;
     r->cb_arg = NULL;
 }
@@ -129,6 +138,16 @@ static const char *mail(struct store_backend *r, const char *from, const struct 
     forget(r);
     if (strlen(from) > SPOOL_ADDR_MAX)
         return "501 5.1.7 Sender address too long";
+    if (r->acct->kind == UPSTREAM_KIND_GRAPH && o->size > DELIVER_GRAPH_SIZE_MAX)
+        return DELIVER_GRAPH_TOO_BIG;
+    /* direct (a graph account): nothing is queued, so the budget refuses as backend_direct's */
+    r->budget_held = 0;
+    const char *held = r->acct->delivery == DELIVERY_DIRECT
+                           ? backend_budget_refusal(r->ctx, r->acct, 1, &r->budget_held,
+                                                    r->budget_reply, sizeof(r->budget_reply))
+                           : NULL;
+    if (held)
+        return held;
     r->from = strdup(from);
     if (!r->from)
         return "451 4.3.0 Out of memory";
@@ -145,6 +164,12 @@ static const char *rcpt(struct store_backend *r, const char *to)
         return "452 4.5.3 Too many recipients";
     if (strlen(to) > SPOOL_ADDR_MAX)
         return "501 5.1.3 Recipient address too long";
+    const char *held = r->acct->delivery == DELIVERY_DIRECT
+                           ? backend_budget_refusal(r->ctx, r->acct, r->nrcpts + 1, &r->budget_held,
+                                                    r->budget_reply, sizeof(r->budget_reply))
+                           : NULL;
+    if (held)
+        return held;
     if (r->nrcpts == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 8;
         char **n = realloc(r->rcpts, cap * sizeof(*n));
@@ -199,6 +224,8 @@ static void store_data_line(struct backend *b, const char *line, size_t len)
     if (!r->w)
         return;
     r->size += len + 2;
+    if (r->acct->kind == UPSTREAM_KIND_GRAPH && r->size > DELIVER_GRAPH_SIZE_MAX)
+        return; /* refused at the end of DATA; nothing more on disk */
     if (len + 2 > STORE_BATCH - r->batch_len)
         flush_batch(r);
     if (len + 2 > STORE_BATCH) { /* the decoder's lines are far shorter; never overflow */
@@ -227,7 +254,9 @@ static void finish(struct store_backend *r, const char *reply, enum metrics_resu
         .result = result,
         .reply = reply,
         .t_start = &r->t_start,
-        .delivery = r->acct->delivery == DELIVERY_SPOOL ? "spool" : "direct-then-spool",
+        .delivery = r->acct->delivery == DELIVERY_SPOOL    ? "spool"
+                    : r->acct->delivery == DELIVERY_DIRECT ? "direct"
+                                                           : "direct-then-spool",
         .queue_id = queue_id,
         .accepted = r->accepted,
     };
@@ -267,7 +296,7 @@ static void queue_message(struct store_backend *r, int attempted, const char *la
     r->env.next_attempt = 0;
     r->env.last_error = NULL;
     if (attempted) {
-        r->env.next_attempt = queue_next_attempt(r->ctx->queue, 1, now);
+        r->env.next_attempt = queue_retry_at(r->ctx->queue, 1, now, r->retry_after_ms);
         r->env.last_error = spool_error_sanitize(errbuf, sizeof(errbuf), last_error);
         /* the upstream itself failed: the account's queue waits too, and this message stays
          * first in it */
@@ -291,8 +320,12 @@ static int bounce_refused(struct store_backend *r, const struct txn_result *res)
      * in the queue has it; the id is in the log line of this session) */
     snprintf(r->env.queue_id, sizeof(r->env.queue_id), "%s", spool_writer_id(r->w));
     queue_read_head(spool_writer_reader(r->w, err, sizeof(err)), &head, &len);
-    int rc = queue_bounce(r->ctx->queue, r->acct, &r->env, DSN_REASON_REFUSED, res,
-                          r->acct->upstream.host, head, len, err, sizeof(err));
+    char ghost[256];
+    const char *host = r->acct->kind == UPSTREAM_KIND_GRAPH
+                           ? deliver_graph_host(r->acct, ghost, sizeof(ghost))
+                           : r->acct->upstream.host;
+    int rc = queue_bounce(r->ctx->queue, r->acct, &r->env, DSN_REASON_REFUSED, res, host, head, len,
+                          err, sizeof(err));
     if (rc < 0)
         log_error("event=bounce_failed session=%s account=%s reason=%s effect=\"the refused "
                   "recipients are queued and tried again\"",
@@ -307,6 +340,8 @@ static void on_delivered(void *arg, const struct txn_result *res)
     size_t ok = 0, temp = 0, perm = 0;
     const char *temp_reply = NULL;
     r->dl = NULL; /* done: the rest of the attempt ends with it */
+    r->gdl = NULL;
+    r->retry_after_ms = res->retry_after_ms;
     stop_attempt(r);
     for (size_t i = 0; i < res->nrcpts && i < r->env.nrcpts; i++) {
         if (res->rcpts[i].status == TXN_OK) {
@@ -322,6 +357,12 @@ static void on_delivered(void *arg, const struct txn_result *res)
     r->accepted = ok;           /* counted when the message ends, whatever else happens to it */
     if (temp == 0 && ok == 0) { /* refused for good: the device's screen says so */
         finish(r, res->reply, METRICS_REFUSED, NULL);
+        return;
+    }
+    /* delivery = direct (a graph account): nothing is queued, the device hears the verdict.
+     * Graph takes a message whole or not at all, so there is no mix to split here. */
+    if (r->acct->delivery == DELIVERY_DIRECT && temp) {
+        finish(r, temp_reply ? temp_reply : res->reply, METRICS_DEFERRED, NULL);
         return;
     }
     /* No bounce could be queued (disk full?): the refused recipients go into the queue with the
@@ -381,6 +422,15 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     char why[128];
     (void)fd;
     (void)what;
+    if (r->acct->delivery == DELIVERY_DIRECT) { /* nothing is queued in direct */
+        stop_attempt(r);
+        log_warn("event=direct_attempt_timeout session=%s account=%s after_s=%u "
+                 "effect=\"the device hears 451\"",
+                 r->log_id, r->acct->name, r->gen->cfg->direct_attempt_timeout);
+        finish(r, "451 4.4.2 No answer from the upstream in time, try again later",
+               METRICS_DEFERRED, NULL);
+        return;
+    }
     snprintf(why, sizeof(why), "no answer from the upstream within %us (direct_attempt_timeout)",
              r->gen->cfg->direct_attempt_timeout);
     log_warn("event=direct_attempt_timeout session=%s account=%s after_s=%u "
@@ -392,16 +442,48 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 /* direct-then-spool goes to the queue at once when it would overtake queued messages of the
  * account, when the account's daily recipient budget has no room for it (the queue holds it
  * until there is), or when pacing would keep the device waiting. */
-static int straight_to_queue(struct store_backend *r, struct upstream_pool *pool)
+static int straight_to_queue(struct store_backend *r, struct upstream_pool *pool,
+                             struct graph_pool *gpool)
 {
-    if (r->acct->delivery == DELIVERY_SPOOL || !pool)
+    if (r->acct->delivery == DELIVERY_DIRECT) /* a graph account: the device waits */
+        return 0;
+    if (r->acct->delivery == DELIVERY_SPOOL || (!pool && !gpool))
         return 1;
     if (queue_account_waiting(r->ctx->queue, r->acct->name))
         return 1;
     if (!account_budget_admit(r->ctx->budget, r->acct->name, r->acct->daily_recipient_limit,
                               r->nrcpts, (int64_t)time(NULL), NULL))
         return 1;
-    return upstream_pool_rate_wait_ms(pool) > STORE_RATE_WAIT_MAX_MS;
+    return (gpool ? graph_pool_wait_ms(gpool) : upstream_pool_rate_wait_ms(pool)) >
+           STORE_RATE_WAIT_MAX_MS;
+}
+
+/* No attempt could start (out of memory): the queue takes the message, or, in direct (a graph
+ * account), the device hears to try again. */
+static void no_attempt(struct store_backend *r)
+{
+    if (r->acct->delivery == DELIVERY_DIRECT)
+        finish(r, "451 4.3.0 Cannot send the message now, try again later", METRICS_DEFERRED, NULL);
+    else
+        queue_message(r, 0, NULL, 0);
+}
+
+/* A graph account's attempt: Graph reads the body the writer has so far (not yet committed). */
+static void start_graph(struct store_backend *r)
+{
+    char err[512], safe[600];
+    r->reader = spool_writer_reader(r->w, err, sizeof(err));
+    if (!r->reader) {
+        log_error("event=spool_read_failed session=%s account=%s reason=%s", r->log_id,
+                  r->acct->name, log_safe(safe, sizeof(safe), err, strlen(err)));
+        goto fail;
+    }
+    r->gdl = deliver_graph_start(r->ctx->base, r->ctx->graph, r->gen, r->acct, &r->env, r->reader,
+                                 r->log_id, on_delivered, r);
+    if (r->gdl)
+        return;
+fail:
+    no_attempt(r);
 }
 
 static void store_data_end(struct backend *b, backend_reply_cb cb, void *arg)
@@ -415,6 +497,10 @@ static void store_data_end(struct backend *b, backend_reply_cb cb, void *arg)
         return;
     }
     flush_batch(r);
+    if (r->acct->kind == UPSTREAM_KIND_GRAPH && r->size > DELIVER_GRAPH_SIZE_MAX) {
+        finish(r, DELIVER_GRAPH_TOO_BIG, METRICS_REFUSED, NULL);
+        return;
+    }
     if (r->write_failed) {
         finish(r, "451 4.3.0 Could not write the message to the spool, try again later",
                METRICS_DEFERRED, NULL);
@@ -430,15 +516,26 @@ static void store_data_end(struct backend *b, backend_reply_cb cb, void *arg)
     r->env.eightbit = r->opts.body_8bit != 0;
     r->env.created = (int64_t)time(NULL);
 
-    struct upstream_pool *pool = upstream_pools_get(r->ctx->pools, r->acct->name);
-    if (straight_to_queue(r, pool)) {
+    int graph = r->acct->kind == UPSTREAM_KIND_GRAPH;
+    struct upstream_pool *pool = graph ? NULL : upstream_pools_get(r->ctx->pools, r->acct->name);
+    struct graph_pool *gpool =
+        graph && r->ctx->graph ? graph_pools_get(r->ctx->graph, r->acct->name) : NULL;
+    if (graph && !gpool) {
+        no_attempt(r);
+        return;
+    }
+    if (straight_to_queue(r, pool, gpool)) {
         queue_message(r, 0, NULL, 0);
         return;
     }
     struct timeval tv = {.tv_sec = (time_t)r->gen->cfg->direct_attempt_timeout};
     r->deadline = evtimer_new(r->ctx->base, on_deadline, r);
     if (!r->deadline || evtimer_add(r->deadline, &tv) != 0) {
-        queue_message(r, 0, NULL, 0);
+        no_attempt(r);
+        return;
+    }
+    if (graph) {
+        start_graph(r);
         return;
     }
     r->lease = upstream_pool_get(pool, r->gen, r->acct, r->log_id, on_lease, r);

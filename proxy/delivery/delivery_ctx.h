@@ -9,6 +9,7 @@ struct event_base;
 struct metrics;
 struct device_stats_keeper;
 struct upstream_pools;
+struct graph_pools;
 struct queue;
 struct spool_committer;
 struct device_limits;
@@ -20,6 +21,7 @@ struct delivery_ctx {
     struct metrics *metrics;              /* counters (always there) */
     struct device_stats_keeper *devstats; /* the `devices` history; NULL: not kept */
     struct upstream_pools *pools;         /* upstream connections per account */
+    struct graph_pools *graph;            /* Microsoft Graph requests per account */
     struct queue *queue;                  /* the spool and its runner; NULL until opened */
     struct spool_committer *committer;    /* commits off the loop; with queue */
     /* per-device limits and the block list (docs/device-limits.md); NULL: none kept */

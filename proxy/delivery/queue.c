@@ -29,6 +29,14 @@ void queue_backoff_params(const struct queue *q, struct queue_backoff *p)
         p->lifetime = cfg->max_queue_lifetime;
 }
 
+int64_t queue_retry_at(const struct queue *q, uint32_t attempts, int64_t now,
+                       int64_t retry_after_ms)
+{
+    if (retry_after_ms > 0)
+        return now + (retry_after_ms + 999) / 1000;
+    return queue_next_attempt(q, attempts, now);
+}
+
 int64_t queue_next_attempt(const struct queue *q, uint32_t attempts, int64_t now)
 {
     struct queue_backoff bp;

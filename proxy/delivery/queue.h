@@ -66,6 +66,10 @@ int queue_account_waiting(const struct queue *q, const char *account);
  * (proxy/delivery/queue_backoff.h) with its random jitter. One place for the queue's retries and
  * for a direct-then-spool attempt that failed before its message was queued. */
 int64_t queue_next_attempt(const struct queue *q, uint32_t attempts, int64_t now);
+/* The same, unless the upstream said when (retry_after_ms > 0: Graph's Retry-After on 429 and
+ * 503): then that, rounded up to whole seconds, at least one. */
+int64_t queue_retry_at(const struct queue *q, uint32_t attempts, int64_t now,
+                       int64_t retry_after_ms);
 
 /* The account's upstream failed as a connection (down, TLS, token, 421, 4.3.2) on an attempt
  * made outside the queue (direct-then-spool while the device waited): its run waits until then

@@ -14,6 +14,7 @@
 #include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/server_gen.h"
 #include "proxy/upstream/upstream_pool.h"
+#include "proxy/delivery/deliver_graph.h"
 #include "store/spool.h"
 
 /* An account no longer in the config: look again this often (a reload may bring it back). */
@@ -29,6 +30,7 @@ struct queue_attempt {
     const struct cfg_account *acct; /* the account's config when the attempt started */
     struct upstream_lease *lease;
     struct deliver *d;
+    struct deliver_graph *gd; /* a graph account's attempt */
     struct spool_body *body;
     char host[256]; /* the upstream's, for Remote-MTA */
 };
@@ -57,6 +59,7 @@ void queue_attempt_cancel(struct queue_acct *a)
     if (at->lease)
         upstream_lease_cancel(at->lease);
     deliver_cancel(at->d); /* closes the connection; the message was not delivered */
+    deliver_graph_cancel(at->gd);
     attempt_detach(at);
     attempt_release(at);
 }
@@ -142,7 +145,7 @@ static int reschedule(struct queue_attempt *at, const struct txn_result *res, si
         env.last_error = le;
     }
     env.attempts++;
-    env.next_attempt = queue_next_attempt(q, env.attempts, now);
+    env.next_attempt = queue_retry_at(q, env.attempts, now, res->retry_after_ms);
     queue_backoff_params(q, &bp);
     if (queue_backoff_expired(&bp, env.created, now)) {
         spool_envelope_clear(&m->env);
@@ -279,6 +282,7 @@ static void on_delivered(void *arg, const struct txn_result *res)
 {
     struct queue_attempt *at = arg;
     at->d = NULL;
+    at->gd = NULL;
     if (res->nrcpts != at->env.nrcpts || !res->rcpts) {
         /* not the contract: treat it as a temporary failure of the whole message */
         conclude_temp(at, res->conn_failure, res->reply[0] ? res->reply : "451 4.3.0 no result");
@@ -318,12 +322,34 @@ static void on_lease(void *arg, struct upstream_conn *c, const struct upstream_f
         conclude_temp(at, 0, "451 4.3.0 out of memory in the proxy");
 }
 
+/* A graph account's attempt: the body is opened at once (there is no connection to wait for);
+ * Graph's own waits (requests in flight, Retry-After) are the pool's. 0 started (its callback
+ * will conclude it); -1 not. */
+static int start_graph(struct queue_attempt *at)
+{
+    char err[400], reply[TXN_REPLY_MAX], safe[700];
+    struct queue *q = at->a->q;
+    deliver_graph_host(at->acct, at->host, sizeof(at->host));
+    at->body = spool_body_open(q->spool, &at->env, err, sizeof(err));
+    if (!at->body) {
+        log_error("event=queue_body_unreadable queue_id=%s account=%s reason=%s", at->env.queue_id,
+                  at->a->name, log_safe(safe, sizeof(safe), err, strlen(err)));
+        snprintf(reply, sizeof(reply), "451 4.3.0 the queued message cannot be read: %s", err);
+        conclude_temp(at, 0, reply);
+        return 0;
+    }
+    at->gd = deliver_graph_start(q->ctx->base, q->ctx->graph, at->gen, at->acct, &at->env, at->body,
+                                 at->env.queue_id, on_delivered, at);
+    return at->gd ? 0 : -1;
+}
+
 /* Start an attempt on m. 0 started; -1 not (out of memory: the caller retries later). */
 static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct cfg_account *acct)
 {
     struct queue *q = a->q;
-    struct upstream_pool *pool = upstream_pools_get(q->ctx->pools, a->name);
-    struct queue_attempt *at = pool ? calloc(1, sizeof(*at)) : NULL;
+    int graph = acct->kind == UPSTREAM_KIND_GRAPH;
+    struct upstream_pool *pool = graph ? NULL : upstream_pools_get(q->ctx->pools, a->name);
+    struct queue_attempt *at = pool || (graph && q->ctx->graph) ? calloc(1, sizeof(*at)) : NULL;
     if (!at)
         return -1;
     if (spool_envelope_copy(&at->env, &m->env) != 0) {
@@ -338,6 +364,13 @@ static int start_attempt(struct queue_acct *a, struct queue_msg *m, const struct
     m->budget_held = 0; /* a later hold is a new one */
     a->att = at;
     q->sending++;
+    if (graph) {
+        if (start_graph(at) == 0)
+            return 0;
+        attempt_detach(at);
+        attempt_release(at);
+        return -1;
+    }
     /* the callback never runs from inside the call */
     at->lease = upstream_pool_get(pool, at->gen, acct, m->env.queue_id, on_lease, at);
     if (!at->lease) {

@@ -73,6 +73,9 @@ struct txn_result {
     size_t nrcpts;
     unsigned delivered, deferred, refused; /* how many rcpts have each status */
     char lost_why[256]; /* the session's words when the connection went ("" otherwise) */
+    /* the upstream said when to try again (Graph's Retry-After on 429 and 503), in ms; 0: it
+     * did not, and the queue's backoff applies */
+    int64_t retry_after_ms;
 };
 
 /* One step's outcome, valid during the callback. */

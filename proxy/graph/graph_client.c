@@ -659,7 +659,8 @@ static char *json_dup_str(const char *body, size_t len, const char *name)
     return out;
 }
 
-/* The start of the first of nextExpectedRanges ("327680-" or "327680-655359"); -1 none. */
+/* The start of the first of nextExpectedRanges ("327680-", "327680-655359" or "327680"); -1
+ * none. */
 static long long json_next_range(const char *body, size_t len)
 {
     long long at = -1;
@@ -671,7 +672,8 @@ static long long json_next_range(const char *body, size_t len)
     if (cJSON_IsString(first)) {
         char *end = NULL;
         unsigned long long v = strtoull(first->valuestring, &end, 10);
-        if (end != first->valuestring && *end == '-' && v < (1ull << 40))
+        /* "327680-" or "327680-655359" (OneDrive's form), or "327680" (Outlook's) */
+        if (end != first->valuestring && (*end == '-' || *end == '\0') && v < (1ull << 40))
             at = (long long)v;
     }
     cJSON_Delete(root);

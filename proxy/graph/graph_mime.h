@@ -46,8 +46,9 @@ struct graph_mime_att {
 };
 
 /* Parse the message in fd (a regular file: the spool's body file), bytes [0, len). fd is not
- * taken (dup'ed inside). NULL with err when it cannot be used: not MIME at all is fine (a text
- * message is one part), so only an unreadable file, no recipient left, or out of memory. */
+ * taken (the file is reopened through /proc/self/fd: its own offset). NULL with err when it cannot
+ * be used: not MIME at all is fine (a text message is one part), so only an unreadable file, no
+ * recipient left, or out of memory. */
 struct graph_mime *graph_mime_open_fd(int fd, uint64_t len, const struct graph_mime_opts *o,
                                       char *err, size_t errlen);
 /* The same for a message in memory (copied), as `test` has it. */

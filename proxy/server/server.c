@@ -20,6 +20,7 @@
 #include "proxy/runtime/server_gen.h"
 #include "proxy/server/server_session.h"
 #include "proxy/upstream/upstream_pool.h"
+#include "proxy/graph/graph_client.h"
 #include "store/token_store.h"
 
 int server_listen(struct server *s, char *err, size_t errlen)
@@ -168,15 +169,19 @@ struct server *server_new(struct event_base *base, struct config *cfg, char *err
     s->metrics = metrics_new(cfg);
     s->devstats = device_stats_keeper_new(base, cfg); /* loads STATE_DIR/devices.state */
     s->pools = upstream_pools_new(base, s->dns, s->metrics);
+    s->graph = graph_pools_new(base, s->metrics);
     s->throttle = auth_throttle_new(SERVER_AUTH_TRACKED_MAX, NULL, NULL);
-    s->dctx = (struct delivery_ctx){
-        .base = base, .metrics = s->metrics, .devstats = s->devstats, .pools = s->pools};
+    s->dctx = (struct delivery_ctx){.base = base,
+                                    .metrics = s->metrics,
+                                    .devstats = s->devstats,
+                                    .pools = s->pools,
+                                    .graph = s->graph};
     s->dctx.limits = server_limits_open(cfg);         /* loads STATE_DIR/device_limits.state */
     s->dctx.blocks = server_blocks_open(cfg);         /* loads STATE_DIR/device_blocks.state */
     s->budget = account_budget_keeper_new(base, cfg); /* loads STATE_DIR/account-budget.state */
     s->dctx.budget = account_budget_keeper_budget(s->budget);
-    if (!s->dns || !s->http || !s->metrics || !s->pools || !s->throttle || !s->dctx.limits ||
-        !s->dctx.blocks) {
+    if (!s->dns || !s->http || !s->metrics || !s->pools || !s->graph || !s->throttle ||
+        !s->dctx.limits || !s->dctx.blocks) {
         snprintf(err, errlen, "cannot initialise: out of memory");
         config_free(cfg);
         goto fail;
@@ -222,6 +227,8 @@ void server_free(struct server *s)
      * idle connections hold */
     upstream_pools_free(s->pools);
     s->pools = NULL;
+    graph_pools_free(s->graph);
+    s->graph = NULL;
     /* after the sessions, which count into it; writes the file a last time; before the
      * config it borrows goes */
     device_stats_keeper_free(s->devstats);

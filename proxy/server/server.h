@@ -40,6 +40,7 @@ struct server {
     /* the `devices` history (device_stats.h); NULL: out of memory, not kept */
     struct device_stats_keeper *devstats;
     struct upstream_pools *pools; /* upstream connections per account (upstream_pool.h) */
+    struct graph_pools *graph;    /* Graph requests per account (graph_client.h) */
     /* failed AUTH per source address (auth_throttle.h), and
      * the failure replies waiting out their delay (server_auth.c) */
     struct auth_throttle *throttle;

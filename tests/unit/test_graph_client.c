@@ -271,7 +271,8 @@ static void srv_cb(struct evhttp_request *req, void *arg)
         } else if (b + 1 >= total) {
             reply(req, 201, NULL);
         } else {
-            snprintf(body, sizeof(body), "{\"nextExpectedRanges\":[\"%llu-\"]}", b + 1);
+            /* Outlook's form: the next start only (the partial case above has OneDrive's) */
+            snprintf(body, sizeof(body), "{\"nextExpectedRanges\":[\"%llu\"]}", b + 1);
             reply(req, 200, body);
         }
     } else if (strcmp(g->method, "DELETE") == 0) {

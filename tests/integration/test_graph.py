@@ -34,9 +34,11 @@ import sys
 import threading
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sop_rig  # noqa: E402
+import test_metrics  # noqa: E402
 import test_relay  # noqa: E402
 from test_relay import T, ProxyCase  # noqa: E402
 
@@ -84,13 +86,13 @@ class GraphCase(ProxyCase):
         self.addCleanup(self.graph.stop)
         self.graph.reset()  # requests() from here: the stand-in's log is the rig's, shared
 
-    def start_graph_proxy(self, delivery="direct-then-spool", **acct):
+    def start_graph_proxy(self, delivery="direct-then-spool", proxy_extra=None, **acct):
         # Graph refuses a From: the mailbox may not send as (ErrorSendAsDenied), as the stand-in
         # does: the devices' From: becomes the mailbox, as docs/graph.md advises.
         extra = {"upstream": "graph", "graph_url": self.graph.url, "delivery": delivery,
                  "rate_limit": None}
         extra.update(acct)
-        return self.start_proxy(account_extra=extra, edit=lambda t: t.replace(
+        return self.start_proxy(account_extra=extra, proxy_extra=proxy_extra, edit=lambda t: t.replace(
             "sender_rewrite = off", "sender_rewrite = header"))
 
     def send(self, data, rcpts=("alice@contoso.test",), mail_opts=()):
@@ -169,7 +171,8 @@ class TestGraph(GraphCase):
         self.assertEqual(self.spool_left(), [])
 
     def test_429_then_success(self):
-        self.start_graph_proxy()
+        mport = sop_rig.free_port()
+        self.start_graph_proxy(proxy_extra={"metrics_listen": "127.0.0.1:%d" % mport})
         self.graph.fail(status=429, count=1, retry_after=2)
         t0 = time.monotonic()
         code, text = self.send(small(3))
@@ -181,6 +184,14 @@ class TestGraph(GraphCase):
         self.wait_log(r"event=graph_throttled [^\n]*account=scanners")
         time.sleep(0.5)
         self.assertEqual(len(self.rig.sink_messages()), 1, "delivered more than once")
+        # the counters per account: one 429, one 202, one throttled; promtool's lint passes
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=T) as r:
+            body = r.read().decode()
+        p = "smtp_oauth_proxy_"
+        self.assertIn(p + 'graph_requests_total{account="scanners",status="429"} 1\n', body)
+        self.assertIn(p + 'graph_requests_total{account="scanners",status="202"} 1\n', body)
+        self.assertIn(p + 'graph_throttled_total{account="scanners"} 1\n', body)
+        test_metrics.promtool_check(self, body)
 
     def test_503_storm(self):
         self.start_graph_proxy()

@@ -226,8 +226,14 @@ int gm_rewrite_from(struct graph_mime *m, const char *mailbox, char *err, size_t
             g_string_append(rt, "\n ,");
         gm_append_value(rt, raw);
     }
-    if (first < 0) { /* no From: at all: passed as it is */
+    if (first < 0) { /* no From: at all: the mailbox's, first (docs/header-rewrite.md) */
         g_string_free(rt, TRUE);
+        v = g_strdup_printf("<%s>", mailbox);
+        g_mime_header_list_prepend(hl, "From", v, NULL);
+        g_free(v);
+        v = g_strdup_printf(" <%s>\n", mailbox); /* written as it is, as below */
+        g_mime_header_set_raw_value(g_mime_header_list_get_header_at(hl, 0), v);
+        g_free(v);
         return 0;
     }
     for (int i = n - 1; i > first; i--)
@@ -248,6 +254,17 @@ int gm_rewrite_from(struct graph_mime *m, const char *mailbox, char *err, size_t
         g_string_append_c(both, '\n');
         g_free(v);
         v = g_string_free(both, FALSE);
+    }
+    /* "From :" (white space before the colon, RFC 5322 4.5: GMime reads it as From:) would be
+     * written back with its name as it was: a From: of our own takes its place, first (GMime
+     * cannot insert a field elsewhere). */
+    const char *raw_name = g_mime_header_get_raw_name(g_mime_header_list_get_header_at(hl, first));
+    if (raw_name && raw_name[strcspn(raw_name, " \t")] != '\0') {
+        char *plain = g_strdup_printf("<%s>", mailbox);
+        g_mime_header_list_remove_at(hl, first);
+        g_mime_header_list_prepend(hl, "From", plain, NULL);
+        g_free(plain);
+        first = 0;
     }
     g_mime_header_set_raw_value(g_mime_header_list_get_header_at(hl, first), v);
     g_free(v);

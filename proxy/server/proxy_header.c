@@ -184,6 +184,7 @@ static int parse_v2(const unsigned char *buf, size_t len, struct proxy_header *o
     memset(out, 0, sizeof(*out));
     out->version = 2;
     out->len = 16 + body;
+    out->local = cmd == 0;
     if (use == AF_INET) {
         const unsigned char *b = buf + 16;
         set_in4(&out->src, b, ((unsigned)b[8] << 8) | b[9]);

@@ -22,6 +22,10 @@ struct proxy_header {
      * set). 0: v1 UNKNOWN or v2 LOCAL (a health check, or a protocol not carried): the
      * connection's own addresses apply. */
     int has_addr;
+    /* 1: a v2 LOCAL command: the balancer opened the connection itself (haproxy's health checks,
+     * with send-proxy-v2 or check-send-proxy), nothing is relayed; has_addr is then 0. 0 for
+     * everything else, v1 UNKNOWN and v2 PROXY over UNSPEC included. */
+    int local;
     struct sockaddr_storage src, dst;
     size_t len; /* bytes the header takes, TLVs included: what to consume */
 };

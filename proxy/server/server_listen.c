@@ -47,9 +47,9 @@ static void ip_of(const struct sockaddr *sa, char *ip, size_t len)
 }
 
 /* The limits on a device's address (sa: the socket's peer, or what a PROXY header named), then
- * the session. */
+ * the session. proxy_local: a PROXY v2 LOCAL connection (the balancer's health check). */
 static void admit(struct server_listener *l, evutil_socket_t fd, const struct sockaddr *sa,
-                  socklen_t salen)
+                  socklen_t salen, int proxy_local)
 {
     struct server *srv = l->srv;
     if (srv->stopping) {
@@ -76,7 +76,7 @@ static void admit(struct server_listener *l, evutil_socket_t fd, const struct so
             return;
         }
     }
-    server_session_start(srv, fd, sa, salen, l->tls, l->name);
+    server_session_start(srv, fd, sa, salen, l->tls, l->name, proxy_local);
 }
 
 /* ---- PROXY protocol (listen = ADDR proxy_protocol) ---- */
@@ -208,10 +208,10 @@ static void pp_on_read(evutil_socket_t fd, short what, void *arg)
     }
     char ip[INET6_ADDRSTRLEN];
     ip_of((struct sockaddr *)&sa, ip, sizeof(ip));
-    log_debug("event=proxy_header listener=%s proxy=%s ip=%s version=%d", l->name, p->ip, ip,
-              h.version);
+    log_debug("event=proxy_header listener=%s proxy=%s ip=%s version=%d%s", l->name, p->ip, ip,
+              h.version, h.local ? " proxy_local=1" : "");
     pp_free(p, 1);
-    admit(l, fd, (struct sockaddr *)&sa, salen);
+    admit(l, fd, (struct sockaddr *)&sa, salen, h.local);
 }
 
 /* A proxy_protocol listener's new connection: from a trusted balancer, wait for its header. */
@@ -266,7 +266,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     if (listener_proxy_protocol(l, cfg))
         pp_start(l, fd, sa, (socklen_t)salen, cfg);
     else
-        admit(l, fd, sa, (socklen_t)salen);
+        admit(l, fd, sa, (socklen_t)salen, 0);
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)

@@ -519,8 +519,12 @@ static void session_free(struct server_session *s)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - s->t_connect.tv_sec) * 1e3 +
                 (double)(t1.tv_nsec - s->t_connect.tv_nsec) / 1e6;
-    log_info("event=disconnect session=%s ip=%s messages=%lu duration_ms=%.0f", s->id, s->ip,
-             s->messages, ms);
+    if (s->proxy_local)
+        log_debug("event=disconnect session=%s ip=%s messages=%lu duration_ms=%.0f proxy_local=1",
+                  s->id, s->ip, s->messages, ms);
+    else
+        log_info("event=disconnect session=%s ip=%s messages=%lu duration_ms=%.0f", s->id, s->ip,
+                 s->messages, ms);
     auth_worker_cancel(s->auth_job);
     backend_free(s->backend);
     secret_free(s->login_user);
@@ -552,7 +556,8 @@ void server_session_abort(struct server_session *s)
 }
 
 struct server_session *server_session_start(struct server *srv, int fd, const struct sockaddr *sa,
-                                            socklen_t salen, int tls, const char *listener)
+                                            socklen_t salen, int tls, const char *listener,
+                                            int proxy_local)
 {
     struct server_session *s = calloc(1, sizeof(*s));
     SSL *ssl = NULL;
@@ -571,8 +576,12 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
         s->next->prev = s;
     srv->sessions = s;
     srv->sessions_open++;
-    srv->sessions_total++;
-    s->metrics_slot = metrics_session_opened(srv->metrics, listener);
+    s->proxy_local = proxy_local;
+    /* a balancer's health check is no device session: not counted (metrics_session_closed
+     * ignores slot -1) */
+    if (!proxy_local)
+        srv->sessions_total++;
+    s->metrics_slot = proxy_local ? -1 : metrics_session_opened(srv->metrics, listener);
     clock_gettime(CLOCK_MONOTONIC, &s->t_connect);
     memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
     if (sa->sa_family == AF_INET)
@@ -614,7 +623,12 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     s->state = SS_HELO; /* so that enter_state applies the timeouts */
     ss_enter_state(s, SS_INIT);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    log_info("event=connect session=%s ip=%s listener=%s tls=%d", s->id, s->ip, s->listener, tls);
+    if (proxy_local)
+        log_debug("event=connect session=%s ip=%s listener=%s tls=%d proxy_local=1", s->id, s->ip,
+                  s->listener, tls);
+    else
+        log_info("event=connect session=%s ip=%s listener=%s tls=%d", s->id, s->ip, s->listener,
+                 tls);
 
     const struct config *cfg = s->gen->cfg;
     if (srv->sessions_open > cfg->max_connections) {
@@ -623,8 +637,10 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
         ss_close_after_flush(s);
         return s;
     }
-    if (!device_may_match(s->gen->devices, sa)) {
-        /* No device could ever match: say so at once, clearly, and relay nothing. */
+    if (!proxy_local && !device_may_match(s->gen->devices, sa)) {
+        /* No device could ever match: say so at once, clearly, and relay nothing. A health
+         * check (PROXY LOCAL) from the balancer's address is answered (it may check the banner,
+         * EHLO: option smtpchk); MAIL would still find no device there. */
         log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
         ss_reply(s, "554 5.7.1 Client host [%s] is not a configured device of this relay", s->ip);
         ss_close_after_flush(s);

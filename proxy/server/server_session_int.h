@@ -78,6 +78,7 @@ struct server_session {
     struct backend *backend;                 /* the delivery mode's: created at the first MAIL */
     const struct cfg_device *backend_device; /* the device it speaks for */
     int ehlo_esmtp;
+    int proxy_local; /* a balancer's health check (PROXY v2 LOCAL): not a device's session */
 };
 
 /* Write one reply (lines joined by CRLF, no final CRLF) to the device. */

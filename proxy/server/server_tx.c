@@ -47,7 +47,11 @@ void server_tx_mail(struct server_session *s, const struct smtp_cmd *cmd)
         if (device_has_logins(s->gen->devices)) {
             ss_reply_error(s, "530 5.7.0 Authentication required");
         } else {
-            log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
+            if (s->proxy_local) /* the balancer's health check: no device was meant */
+                log_debug("event=refused session=%s ip=%s reason=\"no device\" proxy_local=1",
+                          s->id, s->ip);
+            else
+                log_warn("event=refused session=%s ip=%s reason=\"unknown device\"", s->id, s->ip);
             ss_reply_error(s, "550 5.7.1 Client host [%s] is not a configured device", s->ip);
         }
         return;

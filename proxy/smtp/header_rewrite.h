@@ -14,7 +14,12 @@
  * - a From: holding a NUL: replaced by the mailbox, its value not copied into Reply-To:. The
  *   daemon never gets here with one: the DATA decoder refuses any message with a NUL (554 5.6.0).
  * - a message with a Reply-To: of its own keeps it, and the From: values are dropped.
- * - a message with no From: at all is passed as it is (no From: is added). */
+ * - a message with no From: at all gets From: <mailbox> first in its header section (RFC 5322
+ *   requires one; Exchange and Graph send as the mailbox anyway), and no Reply-To: (there is no
+ *   original). A message with no header line at all gets it too, before its first line.
+ * - a field name followed by white space before the colon ("From : x", RFC 5322 4.5's obsolete
+ *   syntax, which readers still take as a field) is a field like "From: x": its line does not end
+ *   the header section, and a "From :" is rewritten as a "From:" is (so is "Reply-To :"). */
 #ifndef SOP_HEADER_REWRITE_H
 #define SOP_HEADER_REWRITE_H
 
@@ -34,8 +39,9 @@ void header_rewrite_free(struct header_rewrite *h);
 /* Start a new message. */
 void header_rewrite_reset(struct header_rewrite *h);
 /* One line of the message. Header lines are held until the header section ends (blank line, or
- * a line that is not a header); body lines pass straight through. 0 ok; -1 when the header
- * section is larger than HEADER_REWRITE_MAX (then nothing more is emitted for this message). */
+ * a line that is neither "Name:" / "Name :" nor a continuation); body lines pass straight through.
+ * 0 ok; -1 when the header section is larger than HEADER_REWRITE_MAX (then nothing more is emitted
+ * for this message). */
 int header_rewrite_line(struct header_rewrite *h, const char *line, size_t len);
 /* End of the message: emit headers still held (a message with no body). */
 void header_rewrite_finish(struct header_rewrite *h);

@@ -9,7 +9,8 @@
  * same lines for it. Every message's output is checked against its input lines: no line over
  * 998 bytes, at most two lines more, no NUL that was not there; the body (from the first blank or
  * non-header line) passes unchanged after header lines only; exactly one From:, the mailbox, where
- * the first From: was (none if there was none); a Reply-To: is added only when there was none,
+ * the first From: was (first if there was none); a field name may have white space before its
+ * colon ("From : x"); a Reply-To: is added only when there was none,
  * holding every usable From: value in order (not blank, no NUL); all other header lines pass
  * unchanged and in order. After a refusal nothing at all is emitted. (The decoder refuses a NUL,
  * so the lines fed here hold none; tests/unit/test_header_rewrite.c covers a NUL in From:.) */
@@ -81,21 +82,31 @@ static int fuzz_is_cont(const char *s, size_t len)
     return len > 0 && (s[0] == ' ' || s[0] == '\t');
 }
 
-static int fuzz_is_header(const char *s, size_t len)
+/* The offset just after the colon of a field's first line: a name of printable ASCII but the
+ * colon, then any SP/HTAB (RFC 5322 4.5's obsolete "From : x"), then the colon; 0 if none. */
+static size_t fuzz_value_off(const char *s, size_t len, size_t *name_len)
 {
-    size_t i;
-    if (fuzz_is_cont(s, len))
-        return 1;
-    for (i = 0; i < len && s[i] != ':'; i++)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-            return 0;
-    return i > 0 && i < len;
+    size_t i = 0, n;
+    while (i < len && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f && s[i] != ':')
+        i++;
+    n = i;
+    while (i < len && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    *name_len = n;
+    return n > 0 && i < len && s[i] == ':' ? i + 1 : 0;
 }
 
-static int fuzz_field_is(const char *s, size_t len, const char *name)
+static int fuzz_is_header(const char *s, size_t len)
 {
-    size_t n = strlen(name);
-    return len > n && strncasecmp(s, name, n) == 0 && s[n] == ':';
+    size_t n;
+    return fuzz_is_cont(s, len) || fuzz_value_off(s, len, &n) != 0;
+}
+
+/* The value's offset when s is the first line of a field called name; else 0. */
+static size_t fuzz_field_is(const char *s, size_t len, const char *name)
+{
+    size_t n, off = fuzz_value_off(s, len, &n);
+    return off && n == strlen(name) && strncasecmp(s, name, n) == 0 ? off : 0;
 }
 
 static size_t fuzz_nuls(const struct fuzz_lines *l)
@@ -113,15 +124,15 @@ static size_t fuzz_nuls(const struct fuzz_lines *l)
     return k;
 }
 
-/* A From: field (lines i to e) whose value header_rewrite.c may copy: some byte other than white
- * space after "From:", and no NUL. */
-static int fuzz_from_usable(const struct fuzz_lines *in, size_t i, size_t e)
+/* A From: field (lines i to e, its value at voff) whose value header_rewrite.c may copy: some
+ * byte other than white space after the colon, and no NUL. */
+static int fuzz_from_usable(const struct fuzz_lines *in, size_t i, size_t e, size_t voff)
 {
     int text = 0;
     for (size_t k = i; k < e; k++) {
         size_t len;
         const char *s = fuzz_line(in, k, &len);
-        for (size_t c = k == i ? 5 : 0; c < len; c++) {
+        for (size_t c = k == i ? voff : 0; c < len; c++) {
             if (s[c] == '\0')
                 return 0;
             if (s[c] != ' ' && s[c] != '\t')
@@ -226,13 +237,22 @@ static void fuzz_check(const struct fuzz_msg *m, const char *mailbox)
      * one Reply-To: holding every usable From: value in order: the first as "Reply-To:" + its
      * value (folded after the name when the longer name would not fit), each later one as
      * " ," + its value, each with its continuation lines. Later From: fields vanish. Everything
-     * else as it was. */
-    int any_usable = 0;
+     * else as it was. A message with no From: gets the mailbox's before its first field (after
+     * continuation lines that have no field before them), or after its header lines when it has
+     * no field at all. */
+    int any_usable = 0, from_missing = froms == 0;
     for (i = 0, j = 0; i < b;) {
         size_t e = i + 1, flen;
         const char *f = fuzz_line(in, i, &flen);
         while (e < b && fuzz_is_cont(fuzz_line(in, e, &len), len))
             e++;
+        if (from_missing && !fuzz_is_cont(f, flen)) {
+            s = j < hout ? fuzz_line(out, j++, &len) : NULL;
+            if (!s || len != from_len || memcmp(s, from_line, from_len) != 0)
+                abort();
+            out_froms++;
+            from_missing = 0;
+        }
         if (fuzz_is_cont(f, flen) || !fuzz_field_is(f, flen, "From")) {
             for (; i < e; i++, j++)
                 if (j >= hout || !fuzz_line_eq(out, j, in, i))
@@ -256,14 +276,14 @@ static void fuzz_check(const struct fuzz_msg *m, const char *mailbox)
             const char *kf = fuzz_line(in, k, &klen);
             while (ke < b && fuzz_is_cont(fuzz_line(in, ke, &len), len))
                 ke++;
-            if (fuzz_is_cont(kf, klen) || !fuzz_field_is(kf, klen, "From") ||
-                !fuzz_from_usable(in, k, ke)) {
+            size_t voff = fuzz_is_cont(kf, klen) ? 0 : fuzz_field_is(kf, klen, "From");
+            if (!voff || !fuzz_from_usable(in, k, ke, voff)) {
                 k = ke;
                 continue;
             }
             any_usable = 1;
-            const char *value = kf + 5;
-            size_t vlen = klen - 5;
+            const char *value = kf + voff;
+            size_t vlen = klen - voff;
             s = j < hout ? fuzz_line(out, j++, &len) : NULL;
             if (!s)
                 abort();
@@ -293,8 +313,13 @@ static void fuzz_check(const struct fuzz_msg *m, const char *mailbox)
                     abort();
         }
     }
-    if (j != hout || out_froms != (froms ? 1u : 0u) || out_rts > 1 ||
-        (out_rts == 1) != (rts == 0 && any_usable))
+    if (from_missing) { /* no field at all */
+        s = j < hout ? fuzz_line(out, j++, &len) : NULL;
+        if (!s || len != from_len || memcmp(s, from_line, from_len) != 0)
+            abort();
+        out_froms++;
+    }
+    if (j != hout || out_froms != 1 || out_rts > 1 || (out_rts == 1) != (rts == 0 && any_usable))
         abort();
 }
 

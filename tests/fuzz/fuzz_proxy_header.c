@@ -22,6 +22,8 @@ static void fuzz_check(const struct proxy_header *h, size_t len)
     if (h->has_addr && ((h->src.ss_family != AF_INET && h->src.ss_family != AF_INET6) ||
                         h->src.ss_family != h->dst.ss_family))
         abort();
+    if (h->local && (h->version != 2 || h->has_addr)) /* LOCAL: v2 only, never an address */
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -53,7 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rp == 1) {
         fuzz_check(&part, split);
         if (part.len != whole.len || part.version != whole.version ||
-            part.has_addr != whole.has_addr || memcmp(&part.src, &whole.src, sizeof(part.src)) ||
+            part.has_addr != whole.has_addr || part.local != whole.local ||
+            memcmp(&part.src, &whole.src, sizeof(part.src)) ||
             memcmp(&part.dst, &whole.dst, sizeof(part.dst)))
             abort();
     }

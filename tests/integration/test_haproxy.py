@@ -20,6 +20,10 @@ instance has its own state dir and `listen = 127.0.0.1:PORT proxy_protocol`, `tr
   started again on its state dir afterwards, so anything it had spooled is delivered too.
   Delivery is at least once (a message whose final dot was cut may arrive twice); the test
   counts duplicates and only requires every acknowledged message to arrive.
+- HAProxy's own health checks on the SMTP port with send-proxy-v2 (a plain TCP check and
+  `option smtpchk`) come with a PROXY v2 LOCAL header: answered (220, EHLO) from the balancer's
+  address although no device has it, so both checks pass; logged at debug with proxy_local=1,
+  never as an unknown device, and not counted in sessions_total.
 
 Run:  SOP_BINARY=build/smtp-oauth-proxy /usr/bin/python3 tests/integration/test_haproxy.py -v
 """
@@ -36,6 +40,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sop_rig  # noqa: E402
@@ -63,6 +68,30 @@ backend relays
     option httpchk GET /healthz
     server a 127.0.0.1:{pa} send-proxy-v2 check port {ma} inter 1s fall 1 rise 1
     server b 127.0.0.1:{pb} send-proxy-v2 check port {mb} inter 1s fall 1 rise 1
+"""
+
+
+# Health checks that carry a PROXY v2 LOCAL header (HAProxy sends one on a check when the server
+# line has send-proxy-v2 and no check port): a TCP connect check and an SMTP one (banner, EHLO).
+# The frontend (start_haproxy waits for it) relays to no server: only the checks reach a.
+HAPROXY_CHECKS_CFG = """\
+global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+    timeout check 5s
+frontend smtp
+    bind 127.0.0.1:{front}
+    default_backend nowhere
+backend nowhere
+backend tcp_checks
+    server a 127.0.0.1:{pa} send-proxy-v2 check inter 300ms fall 1 rise 1
+backend smtp_checks
+    option smtpchk EHLO haproxy.test
+    server a 127.0.0.1:{pa} send-proxy-v2 check inter 300ms fall 1 rise 1
 """
 
 
@@ -140,11 +169,11 @@ class TestHAProxy(unittest.TestCase):
         p.start()  # not wait_port: a bare connect would wait out the header timeout
         return p
 
-    def start_haproxy(self):
+    def start_haproxy(self, template=HAPROXY_CFG):
         cfg = os.path.join(self.tmp, "haproxy.cfg")
         with open(cfg, "w") as f:
-            f.write(HAPROXY_CFG.format(front=self.front, pa=self.ports["a"], pb=self.ports["b"],
-                                      ma=self.metrics["a"], mb=self.metrics["b"]))
+            f.write(template.format(front=self.front, pa=self.ports["a"], pb=self.ports["b"],
+                                    ma=self.metrics["a"], mb=self.metrics["b"]))
         self.haproxy_log = open(os.path.join(self.tmp, "haproxy.log"), "wb")
         self.addCleanup(self.haproxy_log.close)
         self.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdin=subprocess.DEVNULL,
@@ -242,6 +271,47 @@ class TestHAProxy(unittest.TestCase):
                 self.assertTrue(s.recv(512).startswith(b"221"))
         self.wait_log("a", r"event=connect session=\w+ ip=127\.0\.0\.2 listener=127\.0\.0\.1:%d "
                       r"tls=1" % self.tls_port)
+
+    def test_health_checks_with_local_header(self):
+        pa = self.ports["a"]
+        self.start_haproxy(HAPROXY_CHECKS_CFG)
+        local = (r"debug event=connect session=\w+ ip=127\.0\.0\.1 listener=127\.0\.0\.1:%d "
+                 r"tls=0 proxy_local=1" % pa)
+        # a few rounds of both checks: the SMTP one said EHLO and was answered 250
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline:
+            log = self.proxies["a"].log()
+            if (len(re.findall(local, log)) >= 6
+                    and len(re.findall(r"event=command session=\w+ verb=\"?EHLO", log)) >= 2
+                    and len(re.findall(r"event=disconnect [^\n]*proxy_local=1", log)) >= 6):
+                break
+            time.sleep(0.1)
+        log = self.proxies["a"].log()
+        self.assertGreaterEqual(len(re.findall(local, log)), 6, log[-3000:])
+        self.assertGreaterEqual(len(re.findall(r"event=command session=\w+ verb=\"?EHLO", log)), 2,
+                                log[-3000:])
+        self.assertRegex(log, r"event=reply session=\w+ reply=\"?220 relay\.test")
+        self.assertRegex(log, r"debug event=proxy_header listener=127\.0\.0\.1:%d "
+                         r"proxy=127\.0\.0\.1 ip=127\.0\.0\.1 version=2 proxy_local=1" % pa)
+        # never an unknown device, nor a session above debug
+        self.assertNotIn("unknown device", log)
+        self.assertNotRegex(log, r"(info|warn) event=(connect|disconnect|refused) "
+                            r"session=\w+ ip=127\.0\.0\.1")
+        # both checks pass: HAProxy never took the server down
+        time.sleep(1.0)  # a few more rounds
+        self.haproxy.kill()
+        self.haproxy.wait(10)
+        self.haproxy = None
+        self.haproxy_log.flush()
+        with open(os.path.join(self.tmp, "haproxy.log"), errors="replace") as f:
+            hlog = f.read()
+        self.assertNotRegex(hlog, r"Server \w+/a is DOWN", hlog[-3000:])
+        # not in the metrics as device sessions
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics["a"],
+                                    timeout=T) as r:
+            text = r.read().decode()
+        m = re.search(r'sessions_total\{listener="127\.0\.0\.1:%d"\} (\d+)' % pa, text)
+        self.assertEqual(int(m.group(1)) if m else 0, 0, text)
 
     def test_failover_loses_nothing_acknowledged(self):
         self.start_haproxy()

@@ -221,6 +221,37 @@ class TestProtocol(ProxyCase):
                          b"Reply-To: Copier 3F <copier@contoso.test>\r\n"
                          b" , spoof@elsewhere.test\r\nSubject: two\r\n\r\nbody\r\n")
 
+    def test_sender_rewrite_header_obsolete_colon_and_no_from(self):
+        # docs/header-rewrite.md: "From : x" (white space before the colon, RFC 5322 4.5) is the
+        # From: and the fields after it stay headers; a message with no From: gets the mailbox's
+        # first, with no Reply-To:
+        self.start_proxy(upstream_port=self.rig.raw_port,
+                         edit=lambda t: t.replace("sender_rewrite = off",
+                                                  "sender_rewrite = header"))
+        box = self.rig.mailbox.encode()
+        cases = [
+            (b"From : Copier 3F <copier@contoso.test>\r\nSubject : obs\r\nTo: alice@contoso.test"
+             b"\r\n\r\nbody\r\n",
+             b"From: <" + box + b">\r\nReply-To: Copier 3F <copier@contoso.test>\r\n"
+             b"Subject : obs\r\nTo: alice@contoso.test\r\n\r\nbody\r\n"),
+            (b"To: alice@contoso.test\r\nSubject: no sender\r\n\r\nbody\r\n",
+             b"From: <" + box + b">\r\nTo: alice@contoso.test\r\nSubject: no sender\r\n\r\n"
+             b"body\r\n"),
+        ]
+        for data, want in cases:
+            with self.subTest(data=data[:20]):
+                self.rig.sink_clear()
+                r = self.greeted()
+                r.cmd(b"EHLO copier.test")
+                self.assertEqual(r.cmd(b"MAIL FROM:<copier@contoso.test>")[0], 250)
+                self.assertEqual(r.cmd(b"RCPT TO:<alice@contoso.test>")[0], 250)
+                self.assertEqual(r.cmd(b"DATA")[0], 354)
+                r.send(data + b".\r\n")
+                self.assertEqual(r.reply()[0], 250)
+                self.assertEqual(self.one_message(raw=True)["data"], want)
+                self.assertEqual(r.cmd(b"QUIT")[0], 221)
+                r.close()
+
     def test_nul_in_message_is_refused_and_the_session_goes_on(self):
         # a NUL anywhere in DATA: 554 5.6.0 at the final dot, nothing upstream (not even a
         # spooled copy), and the next message on the same connection goes through

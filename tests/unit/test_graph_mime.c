@@ -248,11 +248,33 @@ static void test_from_rewrite(void **state)
         free(local);
     }
 
-    /* no From: at all: none added */
+    /* no From: at all: the mailbox's first, no Reply-To: (docs/header-rewrite.md) */
     m = open_mem("To: a@x.org\r\n\r\nx\r\n", RCPTS, 1, "relay@x.org", 0);
     t = text_of(m);
-    assert_null(strstr(t, "From:"));
+    assert_int_equal(strncmp(t, "From: <relay@x.org>\r\n", 21), 0);
+    assert_null(strstr(t + 5, "From:"));
     assert_null(strstr(t, "Reply-To:"));
+    free(t);
+    graph_mime_free(m);
+    /* nor any header line */
+    m = open_mem("just text\r\n", RCPTS, 1, "relay@x.org", 0);
+    t = text_of(m);
+    assert_int_equal(strncmp(t, "From: <relay@x.org>\r\n", 21), 0);
+    assert_non_null(strstr(t, "\r\n\r\njust text\r\n"));
+    free(t);
+    graph_mime_free(m);
+
+    /* white space before the colon (RFC 5322 4.5): "From :" is the From:, written "From:" (so
+     * first: GMime cannot put a field elsewhere) */
+    m = open_mem("Subject : s\r\nFrom : Dev <dev@printer>\r\nTo: a@x.org\r\n\r\nx\r\n", RCPTS, 1,
+                 "relay@x.org", 0);
+    t = text_of(m);
+    assert_int_equal(
+        strncmp(t, "From: <relay@x.org>\r\nReply-To: Dev <dev@printer>\r\nSubject : s\r\n", 63), 0);
+    assert_null(strstr(t, "From :"));
+    assert_null(strstr(t + 5, "From:"));
+    assert_non_null(strstr(t, "Subject"));
+    assert_non_null(strstr(t, "\r\n\r\nx\r\n"));
     free(t);
     graph_mime_free(m);
 }

@@ -83,10 +83,50 @@ static void test_existing_reply_to_is_kept(void **state)
           "Reply-To: person@dept.edu\nFrom: <scanners@contoso.edu>\n\nbody\n");
 }
 
-static void test_no_from_header_passes_unchanged(void **state)
+static void test_no_from_header_gets_the_mailbox_first(void **state)
 {
     (void)state;
-    check("To: a@b\nSubject: s\n\nline\n", "To: a@b\nSubject: s\n\nline\n");
+    /* RFC 5322 requires a From:; Exchange sends as the mailbox: it goes first, no Reply-To:
+     * (there is no original); the rest unchanged */
+    check("To: a@b\nSubject: s\n\nline\nFrom: body\n",
+          "From: <scanners@contoso.edu>\nTo: a@b\nSubject: s\n\nline\nFrom: body\n");
+    /* with a Reply-To: of its own: kept */
+    check("Reply-To: r@s\nSubject: s\n\nb\n",
+          "From: <scanners@contoso.edu>\nReply-To: r@s\nSubject: s\n\nb\n");
+    /* headers only, no body */
+    check("Subject: s\n", "From: <scanners@contoso.edu>\nSubject: s\n");
+    /* fields only named like From: are not one */
+    check("From-Copier: 3F\nX-From: y\n\nb\n",
+          "From: <scanners@contoso.edu>\nFrom-Copier: 3F\nX-From: y\n\nb\n");
+    /* continuation lines with no field before them (invalid) stay first: the From: line goes
+     * after them, so that they do not fold into it */
+    check(" orphan\n\tmore\nTo: a@b\n\nb\n",
+          " orphan\n\tmore\nFrom: <scanners@contoso.edu>\nTo: a@b\n\nb\n");
+    check(" orphan\n\nb\n", " orphan\nFrom: <scanners@contoso.edu>\n\nb\n");
+}
+
+static void test_field_name_with_white_space_before_the_colon(void **state)
+{
+    (void)state;
+    /* RFC 5322 4.5 (obs-optional, obs-from): "From : x" is a field, not the start of the body */
+    check("From : Copier <copier@dept.edu>\nSubject: s\n\nb\n",
+          "From: <scanners@contoso.edu>\nReply-To: Copier <copier@dept.edu>\nSubject: s\n\nb\n");
+    check("from\t:c@d\n\t(x)\n\nb\n", "From: <scanners@contoso.edu>\nReply-To:c@d\n\t(x)\n\nb\n");
+    /* any field so written stays in the header section, the From: after it is rewritten */
+    check("Subject : s\nX-Copier \t : 3F\nFrom: c@d\n\nb\n",
+          "Subject : s\nX-Copier \t : 3F\nFrom: <scanners@contoso.edu>\nReply-To: c@d\n\nb\n");
+    /* two From:, one of each form: one From:, both values in the one Reply-To: */
+    check("From: a@b\nFROM  : c@d\n\nb\n",
+          "From: <scanners@contoso.edu>\nReply-To: a@b\n , c@d\n\nb\n");
+    /* "Reply-To :" is the message's own Reply-To: */
+    check("From : a@b\nReply-To : r@s\n\nb\n",
+          "From: <scanners@contoso.edu>\nReply-To : r@s\n\nb\n");
+    /* an empty one is still empty */
+    check("From :  \nSubject: s\n\nb\n", "From: <scanners@contoso.edu>\nSubject: s\n\nb\n");
+    /* white space inside a name, or no colon after it, is not a field: the body starts there */
+    check("From: a@b\nBad Name: x\n", "From: <scanners@contoso.edu>\nReply-To: a@b\nBad Name: x\n");
+    check("From: a@b\nFrom  x\n", "From: <scanners@contoso.edu>\nReply-To: a@b\nFrom  x\n");
+    check("From: a@b\n: x\n", "From: <scanners@contoso.edu>\nReply-To: a@b\n: x\n");
 }
 
 static void test_headers_only_message_is_flushed_at_the_end(void **state)
@@ -106,7 +146,8 @@ static void test_non_header_line_ends_the_header_section(void **state)
 static void test_header_named_like_from_is_not_from(void **state)
 {
     (void)state;
-    check("From-Copier: 3F\nX-From: y\n\nb\n", "From-Copier: 3F\nX-From: y\n\nb\n");
+    check("From-Copier: 3F\nX-From: y\nFrom: a@b\n\nb\n",
+          "From-Copier: 3F\nX-From: y\nFrom: <scanners@contoso.edu>\nReply-To: a@b\n\nb\n");
 }
 
 static void test_long_from_folds_reply_to(void **state)
@@ -155,11 +196,12 @@ static void test_message_without_header_lines(void **state)
     struct header_rewrite *h = header_rewrite_new("m@x", collect, o);
     assert_non_null(h);
     header_rewrite_finish(h);
-    assert_int_equal(o->len, 0);
+    /* an empty message has no From: either: it gets the mailbox's */
+    assert_string_equal(o->buf, "From: <m@x>\n");
     header_rewrite_free(h);
     free(o);
-    check("\nbody\n", "\nbody\n");
-    check("not a header\nFrom: a@b\n", "not a header\nFrom: a@b\n");
+    check("\nbody\n", "From: <scanners@contoso.edu>\n\nbody\n");
+    check("not a header\nFrom: a@b\n", "From: <scanners@contoso.edu>\nnot a header\nFrom: a@b\n");
 }
 
 static void test_from_with_a_nul_is_replaced_not_copied(void **state)
@@ -274,7 +316,8 @@ int main(void)
         cmocka_unit_test(test_from_becomes_mailbox_and_reply_to),
         cmocka_unit_test(test_folded_from_keeps_its_continuation),
         cmocka_unit_test(test_existing_reply_to_is_kept),
-        cmocka_unit_test(test_no_from_header_passes_unchanged),
+        cmocka_unit_test(test_no_from_header_gets_the_mailbox_first),
+        cmocka_unit_test(test_field_name_with_white_space_before_the_colon),
         cmocka_unit_test(test_headers_only_message_is_flushed_at_the_end),
         cmocka_unit_test(test_non_header_line_ends_the_header_section),
         cmocka_unit_test(test_header_named_like_from_is_not_from),

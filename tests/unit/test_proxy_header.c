@@ -36,6 +36,7 @@ static int ph_feed(const unsigned char *buf, size_t len, struct proxy_header *ou
             assert_int_equal(h.len, out->len);
             assert_int_equal(h.version, out->version);
             assert_int_equal(h.has_addr, out->has_addr);
+            assert_int_equal(h.local, out->local);
             assert_memory_equal(&h.src, &out->src, sizeof(h.src));
             assert_memory_equal(&h.dst, &out->dst, sizeof(h.dst));
             assert_true(h.len <= k);
@@ -113,6 +114,7 @@ static void test_v1_unknown(void **state)
     const char *err = NULL;
     assert_int_equal(ph_text("PROXY UNKNOWN\r\n", &h, &err), 1);
     assert_int_equal(h.has_addr, 0);
+    assert_int_equal(h.local, 0); /* v1 has no LOCAL: UNKNOWN may be relayed */
     assert_int_equal(h.len, 15);
     /* anything after UNKNOWN is ignored */
     assert_int_equal(ph_text("PROXY UNKNOWN ffff::1 whatever\r\n", &h, &err), 1);
@@ -247,16 +249,25 @@ static void test_v2_local(void **state)
     size_t n = ph_v2(buf, 0x20, 0x00, NULL, 0);
     assert_int_equal(ph_feed(buf, n, &h, &err), 1);
     assert_int_equal(h.has_addr, 0);
+    assert_int_equal(h.local, 1); /* a health check: not logged as a device (server_listen.c) */
     assert_int_equal(h.len, 16);
     /* LOCAL with an address block (haproxy's health checks send one): skipped */
     n = ph_v2(buf, 0x20, 0x11, junk, sizeof(junk));
     assert_int_equal(ph_feed(buf, n, &h, &err), 1);
     assert_int_equal(h.has_addr, 0);
+    assert_int_equal(h.local, 1);
     assert_int_equal(h.len, 21);
-    /* PROXY over UNSPEC: the connection's own address applies */
+    /* PROXY over UNSPEC: the connection's own address applies, but it is relayed, not LOCAL */
     n = ph_v2(buf, 0x21, 0x00, junk, sizeof(junk));
     assert_int_equal(ph_feed(buf, n, &h, &err), 1);
     assert_int_equal(h.has_addr, 0);
+    assert_int_equal(h.local, 0);
+    /* PROXY over TCP4: relayed */
+    unsigned char in4[12] = {127, 0, 0, 2, 127, 0, 0, 1, 0x9c, 0x40, 0, 25};
+    n = ph_v2(buf, 0x21, 0x11, in4, sizeof(in4));
+    assert_int_equal(ph_feed(buf, n, &h, &err), 1);
+    assert_int_equal(h.has_addr, 1);
+    assert_int_equal(h.local, 0);
 }
 
 static void ph_v2_err(unsigned char vercmd, unsigned char famproto, size_t blen, const char *want)

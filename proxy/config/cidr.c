@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/sockaddr_text.h"
+
 /* Longest text cidr_parse accepts: an IPv6 address with an embedded IPv4 tail and "/128". */
 #define CIDR_TEXT_MAX (INET6_ADDRSTRLEN + 4)
 
@@ -160,8 +162,8 @@ int cidr_match(const struct cidr *c, const struct sockaddr *sa)
 
 const char *cidr_str(const struct cidr *c, char *buf, size_t len)
 {
-    char addr[INET6_ADDRSTRLEN];
-    if (!inet_ntop(c->family, c->addr, addr, sizeof(addr)))
+    char addr[SOCKADDR_TEXT_MAX];
+    if (!sockaddr_text_bytes(c->family, c->addr, addr, sizeof(addr)))
         snprintf(addr, sizeof(addr), "?");
     snprintf(buf, len, "%s/%u", addr, c->prefix);
     return buf;

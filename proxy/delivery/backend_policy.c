@@ -12,13 +12,13 @@
  * spool) took counts. */
 #include "proxy/delivery/backend_policy.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
+#include "common/sockaddr_text.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rcpt_policy.h"
 #include "proxy/delivery/delivery_ctx.h"
@@ -296,19 +296,13 @@ struct backend *backend_policy_new(struct backend *inner, const struct cfg_devic
     pb->dns = dns;
     pb->evbase = ctx->base;
     pb->ctx = ctx;
-    if (peer && peer->sa_family == AF_INET) {
+    if (peer && peer->sa_family == AF_INET)
         memcpy(&pb->peer, peer, sizeof(struct sockaddr_in));
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, pb->ip, sizeof(pb->ip));
-    } else if (peer && peer->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+    else if (peer && peer->sa_family == AF_INET6)
         memcpy(&pb->peer, peer, sizeof(struct sockaddr_in6));
-        if (IN6_IS_ADDR_V4MAPPED(a6))
-            inet_ntop(AF_INET, a6->s6_addr + 12, pb->ip, sizeof(pb->ip));
-        else
-            inet_ntop(AF_INET6, a6, pb->ip, sizeof(pb->ip));
-    } else {
+    /* an IPv4-mapped peer is shown as IPv4 */
+    if (!sockaddr_text(peer, SOCKADDR_TEXT_UNMAP, pb->ip, sizeof(pb->ip)))
         snprintf(pb->ip, sizeof(pb->ip), "unknown");
-    }
     snprintf(pb->log_id, sizeof(pb->log_id), "%s", log_id);
     return &pb->base;
 }

@@ -5,7 +5,6 @@
  * memory. */
 #include "proxy/delivery/fcrdns.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/sockaddr_text.h"
 
 struct fcrdns_lookup {
     struct evdns_base *dns;
@@ -242,7 +242,7 @@ int fcrdns_check(struct evdns_base *dns, struct event_base *base, const struct s
     l->dns = dns;
     l->family = family;
     memcpy(l->addr, addr, sizeof(addr));
-    inet_ntop(family, addr, l->ip, sizeof(l->ip));
+    (void)sockaddr_text_bytes(family, addr, l->ip, sizeof(l->ip));
     l->ttl = FCRDNS_TTL_MAX;
     l->cb = cb;
     l->arg = arg;

@@ -24,6 +24,7 @@
 
 #include "common/durable_file.h"
 #include "common/log.h"
+#include "common/state_file.h"
 #include "proxy/config/config.h"
 
 #define AB_HEADER "smtp-oauth-proxy account-budget 1"
@@ -329,8 +330,7 @@ struct account_budget_keeper *account_budget_keeper_new(struct event_base *base,
         if (r < 0) {
             /* start-up goes on with empty counts; the bad file is set aside for a person */
             char aside[sizeof(k->path) + 8];
-            snprintf(aside, sizeof(aside), "%s.bad", k->path);
-            int moved = rename(k->path, aside) == 0;
+            int moved = state_file_set_aside(k->path, aside, sizeof(aside));
             char safe[1200];
             log_warn("event=account_budget_state_ignored path=%s reason=%s "
                      "effect=\"the recipients of the last 24 hours count from zero\"%s%s",

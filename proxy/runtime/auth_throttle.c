@@ -3,12 +3,13 @@
  * to a password check's milliseconds. */
 #include "proxy/runtime/auth_throttle.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "common/sockaddr_text.h"
 
 struct entry {
     struct auth_throttle_key key;
@@ -97,14 +98,14 @@ int auth_throttle_key_of(const struct sockaddr *sa, struct auth_throttle_key *ke
 
 const char *auth_throttle_key_str(const struct auth_throttle_key *key, char *buf, size_t len)
 {
-    char a[INET6_ADDRSTRLEN];
+    char a[SOCKADDR_TEXT_MAX] = "";
     if (key->b[0] == 4) {
-        inet_ntop(AF_INET, key->b + 1, a, sizeof(a));
+        (void)sockaddr_text_bytes(AF_INET, key->b + 1, a, sizeof(a));
         snprintf(buf, len, "%s", a);
     } else {
         unsigned char full[16] = {0};
         memcpy(full, key->b + 1, 8);
-        inet_ntop(AF_INET6, full, a, sizeof(a));
+        (void)sockaddr_text_bytes(AF_INET6, full, a, sizeof(a));
         snprintf(buf, len, "%s/64", a);
     }
     return buf;

@@ -5,17 +5,14 @@
 #include "proxy/runtime/device_blocks.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <openssl/rand.h>
 
-#include "common/durable_file.h"
+#include "common/state_file.h"
 #include "proxy/config/config.h"
 
 /* the longest line: name, since, by, reason, 3 spaces and LF */
@@ -122,40 +119,11 @@ static char *render(const struct device_block *e, size_t n, size_t *len)
 static int save(const struct device_blocks *b, const struct device_block *e, size_t n, char *err,
                 size_t errlen)
 {
-    char dir[4096], tmp[4200];
-    unsigned char rnd[6];
     size_t len = 0;
-    int ret = -1;
     if (!b->path)
         return 0;
-    const char *slash = strrchr(b->path, '/');
-    size_t dn = slash ? (size_t)(slash - b->path) : 0;
-    if (dn == 0 || dn >= sizeof(dir)) {
-        snprintf(err, errlen, "%s: no usable directory", b->path);
-        return -1;
-    }
-    memcpy(dir, b->path, dn);
-    dir[dn] = '\0';
-    if (durable_mkdir(dir, err, errlen) < 0)
-        return -1;
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-        snprintf(err, errlen, "no randomness for the temp file name");
-        return -1;
-    }
-    int k = snprintf(tmp, sizeof(tmp), "%s.%ld.%02x%02x%02x%02x%02x%02x.tmp", b->path,
-                     (long)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
-    if (k < 0 || (size_t)k >= sizeof(tmp)) {
-        snprintf(err, errlen, "%s: path too long", b->path);
-        return -1;
-    }
     char *bytes = render(e, n, &len);
-    if (!bytes) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    ret = durable_replace(tmp, b->path, dir, bytes, len, 1, NULL, err, errlen);
-    free(bytes);
-    return ret;
+    return state_file_write_rendered(b->path, bytes, len, err, errlen);
 }
 
 /* One line (NUL-terminated, without its LF) into e; 0 ok, -1 with why. */
@@ -200,110 +168,46 @@ static int parse_line(char *line, struct device_block *e, const char **why)
     return 0;
 }
 
-static int read_all(const char *path, char **out, size_t *len, char *err, size_t errlen)
+/* The entries read so far. */
+struct load {
+    struct device_block *e;
+    size_t n;
+};
+
+static const char *load_line(void *arg, char *line, size_t lineno)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    char *buf = malloc(FILE_MAX + 1);
-    size_t n = 0;
-    if (!buf) {
-        close(fd);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf + n, FILE_MAX + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            free(buf);
-            close(fd);
-            return -1;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n > FILE_MAX) {
-            snprintf(err, errlen, "%s: larger than %zu bytes", path, FILE_MAX);
-            free(buf);
-            close(fd);
-            return -1;
-        }
-    }
-    close(fd);
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 1;
+    struct load *ld = arg;
+    const char *why = NULL;
+    (void)lineno;
+    if (ld->n == DEVICE_BLOCKS_MAX)
+        return "too many entries";
+    struct device_block *ne = realloc(ld->e, (ld->n + 1) * sizeof(*ld->e));
+    if (!ne)
+        return "out of memory";
+    ld->e = ne;
+    if (parse_line(line, &ld->e[ld->n], &why) != 0)
+        return why;
+    if (device_blocks_get(&(struct device_blocks){.e = ld->e, .n = ld->n}, ld->e[ld->n].name))
+        return "a device listed twice";
+    ld->n++;
+    return NULL;
 }
 
 int device_blocks_load(struct device_blocks *b, char *err, size_t errlen)
 {
-    char *buf = NULL;
-    size_t len = 0;
+    struct load ld = {0};
     if (!b->path)
         return 0;
-    int r = read_all(b->path, &buf, &len, err, errlen);
-    if (r <= 0)
+    int r = state_file_load(b->path, FILE_MAX, DEVICE_BLOCKS_MAGIC, "not a device block file",
+                            load_line, &ld, err, errlen);
+    if (r <= 0) {
+        free(ld.e);
         return r;
-    struct device_block *e = NULL;
-    size_t n = 0, lineno = 0;
-    const char *why = NULL;
-    char *p = buf;
-    if (strlen(buf) != len) {
-        why = "a NUL byte";
-        goto bad;
     }
-    if (len == 0 || buf[len - 1] != '\n') {
-        why = "torn (no final newline)";
-        goto bad;
-    }
-    while (*p) {
-        char *nl = strchr(p, '\n');
-        *nl = '\0';
-        lineno++;
-        if (lineno == 1) {
-            if (strcmp(p, DEVICE_BLOCKS_MAGIC) != 0) {
-                why = "not a device block file";
-                goto bad;
-            }
-        } else {
-            if (n == DEVICE_BLOCKS_MAX) {
-                why = "too many entries";
-                goto bad;
-            }
-            struct device_block *ne = realloc(e, (n + 1) * sizeof(*e));
-            if (!ne) {
-                why = "out of memory";
-                goto bad;
-            }
-            e = ne;
-            if (parse_line(p, &e[n], &why) != 0)
-                goto bad;
-            if (device_blocks_get(&(struct device_blocks){.e = e, .n = n}, e[n].name)) {
-                why = "a device listed twice";
-                goto bad;
-            }
-            n++;
-        }
-        p = nl + 1;
-    }
-    free(buf);
     free(b->e);
-    b->e = e;
-    b->n = n;
+    b->e = ld.e;
+    b->n = ld.n;
     return 1;
-bad:
-    snprintf(err, errlen, "%s:%zu: %s", b->path, lineno ? lineno : 1, why);
-    free(buf);
-    free(e);
-    return -1;
 }
 
 int device_blocks_set(struct device_blocks *b, const char *name, const char *by, const char *reason,

@@ -10,19 +10,15 @@
 #include "proxy/runtime/device_limits_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <openssl/rand.h>
-
-#include "common/durable_file.h"
+#include "common/state_file.h"
 #include "proxy/config/config.h"
 
-#define FILE_MAX (64u * 1024 * 1024)
+#define FILE_MAX ((size_t)64 * 1024 * 1024)
 #define NAME_MAX_LEN 128
 
 static const char *const window_names[DL_NWINDOWS] = {"messages", "recipients", "spam"};
@@ -65,86 +61,9 @@ static char *render(const struct device_limits *l, size_t *len)
 
 int device_limits_save(const struct device_limits *l, const char *path, char *err, size_t errlen)
 {
-    char dir[4096], tmp[4200];
-    unsigned char rnd[6];
     size_t len = 0;
-    const char *slash = strrchr(path, '/');
-    size_t dn = slash ? (size_t)(slash - path) : 0;
-    if (dn == 0 || dn >= sizeof(dir)) {
-        snprintf(err, errlen, "%s: no usable directory", path);
-        return -1;
-    }
-    memcpy(dir, path, dn);
-    dir[dn] = '\0';
-    if (durable_mkdir(dir, err, errlen) < 0)
-        return -1;
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-        snprintf(err, errlen, "no randomness for the temp file name");
-        return -1;
-    }
-    int k = snprintf(tmp, sizeof(tmp), "%s.%ld.%02x%02x%02x%02x%02x%02x.tmp", path, (long)getpid(),
-                     rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
-    if (k < 0 || (size_t)k >= sizeof(tmp)) {
-        snprintf(err, errlen, "%s: path too long", path);
-        return -1;
-    }
     char *bytes = render(l, &len);
-    if (!bytes) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int ret = durable_replace(tmp, path, dir, bytes, len, 1, NULL, err, errlen);
-    free(bytes);
-    return ret;
-}
-
-static int read_all(const char *path, char **out, size_t *len, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap + 1);
-    for (;;) {
-        if (!buf) {
-            snprintf(err, errlen, "out of memory");
-            close(fd);
-            return -1;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            break;
-        }
-        if (r == 0) {
-            close(fd);
-            buf[n] = '\0';
-            *out = buf;
-            *len = n;
-            return 1;
-        }
-        n += (size_t)r;
-        if (n == cap) {
-            if (cap >= FILE_MAX) {
-                snprintf(err, errlen, "%s: larger than %u bytes", path, FILE_MAX);
-                break;
-            }
-            cap *= 2;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb)
-                free(buf);
-            buf = nb;
-        }
-    }
-    free(buf);
-    close(fd);
-    return -1;
+    return state_file_write_rendered(path, bytes, len, err, errlen);
 }
 
 struct entry {
@@ -194,53 +113,45 @@ static const char *parse_line(const struct device_limits *l, char *line, struct 
     return NULL;
 }
 
+/* The lines read so far. */
+struct load {
+    const struct device_limits *l;
+    struct entry *ents;
+    size_t n, cap;
+};
+
+static const char *load_line(void *arg, char *line, size_t lineno)
+{
+    struct load *ld = arg;
+    (void)lineno;
+    if (ld->n == ld->cap) {
+        size_t nc = ld->cap ? ld->cap * 2 : 64;
+        struct entry *ne = realloc(ld->ents, nc * sizeof(*ne));
+        if (!ne)
+            return "out of memory";
+        ld->ents = ne;
+        ld->cap = nc;
+    }
+    const char *why = parse_line(ld->l, line, &ld->ents[ld->n]);
+    if (why)
+        return why;
+    ld->n++;
+    return NULL;
+}
+
 int device_limits_load(struct device_limits *l, const char *path, char *err, size_t errlen)
 {
-    char *buf = NULL;
-    size_t len = 0, lineno = 0, n = 0, cap = 0;
-    struct entry *ents = NULL;
-    const char *why = NULL;
-    int r = read_all(path, &buf, &len, err, errlen);
-    if (r <= 0)
+    struct load ld = {.l = l};
+    int r = state_file_load(path, FILE_MAX, DEVICE_LIMITS_MAGIC, "not a device limits file",
+                            load_line, &ld, err, errlen);
+    if (r <= 0) {
+        free(ld.ents);
         return r;
-    if (strlen(buf) != len) {
-        why = "a NUL byte";
-        goto bad;
-    }
-    if (len == 0 || buf[len - 1] != '\n') {
-        why = "torn (no final newline)";
-        goto bad;
-    }
-    for (char *p = buf; *p;) {
-        char *nl = strchr(p, '\n');
-        *nl = '\0';
-        lineno++;
-        if (lineno == 1) {
-            if (strcmp(p, DEVICE_LIMITS_MAGIC) != 0) {
-                why = "not a device limits file";
-                goto bad;
-            }
-        } else {
-            if (n == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                struct entry *ne = realloc(ents, nc * sizeof(*ne));
-                if (!ne) {
-                    why = "out of memory";
-                    goto bad;
-                }
-                ents = ne;
-                cap = nc;
-            }
-            if ((why = parse_line(l, p, &ents[n])) != NULL)
-                goto bad;
-            n++;
-        }
-        p = nl + 1;
     }
     /* all good: into the windows, what is still in them */
     int64_t now = device_limits_now(l);
-    for (size_t i = 0; i < n; i++) {
-        struct entry *e = &ents[i];
+    for (size_t i = 0; i < ld.n; i++) {
+        struct entry *e = &ld.ents[i];
         int64_t cur = device_limits_slot(now, device_limits_window_len[e->window]);
         if (!e->dev || e->slot > cur || e->slot <= cur - (int64_t)DEVICE_LIMITS_BUCKETS)
             continue;
@@ -252,12 +163,6 @@ int device_limits_load(struct device_limits *l, const char *path, char *err, siz
         }
         w->count[b] = w->count[b] > 0xffffffffu - e->count ? 0xffffffffu : w->count[b] + e->count;
     }
-    free(ents);
-    free(buf);
+    free(ld.ents);
     return 1;
-bad:
-    snprintf(err, errlen, "%s:%zu: %s", path, lineno ? lineno : 1, why);
-    free(ents);
-    free(buf);
-    return -1;
 }

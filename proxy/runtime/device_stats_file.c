@@ -1,8 +1,8 @@
 /* STATE_DIR/devices.state: the device history across restarts (and across the year an access
  * review looks back on). One JSON document, then a trailer line "end sha256=HEX" over the
  * document's bytes: a file cut short or changed by hand is recognised and ignored whole, never
- * half-used. Written through common/durable_file: a temp file O_EXCL 0600, fsync, rename, fsync
- * the directory. */
+ * half-used. Written through common/state_file (common/durable_file: a temp file O_EXCL 0600,
+ * fsync, rename, fsync the directory). */
 #include "proxy/runtime/device_stats_int.h"
 
 #include <errno.h>
@@ -15,9 +15,8 @@
 
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
-#include "common/durable_file.h"
+#include "common/state_file.h"
 #include "proxy/config/config.h"
 
 #define DS_FORMAT "smtp-oauth-proxy devices.state"
@@ -125,51 +124,11 @@ out:
     return out;
 }
 
-/* The directory part of path (created 0700 when missing, as the token store does). */
-static int ensure_dir(const char *path, char *dir, size_t dirlen, char *err, size_t errlen)
-{
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (size_t)(slash - path) : 0;
-    if (n == 0)
-        n = slash ? 1 : 0;
-    if (n == 0 || n >= dirlen) {
-        snprintf(err, errlen, "%s: no usable directory", path);
-        return -1;
-    }
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-    return durable_mkdir(dir, err, errlen) < 0 ? -1 : 0;
-}
-
 int device_stats_save(const struct device_stats *ds, const char *path, char *err, size_t errlen)
 {
-    char dir[4096], tmp[4200];
-    unsigned char rnd[6];
     size_t len = 0;
-    int ret = -1;
     char *bytes = render(ds, &len);
-    if (!bytes) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    if (ensure_dir(path, dir, sizeof(dir), err, errlen) != 0)
-        goto out;
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-        snprintf(err, errlen, "no randomness for the temp file name");
-        goto out;
-    }
-    int n = snprintf(tmp, sizeof(tmp), "%s.%ld.%02x%02x%02x%02x%02x%02x.tmp", path, (long)getpid(),
-                     rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        snprintf(err, errlen, "%s: path too long", path);
-        goto out;
-    }
-    /* renamed but the directory not fsynced: the file is whole either way (old or new), and
-     * the next write tries again, so that counts as a failure to report, nothing more */
-    ret = durable_replace(tmp, path, dir, bytes, len, 1, NULL, err, errlen);
-out:
-    free(bytes);
-    return ret;
+    return state_file_write_rendered(path, bytes, len, err, errlen);
 }
 
 /* ---- load ---- */

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/state_file.h"
 #include "proxy/config/config.h"
 
 struct device_stats_keeper {
@@ -65,8 +66,7 @@ struct device_stats_keeper *device_stats_keeper_new(struct event_base *base,
             /* never half-used: the history starts again; the bad file is set aside for a
              * person to look at, and the next write (soon: retain marks dirty) replaces it */
             char aside[sizeof(k->path) + 8];
-            snprintf(aside, sizeof(aside), "%s.bad", k->path);
-            int moved = rename(k->path, aside) == 0;
+            int moved = state_file_set_aside(k->path, aside, sizeof(aside));
             log_warn("event=device_state_ignored reason=\"%s\"%s%s", err, moved ? " moved_to=" : "",
                      moved ? aside : "");
             device_stats_retain(k->ds, cfg, (int64_t)time(NULL));

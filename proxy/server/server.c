@@ -8,6 +8,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/state_file.h"
 #include "oauth/http.h"
 #include "proxy/runtime/account_budget.h"
 #include "proxy/runtime/auth_throttle.h"
@@ -73,8 +74,7 @@ static struct device_limits *server_limits_open(const struct config *cfg)
     int r = device_limits_load(l, path, err, sizeof(err));
     if (r < 0) {
         char aside[sizeof(path) + 8];
-        snprintf(aside, sizeof(aside), "%s.bad", path);
-        int moved = rename(path, aside) == 0;
+        int moved = state_file_set_aside(path, aside, sizeof(aside));
         log_warn("event=device_limits_ignored reason=\"%s\"%s%s effect=\"the devices' counts "
                  "start from zero\"",
                  err, moved ? " moved_to=" : "", moved ? aside : "");
@@ -115,8 +115,7 @@ static struct device_blocks *server_blocks_open(const struct config *cfg)
     int r = device_blocks_load(b, err, sizeof(err));
     if (r < 0) {
         char aside[sizeof(path) + 8];
-        snprintf(aside, sizeof(aside), "%s.bad", path);
-        int moved = rename(path, aside) == 0;
+        int moved = state_file_set_aside(path, aside, sizeof(aside));
         log_error("event=device_blocks_ignored reason=\"%s\"%s%s effect=\"no device is blocked "
                   "until blocked again\"",
                   err, moved ? " moved_to=" : "", moved ? aside : "");

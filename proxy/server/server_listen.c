@@ -1,7 +1,6 @@
 /* The listening sockets: bound at start-up, compared and adjusted by a reload. */
 #include "proxy/server/server_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -15,6 +14,7 @@
 #include <event2/listener.h>
 
 #include "common/log.h"
+#include "common/sockaddr_text.h"
 #include "proxy/runtime/auth_throttle.h"
 #include "proxy/runtime/metrics.h"
 #include "proxy/runtime/server_gen.h"
@@ -37,13 +37,8 @@ static void refuse(struct server_listener *l, evutil_socket_t fd, const char *ip
 
 static void ip_of(const struct sockaddr *sa, char *ip, size_t len)
 {
-    snprintf(ip, len, "?");
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, ip,
-                  (socklen_t)len);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, ip,
-                  (socklen_t)len);
+    if (!sockaddr_text(sa, 0, ip, len))
+        snprintf(ip, len, "?");
 }
 
 /* The limits on a device's address (sa: the socket's peer, or what a PROXY header named), then

@@ -5,7 +5,6 @@
  * replies always come out in order. */
 #include "proxy/server/server_session.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,6 +25,7 @@
 
 #include "common/log.h"
 #include "common/secret.h"
+#include "common/sockaddr_text.h"
 #include "proxy/runtime/auth_worker.h"
 #include "proxy/config/config.h"
 #include "proxy/runtime/device.h"
@@ -584,10 +584,7 @@ struct server_session *server_session_start(struct server *srv, int fd, const st
     s->metrics_slot = proxy_local ? -1 : metrics_session_opened(srv->metrics, listener);
     clock_gettime(CLOCK_MONOTONIC, &s->t_connect);
     memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof(s->ip));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->ip, sizeof(s->ip));
+    (void)sockaddr_text(sa, 0, s->ip, sizeof(s->ip)); /* "" if neither family */
     unsigned char rnd[8];
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         memset(rnd, 0, sizeof(rnd));

@@ -9,7 +9,6 @@
  * (client_session.c's timer), which stops whatever is still running here. */
 #include "proxy/upstream/client_session_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -25,6 +24,7 @@
 #include <event2/util.h>
 
 #include "common/log.h"
+#include "common/sockaddr_text.h"
 
 #define CLIENT_CONNECT_MAX_ADDRS 16   /* addresses tried of one name */
 #define CLIENT_CONNECT_STAGGER_MS 250 /* RFC 8305 5: the recommended connection attempt delay */
@@ -61,16 +61,13 @@ struct client_connector {
 
 static void client_connect_addr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, ip,
-                  sizeof(ip));
+    char ip[SOCKADDR_TEXT_MAX];
+    if (!sockaddr_text(sa, 0, ip, sizeof(ip)))
+        snprintf(ip, sizeof(ip), "?");
+    if (sa->sa_family == AF_INET6)
         snprintf(buf, len, "[%s]", ip);
-    } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, ip,
-                  sizeof(ip));
+    else
         snprintf(buf, len, "%s", ip);
-    }
 }
 
 static void client_connect_close_attempt(struct client_connect_attempt *a)

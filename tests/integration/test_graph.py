@@ -16,6 +16,7 @@ faults on demand) relaying what it accepts to the rig's sink, which we read back
 - a 401 (expired token): a fresh token, one retry, delivered;
 - delivery = direct: a temporary failure is a 4xx to the device and nothing stays on disk;
 - SIZE= beyond 150 MB: 552 5.3.4 at MAIL;
+- delivery = direct with the daily recipient budget used: 451 4.7.1 at MAIL;
 - kill -9 during an upload session: after the restart the message arrives, once;
 - at most 4 requests in flight per mailbox with 8 devices at once;
 - `test ACCOUNT --to` sends through Graph and prints each request.
@@ -242,6 +243,22 @@ class TestGraph(GraphCase):
         code, text = self.send(small(7))
         self.assertEqual(code, 250, text)
         self.one_message()
+
+    def test_direct_mode_daily_budget(self):
+        """delivery = direct: when the account's daily recipient budget is used, the device hears
+        451 4.7.1 at MAIL (nothing is queued in direct), as for an SMTP account."""
+        self.start_graph_proxy(delivery="direct", daily_recipient_limit="2")
+        for i in range(2):
+            code, text = self.send(small(40 + i))
+            self.assertEqual(code, 250, text)
+        s = self.smtp()
+        s.ehlo("copier-3f.test")
+        code, text = s.mail("copier@contoso.test")
+        self.assertEqual(code, 451, text)
+        self.assertIn(b"4.7.1 The daily recipient budget of account scanners is used (2 of 2",
+                      text)
+        self.assertEqual(len(self.rig.sink_wait(2)), 2)
+        self.assertEqual(self.spool_left(), [])
 
     def test_size_beyond_graph(self):
         self.start_graph_proxy()

@@ -9,6 +9,8 @@
  * completed. */
 #include "proxy/delivery/deliver.h"
 
+#include "proxy/delivery/message_log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,27 +57,6 @@ struct deliver_body deliver_body_spool(struct spool_body *b)
     return body;
 }
 
-static double elapsed_ms(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
-static const char *status_str(enum txn_status st)
-{
-    switch (st) {
-    case TXN_OK:
-        return "delivered";
-    case TXN_TEMP:
-        return "deferred";
-    case TXN_PERM:
-        return "refused";
-    default:
-        return "partial";
-    }
-}
-
 static void log_attempt(const struct deliver *d, const struct txn_result *res)
 {
     char from[300], up[TXN_REPLY_MAX + 64], host[300], queue[40] = "", why[320] = "";
@@ -94,8 +75,9 @@ static void log_attempt(const struct deliver *d, const struct txn_result *res)
              d->log_id, queue, d->acct->name, log_safe(host, sizeof(host), h, strlen(h)),
              log_safe(from, sizeof(from), f ? f : "", f ? strlen(f) : 0), d->env->nrcpts,
              res->delivered, res->deferred, res->refused, (unsigned long long)d->body.size,
-             status_str(res->status), res->conn_failure,
-             log_safe(up, sizeof(up), res->reply, strlen(res->reply)), elapsed_ms(&d->t0), why,
+             txn_status_name(res->status), res->conn_failure,
+             log_safe(up, sizeof(up), res->reply, strlen(res->reply)),
+             message_log_elapsed_ms(&d->t0), why,
              exchange_explain_kv(res->code, res->enhanced, res->reply, d->acct->mailbox,
                                  d->acct->client_id, explain, sizeof(explain)));
 }

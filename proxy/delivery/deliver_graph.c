@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "proxy/config/config.h"
+#include "proxy/delivery/message_log.h"
 #include "proxy/graph/graph_client.h"
 #include "proxy/graph/graph_mime.h"
 #include "proxy/runtime/server_gen.h"
@@ -59,18 +60,10 @@ static void deliver_graph_free(struct deliver_graph *d)
     free(d);
 }
 
-static const char *status_str(enum txn_status s)
-{
-    return s == TXN_OK ? "delivered" : s == TXN_TEMP ? "deferred" : "refused";
-}
-
 static void log_result(const struct deliver_graph *d, const struct txn_result *res)
 {
     char up[TXN_REPLY_MAX + 64], from[300], ex[700], host[256], queue[40] = "";
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ms =
-        (double)(t1.tv_sec - d->t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - d->t0.tv_nsec) / 1e6;
+    double ms = message_log_elapsed_ms(&d->t0);
     const char *f = d->env->mail_from ? d->env->mail_from : "";
     unsigned dropped = 0, bcc = 0;
     if (d->mime)
@@ -84,7 +77,7 @@ static void log_result(const struct deliver_graph *d, const struct txn_result *r
         "header_rcpts_dropped=%u bcc_added=%u duration_ms=%.0f%s%s",
         d->log_id, queue, d->acct->name, deliver_graph_host(d->acct, host, sizeof(host)),
         log_safe(from, sizeof(from), f, strlen(f)), d->env->nrcpts, res->delivered, res->deferred,
-        res->refused, (unsigned long long)spool_body_size(d->body), status_str(res->status),
+        res->refused, (unsigned long long)spool_body_size(d->body), txn_status_name(res->status),
         res->conn_failure, log_safe(up, sizeof(up), res->reply, strlen(res->reply)),
         d->out.http_status, d->out.code[0] ? d->out.code : "-", d->out.requests,
         d->mime ? graph_mime_natt(d->mime) : (size_t)0, dropped, bcc, ms,

@@ -20,7 +20,7 @@ const char *message_result_name(enum metrics_result r)
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "refused";
 }
 
-static double elapsed_ms(const struct timespec *t0)
+double message_log_elapsed_ms(const struct timespec *t0)
 {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -78,7 +78,7 @@ void message_log_end(const struct delivery_ctx *ctx, const struct message_end *e
     log_info("event=message session=%s device=%s account=%s from=%s rcpts=%zu size=%llu "
              "result=%s upstream=%s duration_ms=%.0f%s%s",
              e->log_id, e->device, e->acct->name, from, e->rcpts, (unsigned long long)e->size,
-             result, up, elapsed_ms(e->t_start), extra,
+             result, up, message_log_elapsed_ms(e->t_start), extra,
              exchange_explain_kv(rep ? rep->code : 0, rep ? rep->enhanced : NULL, e->reply,
                                  e->acct->mailbox, e->acct->client_id, explain, sizeof(explain)));
     metrics_message(ctx->metrics, e->acct, e->result, e->result == METRICS_DELIVERED ? e->size : 0);

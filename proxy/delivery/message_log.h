@@ -46,4 +46,8 @@ void message_log_refused_later(const struct delivery_ctx *ctx, const char *devic
  * is counted here and nowhere else. */
 void message_log_accepted(const struct delivery_ctx *ctx, const struct cfg_account *acct, size_t n);
 
+/* Milliseconds since t0 (CLOCK_MONOTONIC), for duration_ms= in log lines. */
+struct timespec;
+double message_log_elapsed_ms(const struct timespec *t0);
+
 #endif

@@ -649,3 +649,17 @@ const struct txn_result *txn_result(struct txn *t)
     }
     return res;
 }
+
+const char *txn_status_name(enum txn_status st)
+{
+    switch (st) {
+    case TXN_OK:
+        return "delivered";
+    case TXN_TEMP:
+        return "deferred";
+    case TXN_PERM:
+        return "refused";
+    default:
+        return "partial";
+    }
+}

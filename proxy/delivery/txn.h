@@ -157,6 +157,8 @@ uint64_t txn_body_size(const struct txn *t);
 /* The outcome so far; recipients still undecided count as temporary ("attempt ended early").
  * Valid until the next call on t. */
 const struct txn_result *txn_result(struct txn *t);
+/* A status as log lines write it: "delivered", "deferred", "refused", "partial". */
+const char *txn_status_name(enum txn_status st);
 /* The connection's host, for the log ("" when unknown). */
 const char *txn_host(const struct txn *t);
 
